@@ -1,0 +1,66 @@
+"""STS Benchmark accuracy through the LangChain adapter: Spearman (cosine) x 100.
+
+MTEB's published score for all-MiniLM-L6-v2 on the test split is 82.03.
+
+    python benchmarks/stsb.py --data ../shared/data/stsbenchmark [--model DIR_OR_ID] [--dtype bfloat16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from langchain_localembed import LocalEmbeddings
+
+PUBLISHED = {"sentence-transformers/all-MiniLM-L6-v2": 82.03}
+
+
+def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Sentence pairs and gold scores of one STS Benchmark split (tab-separated, unquoted)."""
+    first, second, scores = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 7:
+            scores.append(float(fields[4]))
+            first.append(fields[5])
+            second.append(fields[6])
+    return first, second, np.asarray(scores)
+
+
+def sts_spearman(embeddings: LocalEmbeddings, data: Path, split: str = "test") -> float:
+    """Spearman correlation x 100 between gold scores and cosine similarity."""
+    first, second, gold = read_pairs(data / f"sts-{split}.csv")
+    a = np.asarray(embeddings.embed_documents(first))
+    b = np.asarray(embeddings.embed_documents(second))
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(spearmanr(gold, cosine).statistic * 100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="folder with sts-test.csv")
+    parser.add_argument("--split", default="test", choices=["test", "dev"])
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--json", type=Path, default=None, help="also write the result here")
+    args = parser.parse_args()
+    embeddings = LocalEmbeddings(model=args.model, dtype=args.dtype)
+    start = time.perf_counter()
+    score = sts_spearman(embeddings, args.data, args.split)
+    seconds = time.perf_counter() - start
+    name = embeddings.encoder.source.name
+    result = {"model": name, "split": args.split, "dtype": args.dtype, "spearman": round(score, 2),
+              "published": PUBLISHED.get(name) if args.split == "test" else None,
+              "seconds": round(seconds, 1)}
+    print(json.dumps(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""``LocalEmbeddings``: LangChain ``Embeddings`` over the shared localembed encoder."""
+
+from __future__ import annotations
+
+from typing import Any
+
+try:
+    from langchain_core.embeddings import Embeddings
+except ImportError as error:  # pragma: no cover - depends on the environment
+    msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
+    raise ImportError(msg) from error
+
+from pydantic import ConfigDict
+
+from localembed.config import EncoderConfig
+from localembed.encoder import LocalEncoder, check_text
+
+
+class LocalEmbeddings(EncoderConfig, Embeddings):
+    """Local embedding model for LangChain; takes every :class:`~localembed.EncoderConfig` option.
+
+    The model loads when the object is built; adapters with equal settings (LangChain or
+    LlamaIndex) share one loaded model. Async methods run in a worker thread, so the event
+    loop stays responsive while a large batch embeds.
+
+    Example:
+        >>> from langchain_localembed import LocalEmbeddings
+        >>> embeddings = LocalEmbeddings()  # the embedded all-MiniLM-L6-v2
+        >>> vectors = embeddings.embed_documents(["Paris is in France.", "Cats purr."])
+        >>> len(vectors), len(vectors[0])
+        (2, 384)
+        >>> round(sum(v * v for v in embeddings.embed_query("Where is Paris?")), 4)
+        1.0
+    """
+
+    model_config = ConfigDict(frozen=False, validate_assignment=True)
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load the model now, so that a bad setting fails here and not on first use."""
+        self.load_encoder()
+
+    @property
+    def encoder(self) -> LocalEncoder:
+        """The shared encoder behind this adapter."""
+        return self.load_encoder()
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Embed documents (with the document instruction, if any); one vector per text."""
+        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
+        return vectors
+
+    def embed_query(self, text: str) -> list[float]:
+        """Embed one search query (with the query instruction, if any)."""
+        vector: list[float] = self.encoder.encode_queries([check_text(text)])[0].tolist()
+        return vector

@@ -1,0 +1,82 @@
+"""``LocalEmbedding``: LlamaIndex ``BaseEmbedding`` over the shared localembed encoder."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+try:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+except ImportError as error:  # pragma: no cover - depends on the environment
+    msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
+    raise ImportError(msg) from error
+
+from pydantic import ConfigDict, Field, model_validator
+
+from localembed.config import EncoderConfig
+from localembed.encoder import LocalEncoder, check_text
+from localembed.loading import DEFAULT_MODEL_ID
+
+
+class LocalEmbedding(EncoderConfig, BaseEmbedding):
+    """Local embedding model for LlamaIndex; takes every :class:`~localembed.EncoderConfig` option.
+
+    Use it as ``Settings.embed_model = LocalEmbedding()``. The model loads when the object is
+    built; adapters with equal settings (LlamaIndex or LangChain) share one loaded model.
+
+    Example:
+        >>> from llamaindex_localembed import LocalEmbedding
+        >>> embed_model = LocalEmbedding()  # the embedded all-MiniLM-L6-v2
+        >>> embed_model.model_name
+        'sentence-transformers/all-MiniLM-L6-v2'
+        >>> len(embed_model.get_text_embedding("Cats purr."))
+        384
+    """
+
+    model_config = ConfigDict(frozen=False, arbitrary_types_allowed=True)
+
+    embed_batch_size: int = Field(default=64, gt=0, le=2048)
+    """Texts LlamaIndex hands over per call (the encoder batches them again by length)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_the_model(cls, data: Any) -> Any:
+        # LlamaIndex shows `model_name`; keep it equal to the model we load.
+        if isinstance(data, dict) and "model_name" not in data:
+            data = {**data, "model_name": data.get("model") or DEFAULT_MODEL_ID}
+        return data
+
+    def model_post_init(self, context: Any, /) -> None:
+        """Load the model now, so that a bad setting fails here and not on first use."""
+        self.load_encoder()
+
+    @classmethod
+    def class_name(cls) -> str:
+        """The name LlamaIndex stores in ``to_dict`` and looks up in ``from_dict``."""
+        return "LocalEmbedding"
+
+    @property
+    def encoder(self) -> LocalEncoder:
+        """The shared encoder behind this adapter."""
+        return self.load_encoder()
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        vector: list[float] = self.encoder.encode_queries([check_text(query)])[0].tolist()
+        return vector
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        vector: list[float] = self.encoder.encode_documents([check_text(text, "text")])[0].tolist()
+        return vector
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
+        return vectors
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return await asyncio.to_thread(self._get_query_embedding, query)
+
+    async def _aget_text_embedding(self, text: str) -> list[float]:
+        return await asyncio.to_thread(self._get_text_embedding, text)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await asyncio.to_thread(self._get_text_embeddings, texts)

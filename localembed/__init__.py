@@ -1,0 +1,37 @@
+"""localembed: local text-embedding models behind one shared encoder.
+
+The framework adapters live in ``langchain_localembed`` and ``llamaindex_localembed``.
+Importing this package loads no model and touches no network.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from localembed.config import EncoderConfig
+from localembed.pooling import POOLING_MODES
+from localembed.registry import available_adapters, load_adapter
+
+if TYPE_CHECKING:
+    from localembed.encoder import LocalEncoder, clear_encoder_cache, get_encoder
+
+__all__ = [
+    "POOLING_MODES",
+    "EncoderConfig",
+    "LocalEncoder",
+    "available_adapters",
+    "clear_encoder_cache",
+    "get_encoder",
+    "load_adapter",
+]
+__version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    # The encoder module imports numpy; keep `import localembed` light until it is used.
+    if name in {"LocalEncoder", "get_encoder", "clear_encoder_cache"}:
+        from localembed import encoder
+
+        return getattr(encoder, name)
+    msg = f"module 'localembed' has no attribute {name!r}"
+    raise AttributeError(msg)

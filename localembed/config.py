@@ -1,0 +1,128 @@
+"""EncoderConfig: every knob of the shared encoder, validated once.
+
+Both framework adapters inherit these fields, so a setting has one name, one
+type, one default and one docstring everywhere.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from localembed.pooling import POOLING_MODES
+
+if TYPE_CHECKING:
+    from localembed.encoder import LocalEncoder
+
+DType = Literal["auto", "float32", "bfloat16", "float16"]
+DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
+
+
+class EncoderConfig(BaseModel):
+    """Settings of a :class:`~localembed.LocalEncoder`; the same settings share one model.
+
+    Example:
+        >>> from localembed import EncoderConfig
+        >>> EncoderConfig(pooling="mean", batch_size=8).pooling
+        'mean'
+        >>> EncoderConfig(poolng="mean")
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for EncoderConfig
+          Value error, unknown option 'poolng' (did you mean 'pooling'?); valid options: ...
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        populate_by_name=True,
+        protected_namespaces=(),
+        use_attribute_docstrings=True,
+        validate_default=True,
+    )
+
+    model: str | None = Field(
+        default=None, validation_alias=AliasChoices("model", "model_name")
+    )
+    """Local directory, hub id, or None for the embedded all-MiniLM-L6-v2 (`model_name` is an alias)."""
+
+    pooling: str = "auto"
+    """How token vectors become one vector; "auto" reads the model's metadata, then its family preset."""
+
+    normalize: bool = True
+    """L2-normalize each vector, so that a dot product is the cosine similarity."""
+
+    query_instruction: str | None = None
+    """Prefix (or template with "{text}") for queries; None: saved prompts, then preset; "": none."""
+
+    document_instruction: str | None = None
+    """Prefix (or template with "{text}") for documents; None: saved prompts, then preset; "": none."""
+
+    max_length: int | None = Field(default=None, gt=0)
+    """Tokens kept per text; longer texts are truncated and counted. None: the model's own limit."""
+
+    batch_size: int = Field(default=32, gt=0)
+    """Texts per forward pass (texts are sorted by length first)."""
+
+    device: str = "auto"
+    """"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"."""
+
+    dtype: DType = "auto"
+    """Weights and compute precision; "auto" is float32 on CPU and float16 on CUDA."""
+
+    trust_remote_code: bool = False
+    """Run the model repository's own Python code; only for models that need it and you trust."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _reject_unknown_options(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            valid = set()
+            for name, field in cls.model_fields.items():
+                valid.add(name)
+                if isinstance(field.validation_alias, AliasChoices):
+                    valid.update(a for a in field.validation_alias.choices if isinstance(a, str))
+            unknown = [key for key in data if key not in valid]
+            if unknown:
+                key = unknown[0]
+                close = difflib.get_close_matches(str(key), valid, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                msg = f"unknown option {key!r}{hint}; valid options: {', '.join(sorted(valid))}"
+                raise ValueError(msg)
+        return data
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_as_str(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, Path) else value
+
+    @field_validator("pooling")
+    @classmethod
+    def _check_pooling(cls, value: str) -> str:
+        if value != "auto" and value not in POOLING_MODES:
+            msg = f"unknown pooling {value!r}; valid: auto, {', '.join(POOLING_MODES)}"
+            raise ValueError(msg)
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        kind, _, index = value.partition(":")
+        if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
+            msg = f"device must be one of {', '.join(DEVICE_KINDS)} or 'cuda:N', got {value!r}"
+            raise ValueError(msg)
+        return value
+
+    def encoder_options(self) -> dict[str, Any]:
+        """The encoder's settings alone (an adapter's own fields left out)."""
+        return {name: getattr(self, name) for name in EncoderConfig.model_fields}
+
+    def load_encoder(self) -> LocalEncoder:
+        """The shared encoder for these settings (loaded on first use, then reused)."""
+        from localembed.encoder import get_encoder
+
+        return get_encoder(EncoderConfig(**self.encoder_options()))
+

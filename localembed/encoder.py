@@ -1,0 +1,424 @@
+"""LocalEncoder: tokenize -> length-sorted batches -> forward -> pool -> normalize.
+
+``get_encoder`` returns one shared instance per configuration, so a LangChain and a
+LlamaIndex adapter with the same settings hold one model in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from localembed.config import EncoderConfig
+from localembed.loading import (
+    load_tokenizer,
+    load_transformer,
+    locate_model,
+    model_identity,
+    read_sentence_transformers_metadata,
+)
+from localembed.pooling import pool
+from localembed.presets import apply_instruction, find_preset
+
+if TYPE_CHECKING:
+    import torch
+
+logger = logging.getLogger("localembed")
+
+# Models whose position ids start after the padding index (RoBERTa-style): usable length is
+# max_position_embeddings - (pad_token_id + 1).
+_OFFSET_POSITION_MODELS = frozenset(
+    {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text"}
+)
+_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+
+def check_texts(texts: Any) -> list[str]:
+    """Return ``texts`` as a list, or raise TypeError naming the first non-string item.
+
+    Example:
+        >>> check_texts(["a", 1])
+        Traceback (most recent call last):
+        ...
+        TypeError: item 1 is int, not str; every text must be a str
+    """
+    if isinstance(texts, (str, bytes)):
+        msg = f"expected a list of str, got a single {type(texts).__name__}; wrap it: [text]"
+        raise TypeError(msg)
+    try:
+        items = list(texts)
+    except TypeError:
+        msg = f"expected a list of str, got {type(texts).__name__}"
+        raise TypeError(msg) from None
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
+            raise TypeError(msg)
+    return items
+
+
+def check_text(text: Any, what: str = "query") -> str:
+    """Return ``text`` if it is a str, else raise TypeError naming ``what``."""
+    if not isinstance(text, str):
+        msg = f"{what} must be a str, got {type(text).__name__}"
+        raise TypeError(msg)
+    return text
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn "auto" into cuda, then mps, then cpu; check that a named accelerator exists."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        msg = f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'"
+        raise ValueError(msg)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        msg = f"device {device!r} requested but MPS is not available; use device='cpu' or 'auto'"
+        raise ValueError(msg)
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Turn "auto" into float32 on CPU/MPS (exact) and float16 on CUDA."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    resolved: torch.dtype = getattr(torch, _DTYPES[dtype])
+    return resolved
+
+
+@dataclass(frozen=True)
+class ResolvedSettings:
+    """What the encoder actually does, after arguments, model metadata and presets."""
+
+    pooling: str
+    normalize: bool
+    query_instruction: str
+    document_instruction: str
+    max_length: int
+    sources: dict[str, str]
+    """Where each setting came from: argument, sentence-transformers, preset, model, fallback."""
+
+
+@dataclass
+class _Tokenized:
+    ids: list[list[int]]
+    truncated: int
+
+
+class LocalEncoder:
+    """A loaded model that turns texts into float32 vectors, row i for text i.
+
+    Use :func:`get_encoder` rather than this constructor, so that equal settings share
+    one model.
+
+    Example:
+        >>> from localembed import get_encoder
+        >>> encoder = get_encoder()
+        >>> vectors = encoder.encode(["a cat", "a dog"])
+        >>> vectors.shape, vectors.dtype
+        ((2, 384), dtype('float32'))
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        self.config = config
+        self.source = locate_model(config.model)
+        metadata = read_sentence_transformers_metadata(self.source.path)
+        if metadata.unsupported_modules:
+            msg = (
+                f"{self.source.name}: sentence-transformers modules "
+                f"{', '.join(metadata.unsupported_modules)} are not supported by localembed "
+                f"(only Transformer, one Pooling mode, Normalize)"
+            )
+            raise ValueError(msg)
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.tokenizer = load_tokenizer(
+            metadata.transformer_path, trust_remote_code=config.trust_remote_code
+        )
+        self.model = load_transformer(
+            metadata.transformer_path,
+            dtype=self.dtype,
+            device=self.device,
+            trust_remote_code=config.trust_remote_code,
+        )
+        self.settings = self._resolve_settings(metadata)
+        self.dimension: int = int(self.model.config.hidden_size)
+        self._pad_id = self._padding_id()
+        self._forward_lock = threading.Lock()
+
+    # -- settings -------------------------------------------------------------------------
+
+    def _model_length_limit(self) -> int | None:
+        limits = []
+        tokenizer_limit = self.tokenizer.model_max_length
+        if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:
+            limits.append(tokenizer_limit)
+        positions = getattr(self.model.config, "max_position_embeddings", None)
+        if positions:
+            if self.model.config.model_type in _OFFSET_POSITION_MODELS:
+                positions -= (self.model.config.pad_token_id or 0) + 1
+            limits.append(positions)
+        return min(limits) if limits else None
+
+    def _resolve_settings(self, metadata: Any) -> ResolvedSettings:
+        config = self.config
+        names = [self.source.name, str(self.source.path)]
+        name_or_path = getattr(self.model.config, "_name_or_path", "")
+        if name_or_path:
+            names.append(str(name_or_path))
+        preset = find_preset(*names)
+        sources: dict[str, str] = {}
+
+        if config.pooling != "auto":
+            pooling, sources["pooling"] = config.pooling, "argument"
+        elif metadata.pooling:
+            pooling, sources["pooling"] = metadata.pooling, "sentence-transformers"
+        elif preset:
+            pooling, sources["pooling"] = preset.pooling, f"preset {preset.family}"
+        else:
+            pooling, sources["pooling"] = "cls", "fallback"
+            logger.info(
+                "%s: no pooling in the model's metadata and no family preset; using cls pooling "
+                "(pass pooling=... to choose)",
+                self.source.name,
+            )
+
+        instructions = {}
+        for kind, explicit, saved_keys in (
+            ("query", config.query_instruction, ("query",)),
+            ("document", config.document_instruction, ("document", "passage", "corpus")),
+        ):
+            saved = next((metadata.prompts[k] for k in saved_keys if k in metadata.prompts), None)
+            if explicit is not None:
+                instructions[kind], sources[f"{kind}_instruction"] = explicit, "argument"
+            elif saved is not None:
+                instructions[kind], sources[f"{kind}_instruction"] = saved, "saved prompts"
+            elif preset:
+                instructions[kind] = preset.instruction(kind)
+                sources[f"{kind}_instruction"] = f"preset {preset.family}"
+            else:
+                instructions[kind], sources[f"{kind}_instruction"] = "", "none"
+
+        limit = self._model_length_limit()
+        if config.max_length is not None:
+            if limit is not None and config.max_length > limit:
+                msg = f"max_length={config.max_length} exceeds the model's limit of {limit} tokens"
+                raise ValueError(msg)
+            max_length, sources["max_length"] = config.max_length, "argument"
+        elif metadata.max_seq_length:
+            max_length, sources["max_length"] = metadata.max_seq_length, "sentence-transformers"
+        elif preset and preset.max_length:
+            max_length, sources["max_length"] = preset.max_length, f"preset {preset.family}"
+        elif limit is not None:
+            max_length, sources["max_length"] = limit, "model"
+        else:
+            max_length, sources["max_length"] = 512, "fallback"
+        if limit is not None:
+            max_length = min(max_length, limit)
+
+        sources["normalize"] = "argument" if "normalize" in config.model_fields_set else "default"
+        return ResolvedSettings(
+            pooling=pooling,
+            normalize=config.normalize,
+            query_instruction=instructions["query"],
+            document_instruction=instructions["document"],
+            max_length=max_length,
+            sources=sources,
+        )
+
+    def _padding_id(self) -> int:
+        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
+            if candidate is not None:
+                return int(candidate)
+        return 0  # padded positions are masked out, so any id works
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved settings, as ``localembed info`` prints them."""
+        settings = self.settings
+        return {
+            "model": self.source.name,
+            "path": str(self.source.path),
+            "architecture": self.model.config.model_type,
+            "dimension": self.dimension,
+            "pooling": settings.pooling,
+            "normalize": settings.normalize,
+            "max_length": settings.max_length,
+            "query_instruction": settings.query_instruction,
+            "document_instruction": settings.document_instruction,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "sources": dict(settings.sources),
+        }
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``texts`` as they are (or through ``instruction``); row i belongs to texts[i].
+
+        Args:
+            texts: the texts; an empty list gives a (0, dimension) array without a model call.
+            instruction: a prefix, or a template containing ``{text}``, applied to every text.
+            batch_size: texts per forward pass; default: the configured ``batch_size``.
+            show_progress: show a tqdm progress bar over the batches.
+
+        Returns:
+            A float32 array of shape (len(texts), dimension).
+
+        Raises:
+            TypeError: ``texts`` is not a list of str; the message names the first bad index.
+        """
+        items = check_texts(texts)
+        output = np.empty((len(items), self.dimension), dtype=np.float32)
+        if not items:
+            return output
+        if instruction:
+            items = [apply_instruction(instruction, text) for text in items]
+        tokenized = self._tokenize(items)
+        if tokenized.truncated:
+            logger.warning(
+                "%d of %d texts were longer than %d tokens and were truncated",
+                tokenized.truncated,
+                len(items),
+                self.settings.max_length,
+            )
+        batches = list(self._batches(tokenized.ids, batch_size or self.config.batch_size))
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(items), desc="embedding", unit="text")
+        for indices in batches:
+            output[indices] = self._embed_batch([tokenized.ids[i] for i in indices])
+            if progress is not None:
+                progress.update(len(indices))
+        if progress is not None:
+            progress.close()
+        return output
+
+    def encode_queries(self, texts: Sequence[str], **options: Any) -> np.ndarray:
+        """Embed search queries with the query instruction."""
+        return self.encode(texts, self.settings.query_instruction, **options)
+
+    def encode_documents(self, texts: Sequence[str], **options: Any) -> np.ndarray:
+        """Embed documents with the document instruction."""
+        return self.encode(texts, self.settings.document_instruction, **options)
+
+    def _tokenize(self, texts: list[str]) -> _Tokenized:
+        encoded = self.tokenizer(
+            texts,
+            truncation=True,
+            max_length=self.settings.max_length,
+            return_overflowing_tokens=True,
+            return_attention_mask=False,
+            return_token_type_ids=False,
+        )
+        owners: list[int] = encoded["overflow_to_sample_mapping"]
+        ids: list[list[int] | None] = [None] * len(texts)
+        for chunk, owner in zip(encoded["input_ids"], owners, strict=True):
+            if ids[owner] is None:  # the first window is plain truncation; drop the rest
+                ids[owner] = chunk
+        truncated = sum(count > 1 for count in Counter(owners).values())
+        kept = [chunk for chunk in ids if chunk is not None]
+        assert len(kept) == len(texts), "tokenizer returned no encoding for some text"
+        return _Tokenized(ids=kept, truncated=truncated)
+
+    @staticmethod
+    def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
+        # Longest first: similar lengths share a batch (little padding) and the largest
+        # allocation happens once, at the start.
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            yield order[start : start + batch_size]
+
+    def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
+        import torch
+
+        width = max(len(ids) for ids in batch)
+        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, ids in enumerate(batch):
+            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+            attention_mask[row, : len(ids)] = 1
+        input_ids = input_ids.to(self.device)
+        attention_mask = attention_mask.to(self.device)
+        with self._forward_lock, torch.inference_mode():
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
+            vectors = pool(self.settings.pooling, hidden, attention_mask).float()
+            if self.settings.normalize:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+            return vectors.cpu().numpy()
+
+
+_encoders: dict[tuple[Any, ...], LocalEncoder] = {}
+_encoders_lock = threading.Lock()
+_loading_locks: dict[tuple[Any, ...], threading.Lock] = {}
+
+
+def _cache_key(config: EncoderConfig) -> tuple[Any, ...]:
+    options = config.encoder_options()
+    options["model"] = model_identity(config.model)
+    device = resolve_device(config.device)
+    options["device"] = str(device)
+    options["dtype"] = str(resolve_dtype(config.dtype, device))
+    return tuple(sorted(options.items()))
+
+
+def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> LocalEncoder:
+    """The shared encoder for these settings: loaded on first use, then the same instance.
+
+    Takes an :class:`EncoderConfig`, keyword options (the same names), or both (options
+    override the config). Thread-safe: concurrent first calls load the model once.
+
+    Example:
+        >>> from localembed import get_encoder
+        >>> get_encoder(pooling="mean") is get_encoder(pooling="mean")
+        True
+    """
+    if config is None:
+        config = EncoderConfig(**options)
+    elif options:
+        config = EncoderConfig(**{**config.encoder_options(), **options})
+    key = _cache_key(config)
+    with _encoders_lock:
+        encoder = _encoders.get(key)
+        if encoder is not None:
+            return encoder
+        loading_lock = _loading_locks.setdefault(key, threading.Lock())
+    with loading_lock:
+        with _encoders_lock:
+            encoder = _encoders.get(key)
+        if encoder is None:
+            encoder = LocalEncoder(config)
+            with _encoders_lock:
+                _encoders[key] = encoder
+                _loading_locks.pop(key, None)
+    return encoder
+
+
+def clear_encoder_cache() -> None:
+    """Forget every shared encoder (their memory is freed once nothing else holds them)."""
+    with _encoders_lock:
+        _encoders.clear()
+

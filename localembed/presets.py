@@ -1,0 +1,153 @@
+"""Model-family presets: the one table of pooling, normalization, instructions and length.
+
+Instruction strings are copied verbatim from the model authors' cards and code; a test pins
+each one. A preset is the last resort: explicit arguments win, then what the model directory
+itself says (sentence-transformers metadata and saved prompts), then the preset.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query"
+"""The retrieval task the gte-Qwen2 and Qwen3-Embedding cards use in their examples."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How one model family embeds text."""
+
+    family: str
+    """Short family name shown by ``localembed info``."""
+    pattern: str
+    """Regular expression searched (case-insensitively) in the model id or directory path."""
+    pooling: str
+    """Pooling mode (a key of :data:`localembed.pooling.POOLING_FUNCTIONS`)."""
+    normalize: bool = True
+    """Whether the authors L2-normalize the vectors."""
+    query_instruction: str = ""
+    """Prefix, or template with ``{text}`` (and ``{task}``), for queries."""
+    document_instruction: str = ""
+    """Prefix, or template with ``{text}``, for documents."""
+    max_length: int | None = None
+    """Tokens per text the authors use; None: the model's own limit."""
+    task: str = ""
+    """Fills ``{task}`` in the instruction templates."""
+
+    def instruction(self, kind: str) -> str:
+        """The query or document instruction with ``{task}`` filled in."""
+        template = self.query_instruction if kind == "query" else self.document_instruction
+        return template.replace("{task}", self.task)
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset(
+        family="bge-m3",
+        pattern=r"bge-m3",
+        pooling="cls",
+        max_length=8192,
+    ),
+    Preset(
+        family="bge-en-v1.5",
+        pattern=r"bge-(small|base|large)-en-v1\.5",
+        pooling="cls",
+        query_instruction="Represent this sentence for searching relevant passages: ",
+        max_length=512,
+    ),
+    Preset(
+        family="bge-zh-v1.5",
+        pattern=r"bge-(small|base|large)-zh-v1\.5",
+        pooling="cls",
+        query_instruction="为这个句子生成表示以用于检索相关文章：",
+        max_length=512,
+    ),
+    Preset(
+        family="multilingual-e5",
+        pattern=r"multilingual-e5-(small|base|large)$",
+        pooling="mean",
+        query_instruction="query: ",
+        document_instruction="passage: ",
+        max_length=512,
+    ),
+    Preset(
+        family="e5",
+        pattern=r"(^|/)e5-(small|base|large)(-v2)?$",
+        pooling="mean",
+        query_instruction="query: ",
+        document_instruction="passage: ",
+        max_length=512,
+    ),
+    Preset(
+        family="gte-qwen2-instruct",
+        pattern=r"gte-qwen2-.*-instruct",
+        pooling="last_token",
+        query_instruction="Instruct: {task}\nQuery: {text}",
+        task=WEB_SEARCH_TASK,
+        max_length=8192,
+    ),
+    Preset(
+        family="qwen3-embedding",
+        pattern=r"qwen3-embedding",
+        pooling="last_token",
+        query_instruction="Instruct: {task}\nQuery:{text}",
+        task=WEB_SEARCH_TASK,
+        max_length=8192,
+    ),
+    Preset(
+        family="nomic-embed-text",
+        pattern=r"nomic-embed-text-v1",
+        pooling="mean",
+        query_instruction="search_query: ",
+        document_instruction="search_document: ",
+        max_length=8192,
+    ),
+    Preset(
+        family="all-minilm-l6",
+        pattern=r"all-minilm-l6-v\d",
+        pooling="mean",
+        max_length=256,
+    ),
+    Preset(
+        family="all-minilm-l12",
+        pattern=r"all-minilm-l12-v\d",
+        pooling="mean",
+        max_length=128,
+    ),
+    Preset(
+        family="all-mpnet",
+        pattern=r"all-mpnet-base-v\d",
+        pooling="mean",
+        max_length=384,
+    ),
+)
+"""Model families, most specific first; the first match wins."""
+
+
+def find_preset(*names: str) -> Preset | None:
+    """The first preset whose pattern occurs in any of ``names`` (model ids or paths).
+
+    Example:
+        >>> find_preset("BAAI/bge-small-en-v1.5").query_instruction
+        'Represent this sentence for searching relevant passages: '
+        >>> find_preset("my-own-model") is None
+        True
+    """
+    for preset in PRESETS:
+        if any(re.search(preset.pattern, name, flags=re.IGNORECASE) for name in names if name):
+            return preset
+    return None
+
+
+def apply_instruction(instruction: str, text: str) -> str:
+    """Put ``text`` into ``instruction``: a template when it has ``{text}``, else a prefix.
+
+    Example:
+        >>> apply_instruction("query: ", "cats")
+        'query: cats'
+        >>> apply_instruction("Q: {text} (short)", "cats")
+        'Q: cats (short)'
+    """
+    if "{text}" in instruction:
+        return instruction.replace("{text}", text)
+    return instruction + text

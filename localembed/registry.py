@@ -1,0 +1,45 @@
+"""Adapter discovery through the ``localembed.adapters`` entry-point group."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+ENTRY_POINT_GROUP = "localembed.adapters"
+_EXTRAS = {"langchain": "langchain", "llamaindex": "llamaindex"}
+
+
+def available_adapters() -> list[str]:
+    """Names of the installed framework adapters.
+
+    Example:
+        >>> from localembed import available_adapters
+        >>> available_adapters()
+        ['langchain', 'llamaindex']
+    """
+    return sorted(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_adapter(name: str, **options: Any) -> Any:
+    """Build the adapter registered as ``name`` with the encoder ``options``.
+
+    Example:
+        >>> from localembed import load_adapter
+        >>> type(load_adapter("langchain", pooling="mean")).__name__
+        'LocalEmbeddings'
+
+    Raises:
+        ValueError: no adapter has that name; the message lists the installed ones.
+        ImportError: the adapter's framework is not installed; the message names the extra.
+    """
+    points = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
+    if name not in points:
+        msg = f"no adapter named {name!r}; installed adapters: {', '.join(sorted(points)) or 'none'}"
+        raise ValueError(msg)
+    try:
+        adapter_class = points[name].load()
+    except ImportError as error:
+        extra = _EXTRAS.get(name, name)
+        msg = f"the {name!r} adapter needs its framework: pip install 'localembed[{extra}]'"
+        raise ImportError(msg) from error
+    return adapter_class(**options)

