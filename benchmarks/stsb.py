@@ -2,7 +2,7 @@
 
 MTEB's published score for all-MiniLM-L6-v2 on the test split is 82.03.
 
-    python benchmarks/stsb.py --data ../shared/data/stsbenchmark [--model DIR_OR_ID] [--dtype bfloat16]
+    python benchmarks/stsb.py --data ../shared/data/stsbenchmark [--model M] [--dtype bfloat16]
 """
 
 from __future__ import annotations
@@ -54,9 +54,14 @@ def main() -> None:
     score = sts_spearman(embeddings, args.data, args.split)
     seconds = time.perf_counter() - start
     name = embeddings.encoder.source.name
-    result = {"model": name, "split": args.split, "dtype": args.dtype, "spearman": round(score, 2),
-              "published": PUBLISHED.get(name) if args.split == "test" else None,
-              "seconds": round(seconds, 1)}
+    result = {
+        "model": name,
+        "split": args.split,
+        "dtype": args.dtype,
+        "spearman": round(score, 2),
+        "published": PUBLISHED.get(name) if args.split == "test" else None,
+        "seconds": round(seconds, 1),
+    }
     print(json.dumps(result))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -31,6 +31,7 @@ class LocalEmbeddings(EncoderConfig, Embeddings):
         (2, 384)
         >>> round(sum(v * v for v in embeddings.embed_query("Where is Paris?")), 4)
         1.0
+
     """
 
     model_config = ConfigDict(frozen=False, validate_assignment=True)

@@ -31,6 +31,7 @@ class LocalEmbedding(EncoderConfig, BaseEmbedding):
         'sentence-transformers/all-MiniLM-L6-v2'
         >>> len(embed_model.get_text_embedding("Cats purr."))
         384
+
     """
 
     model_config = ConfigDict(frozen=False, arbitrary_types_allowed=True)

@@ -40,18 +40,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace, model: str | None) -> EncoderConfig:
-    return EncoderConfig(
-        model=model,
-        pooling=args.pooling,
-        max_length=args.max_length,
-        batch_size=args.batch_size,
-        device=args.device,
-        dtype=args.dtype,
-        query_instruction=args.query_instruction,
-        document_instruction=args.document_instruction,
-        normalize=not args.no_normalize,
-        trust_remote_code=args.trust_remote_code,
-    )
+    options = {
+        "model": model,
+        "pooling": args.pooling,
+        "max_length": args.max_length,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "dtype": args.dtype,
+        "query_instruction": args.query_instruction,
+        "document_instruction": args.document_instruction,
+        "trust_remote_code": args.trust_remote_code,
+    }
+    if args.no_normalize:
+        options["normalize"] = False
+    return EncoderConfig(**options)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES["info"],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    info.add_argument("model", nargs="?", default=None, help="directory or hub id (default: embedded)")
+    info.add_argument(
+        "model", nargs="?", default=None, help="directory or hub id (default: embedded)"
+    )
     info.add_argument("--json", action="store_true", help="print JSON")
     _add_model_options(info)
 
@@ -95,7 +99,11 @@ def _info(args: argparse.Namespace) -> int:
     sources = description.pop("sources")
     for key, value in description.items():
         origin = f"  ({sources[key]})" if key in sources else ""
-        print(f"{key:>20}: {value!r}{origin}" if isinstance(value, str) else f"{key:>20}: {value}{origin}")
+        print(
+            f"{key:>20}: {value!r}{origin}"
+            if isinstance(value, str)
+            else f"{key:>20}: {value}{origin}"
+        )
     return 0
 
 
@@ -134,7 +142,9 @@ def _embed(args: argparse.Namespace) -> int:
     encode = encoder.encode_queries if args.kind == "query" else encoder.encode_documents
     vectors = encode(texts, show_progress=sys.stderr.isatty())
     _write(vectors, texts, output)
-    print(f"wrote {len(texts)} vectors of dimension {encoder.dimension} to {output}", file=sys.stderr)
+    print(
+        f"wrote {len(texts)} vectors of dimension {encoder.dimension} to {output}", file=sys.stderr
+    )
     return 0
 
 

@@ -33,6 +33,7 @@ class EncoderConfig(BaseModel):
         ...
         pydantic_core._pydantic_core.ValidationError: 1 validation error for EncoderConfig
           Value error, unknown option 'poolng' (did you mean 'pooling'?); valid options: ...
+
     """
 
     model_config = ConfigDict(
@@ -44,22 +45,20 @@ class EncoderConfig(BaseModel):
         validate_default=True,
     )
 
-    model: str | None = Field(
-        default=None, validation_alias=AliasChoices("model", "model_name")
-    )
-    """Local directory, hub id, or None for the embedded all-MiniLM-L6-v2 (`model_name` is an alias)."""
+    model: str | None = Field(default=None, validation_alias=AliasChoices("model", "model_name"))
+    """Local directory, hub id, or None for the embedded all-MiniLM-L6-v2 (alias: `model_name`)."""
 
     pooling: str = "auto"
-    """How token vectors become one vector; "auto" reads the model's metadata, then its family preset."""
+    """How token vectors become one; "auto": the model's metadata, then its family preset."""
 
     normalize: bool = True
     """L2-normalize each vector, so that a dot product is the cosine similarity."""
 
     query_instruction: str | None = None
-    """Prefix (or template with "{text}") for queries; None: saved prompts, then preset; "": none."""
+    """Prefix or "{text}" template for queries; None: saved prompts, then preset; "": none."""
 
     document_instruction: str | None = None
-    """Prefix (or template with "{text}") for documents; None: saved prompts, then preset; "": none."""
+    """Prefix or "{text}" template for documents; None: saved prompts, then preset; "": none."""
 
     max_length: int | None = Field(default=None, gt=0)
     """Tokens kept per text; longer texts are truncated and counted. None: the model's own limit."""
@@ -125,4 +124,3 @@ class EncoderConfig(BaseModel):
         from localembed.encoder import get_encoder
 
         return get_encoder(EncoderConfig(**self.encoder_options()))
-

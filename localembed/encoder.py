@@ -47,6 +47,7 @@ def check_texts(texts: Any) -> list[str]:
         Traceback (most recent call last):
         ...
         TypeError: item 1 is int, not str; every text must be a str
+
     """
     if isinstance(texts, (str, bytes)):
         msg = f"expected a list of str, got a single {type(texts).__name__}; wrap it: [text]"
@@ -132,6 +133,7 @@ class LocalEncoder:
         >>> vectors = encoder.encode(["a cat", "a dog"])
         >>> vectors.shape, vectors.dtype
         ((2, 384), dtype('float32'))
+
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -288,6 +290,7 @@ class LocalEncoder:
 
         Raises:
             TypeError: ``texts`` is not a list of str; the message names the first bad index.
+
         """
         items = check_texts(texts)
         output = np.empty((len(items), self.dimension), dtype=np.float32)
@@ -395,6 +398,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         >>> from localembed import get_encoder
         >>> get_encoder(pooling="mean") is get_encoder(pooling="mean")
         True
+
     """
     if config is None:
         config = EncoderConfig(**options)
@@ -421,4 +425,3 @@ def clear_encoder_cache() -> None:
     """Forget every shared encoder (their memory is freed once nothing else holds them)."""
     with _encoders_lock:
         _encoders.clear()
-

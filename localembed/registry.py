@@ -16,6 +16,7 @@ def available_adapters() -> list[str]:
         >>> from localembed import available_adapters
         >>> available_adapters()
         ['langchain', 'llamaindex']
+
     """
     return sorted(point.name for point in entry_points(group=ENTRY_POINT_GROUP))
 
@@ -31,10 +32,13 @@ def load_adapter(name: str, **options: Any) -> Any:
     Raises:
         ValueError: no adapter has that name; the message lists the installed ones.
         ImportError: the adapter's framework is not installed; the message names the extra.
+
     """
     points = {point.name: point for point in entry_points(group=ENTRY_POINT_GROUP)}
     if name not in points:
-        msg = f"no adapter named {name!r}; installed adapters: {', '.join(sorted(points)) or 'none'}"
+        msg = (
+            f"no adapter named {name!r}; installed adapters: {', '.join(sorted(points)) or 'none'}"
+        )
         raise ValueError(msg)
     try:
         adapter_class = points[name].load()

@@ -14,7 +14,7 @@ import pytest
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from tests import model_factory  # noqa: E402
+from tests import model_factory
 
 
 @pytest.fixture(scope="session")

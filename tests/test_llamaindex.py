@@ -67,9 +67,9 @@ def test_adapters_share_one_model_and_give_identical_vectors() -> None:
 async def test_async_methods() -> None:
     embed_model = LocalEmbedding()
     texts = ["one", "two", "three"]
-    assert await embed_model.aget_text_embedding_batch(texts) == embed_model.get_text_embedding_batch(
+    assert await embed_model.aget_text_embedding_batch(
         texts
-    )
+    ) == embed_model.get_text_embedding_batch(texts)
     assert await embed_model.aget_query_embedding("q") == embed_model.get_query_embedding("q")
     assert await embed_model.aget_text_embedding("t") == embed_model.get_text_embedding("t")
 

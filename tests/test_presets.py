@@ -14,19 +14,56 @@ WEB = "Given a web search query, retrieve relevant passages that answer the quer
     ("model", "family", "pooling", "query", "document", "max_length"),
     [
         ("BAAI/bge-m3", "bge-m3", "cls", "", "", 8192),
-        ("BAAI/bge-small-en-v1.5", "bge-en-v1.5", "cls",
-         "Represent this sentence for searching relevant passages: ", "", 512),
-        ("BAAI/bge-large-en-v1.5", "bge-en-v1.5", "cls",
-         "Represent this sentence for searching relevant passages: ", "", 512),
-        ("BAAI/bge-base-zh-v1.5", "bge-zh-v1.5", "cls", "为这个句子生成表示以用于检索相关文章：", "", 512),
+        (
+            "BAAI/bge-small-en-v1.5",
+            "bge-en-v1.5",
+            "cls",
+            "Represent this sentence for searching relevant passages: ",
+            "",
+            512,
+        ),
+        (
+            "BAAI/bge-large-en-v1.5",
+            "bge-en-v1.5",
+            "cls",
+            "Represent this sentence for searching relevant passages: ",
+            "",
+            512,
+        ),
+        (
+            "BAAI/bge-base-zh-v1.5",
+            "bge-zh-v1.5",
+            "cls",
+            "为这个句子生成表示以用于检索相关文章：",
+            "",
+            512,
+        ),
         ("intfloat/e5-base-v2", "e5", "mean", "query: ", "passage: ", 512),
         ("intfloat/multilingual-e5-large", "multilingual-e5", "mean", "query: ", "passage: ", 512),
-        ("Alibaba-NLP/gte-Qwen2-1.5B-instruct", "gte-qwen2-instruct", "last_token",
-         f"Instruct: {WEB}\nQuery: {{text}}", "", 8192),
-        ("Qwen/Qwen3-Embedding-0.6B", "qwen3-embedding", "last_token",
-         f"Instruct: {WEB}\nQuery:{{text}}", "", 8192),
-        ("nomic-ai/nomic-embed-text-v1.5", "nomic-embed-text", "mean",
-         "search_query: ", "search_document: ", 8192),
+        (
+            "Alibaba-NLP/gte-Qwen2-1.5B-instruct",
+            "gte-qwen2-instruct",
+            "last_token",
+            f"Instruct: {WEB}\nQuery: {{text}}",
+            "",
+            8192,
+        ),
+        (
+            "Qwen/Qwen3-Embedding-0.6B",
+            "qwen3-embedding",
+            "last_token",
+            f"Instruct: {WEB}\nQuery:{{text}}",
+            "",
+            8192,
+        ),
+        (
+            "nomic-ai/nomic-embed-text-v1.5",
+            "nomic-embed-text",
+            "mean",
+            "search_query: ",
+            "search_document: ",
+            8192,
+        ),
         ("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6", "mean", "", "", 256),
         ("sentence-transformers/all-MiniLM-L12-v2", "all-minilm-l12", "mean", "", "", 128),
         ("sentence-transformers/all-mpnet-base-v2", "all-mpnet", "mean", "", "", 384),
@@ -55,7 +92,9 @@ def test_every_preset_uses_a_real_pooling_mode() -> None:
     assert len({p.family for p in PRESETS}) == len(PRESETS)
 
 
-@pytest.mark.parametrize("name", ["my-model", "intfloat/e5-mistral-7b-instruct", "", "bge-reranker"])
+@pytest.mark.parametrize(
+    "name", ["my-model", "intfloat/e5-mistral-7b-instruct", "", "bge-reranker"]
+)
 def test_unknown_names_have_no_preset(name: str) -> None:
     assert find_preset(name) is None
 
