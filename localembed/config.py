@@ -66,11 +66,21 @@ class EncoderConfig(BaseModel):
     batch_size: int = Field(default=32, gt=0)
     """Texts per forward pass (texts are sorted by length first)."""
 
+    max_batch_tokens: int | None = Field(default=None, gt=0)
+    """Most padded tokens per forward pass (rows x longest); bounds memory on long texts."""
+
+    long_text: Literal["truncate", "chunk"] = "truncate"
+    """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
+
     device: str = "auto"
     """"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"."""
 
     dtype: DType = "auto"
     """Weights and compute precision; "auto" is float32 on CPU and float16 on CUDA."""
+
+    backend: Literal["torch", "flagembedding"] = "torch"
+    """"torch": localembed's own transformers path; "flagembedding": FlagEmbedding's BGEM3FlagModel
+    (bge-m3 only, extra `m3`), the reference code path behind the same API."""
 
     trust_remote_code: bool = False
     """Run the model repository's own Python code; only for models that need it and you trust."""

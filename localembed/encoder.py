@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from localembed.config import EncoderConfig
 from localembed.loading import (
+    load_model_config,
     load_tokenizer,
     load_transformer,
     locate_model,
@@ -28,6 +29,8 @@ from localembed.presets import apply_instruction, find_preset
 
 if TYPE_CHECKING:
     import torch
+
+    from localembed.m3 import FlagEmbeddingBackend, M3Output
 
 logger = logging.getLogger("localembed")
 
@@ -115,10 +118,36 @@ class ResolvedSettings:
     """Where each setting came from: argument, sentence-transformers, preset, model, fallback."""
 
 
-@dataclass
-class _Tokenized:
+CHUNK_OVERLAP_DIVISOR = 8
+"""With long_text="chunk", consecutive windows share max_length // 8 tokens."""
+
+
+@dataclass(frozen=True)
+class Tokenized:
+    """Texts as model-ready token windows (no padding)."""
+
     ids: list[list[int]]
+    """Token ids of each window, special tokens included."""
+    owners: list[int]
+    """Index of the text each window belongs to (ascending)."""
+    count: int
+    """Number of texts."""
     truncated: int
+    """Texts cut to max_length (long_text="truncate")."""
+    chunked: bool
+    """Whether some text was split into several windows (long_text="chunk")."""
+
+
+@dataclass(frozen=True)
+class ForwardBatch:
+    """One forward pass: the transformer's last hidden states and what went in."""
+
+    hidden: torch.Tensor
+    """(rows, width, hidden) last hidden states; padded positions are meaningless."""
+    attention_mask: torch.Tensor
+    """(rows, width), 1 for real tokens; padding is on the right."""
+    input_ids: torch.Tensor
+    """(rows, width) token ids."""
 
 
 class LocalEncoder:
@@ -152,16 +181,26 @@ class LocalEncoder:
         self.tokenizer = load_tokenizer(
             metadata.transformer_path, trust_remote_code=config.trust_remote_code
         )
-        self.model = load_transformer(
-            metadata.transformer_path,
-            dtype=self.dtype,
-            device=self.device,
-            trust_remote_code=config.trust_remote_code,
+        self.model_config = load_model_config(
+            metadata.transformer_path, trust_remote_code=config.trust_remote_code
         )
         self.settings = self._resolve_settings(metadata)
-        self.dimension: int = int(self.model.config.hidden_size)
+        self.dimension: int = int(self.model_config.hidden_size)
         self._pad_id = self._padding_id()
         self._forward_lock = threading.Lock()
+        # backend="flagembedding": FlagEmbedding's own model does the work (see localembed.m3).
+        self.reference_backend: FlagEmbeddingBackend | None = None
+        if config.backend == "flagembedding":
+            from localembed.m3 import FlagEmbeddingBackend
+
+            self.reference_backend = FlagEmbeddingBackend(self)
+        else:
+            self.model = load_transformer(
+                metadata.transformer_path,
+                dtype=self.dtype,
+                device=self.device,
+                trust_remote_code=config.trust_remote_code,
+            )
 
     # -- settings -------------------------------------------------------------------------
 
@@ -170,17 +209,17 @@ class LocalEncoder:
         tokenizer_limit = self.tokenizer.model_max_length
         if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:
             limits.append(tokenizer_limit)
-        positions = getattr(self.model.config, "max_position_embeddings", None)
+        positions = getattr(self.model_config, "max_position_embeddings", None)
         if positions:
-            if self.model.config.model_type in _OFFSET_POSITION_MODELS:
-                positions -= (self.model.config.pad_token_id or 0) + 1
+            if self.model_config.model_type in _OFFSET_POSITION_MODELS:
+                positions -= (self.model_config.pad_token_id or 0) + 1
             limits.append(positions)
         return min(limits) if limits else None
 
     def _resolve_settings(self, metadata: Any) -> ResolvedSettings:
         config = self.config
         names = [self.source.name, str(self.source.path)]
-        name_or_path = getattr(self.model.config, "_name_or_path", "")
+        name_or_path = getattr(self.model_config, "_name_or_path", "")
         if name_or_path:
             names.append(str(name_or_path))
         preset = find_preset(*names)
@@ -255,7 +294,7 @@ class LocalEncoder:
         return {
             "model": self.source.name,
             "path": str(self.source.path),
-            "architecture": self.model.config.model_type,
+            "architecture": self.model_config.model_type,
             "dimension": self.dimension,
             "pooling": settings.pooling,
             "normalize": settings.normalize,
@@ -283,42 +322,61 @@ class LocalEncoder:
             texts: the texts; an empty list gives a (0, dimension) array without a model call.
             instruction: a prefix, or a template containing ``{text}``, applied to every text.
             batch_size: texts per forward pass; default: the configured ``batch_size``.
-            show_progress: show a tqdm progress bar over the batches.
+            show_progress: show a tqdm progress bar over the texts.
 
         Returns:
             A float32 array of shape (len(texts), dimension).
 
         Raises:
             TypeError: ``texts`` is not a list of str; the message names the first bad index.
-
         """
-        items = check_texts(texts)
-        output = np.empty((len(items), self.dimension), dtype=np.float32)
-        if not items:
-            return output
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
-        tokenized = self._tokenize(items)
-        if tokenized.truncated:
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated",
-                tokenized.truncated,
-                len(items),
-                self.settings.max_length,
-            )
-        batches = list(self._batches(tokenized.ids, batch_size or self.config.batch_size))
-        progress = None
-        if show_progress:
-            from tqdm.auto import tqdm
+        import torch
 
-            progress = tqdm(total=len(items), desc="embedding", unit="text")
-        for indices in batches:
-            output[indices] = self._embed_batch([tokenized.ids[i] for i in indices])
-            if progress is not None:
-                progress.update(len(indices))
-        if progress is not None:
-            progress.close()
-        return output
+        if self.reference_backend is not None:
+            items = [apply_instruction(instruction or "", text) for text in check_texts(texts)]
+            return self.reference_backend.encode_m3(items, dense=True).dense_array()
+        tokenized = self.tokenize(texts, instruction)
+        rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
+
+        def pool_batch(indices: list[int], batch: ForwardBatch) -> None:
+            vectors = pool(self.settings.pooling, batch.hidden, batch.attention_mask).float()
+            if self.settings.normalize and not tokenized.chunked:
+                vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+            rows[indices] = vectors.cpu().numpy()
+
+        self.run_batches(tokenized, pool_batch, batch_size=batch_size, show_progress=show_progress)
+        if not tokenized.chunked:
+            return rows
+        return self._combine_windows(rows, tokenized)
+
+    def encode_m3(
+        self,
+        texts: Sequence[str],
+        *,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> M3Output:
+        """bge-m3's dense, sparse (lexical weights) and multi-vector (ColBERT) outputs.
+
+        One forward pass per batch computes every requested output; those not requested are
+        None. See :mod:`localembed.m3`.
+        """
+        from localembed.m3 import encode_m3
+
+        return encode_m3(
+            self,
+            texts,
+            dense=dense,
+            sparse=sparse,
+            colbert=colbert,
+            instruction=instruction,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
 
     def encode_queries(self, texts: Sequence[str], **options: Any) -> np.ndarray:
         """Embed search queries with the query instruction."""
@@ -328,50 +386,131 @@ class LocalEncoder:
         """Embed documents with the document instruction."""
         return self.encode(texts, self.settings.document_instruction, **options)
 
-    def _tokenize(self, texts: list[str]) -> _Tokenized:
+    def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
+        """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).
+
+        With ``long_text="truncate"`` each text gives one window (its first ``max_length``
+        tokens) and over-long texts are counted and warned about; with ``"chunk"`` an
+        over-long text gives several overlapping windows.
+        """
+        items = check_texts(texts)
+        if instruction:
+            items = [apply_instruction(instruction, text) for text in items]
+        if not items:
+            return Tokenized(ids=[], owners=[], count=0, truncated=0, chunked=False)
+        chunked = self.config.long_text == "chunk"
+        max_length = self.settings.max_length
         encoded = self.tokenizer(
-            texts,
+            items,
             truncation=True,
-            max_length=self.settings.max_length,
+            max_length=max_length,
+            stride=max_length // CHUNK_OVERLAP_DIVISOR if chunked else 0,
             return_overflowing_tokens=True,
             return_attention_mask=False,
             return_token_type_ids=False,
         )
+        windows: list[list[int]] = encoded["input_ids"]
         owners: list[int] = encoded["overflow_to_sample_mapping"]
-        ids: list[list[int] | None] = [None] * len(texts)
-        for chunk, owner in zip(encoded["input_ids"], owners, strict=True):
-            if ids[owner] is None:  # the first window is plain truncation; drop the rest
-                ids[owner] = chunk
-        truncated = sum(count > 1 for count in Counter(owners).values())
-        kept = [chunk for chunk in ids if chunk is not None]
-        assert len(kept) == len(texts), "tokenizer returned no encoding for some text"
-        return _Tokenized(ids=kept, truncated=truncated)
+        over_long = sum(count > 1 for count in Counter(owners).values())
+        if set(owners) != set(range(len(items))):
+            msg = "the tokenizer returned no tokens for some texts"
+            raise RuntimeError(msg)
+        if chunked:
+            return Tokenized(windows, owners, len(items), truncated=0, chunked=over_long > 0)
+        first = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
+        if over_long:
+            logger.warning(
+                "%d of %d texts were longer than %d tokens and were truncated",
+                over_long,
+                len(items),
+                max_length,
+            )
+        return Tokenized(
+            ids=[windows[i] for i in first],
+            owners=list(range(len(items))),
+            count=len(items),
+            truncated=over_long,
+            chunked=False,
+        )
 
-    @staticmethod
-    def _batches(ids: list[list[int]], batch_size: int) -> Iterator[list[int]]:
-        # Longest first: similar lengths share a batch (little padding) and the largest
-        # allocation happens once, at the start.
+    def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
+        """Group window indices into batches, longest first, within batch size and token budget.
+
+        Similar lengths share a batch (little padding), and the largest allocation happens
+        first. With ``max_batch_tokens`` a batch's padded size (rows x longest) stays within
+        the budget; a single window longer than the budget forms a batch of its own.
+        """
+        size = batch_size or self.config.batch_size
+        budget = self.config.max_batch_tokens
         order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        for start in range(0, len(order), batch_size):
-            yield order[start : start + batch_size]
+        groups: list[list[int]] = []
+        for index in order:
+            current = groups[-1] if groups else None
+            if (
+                current is not None
+                and len(current) < size
+                and (budget is None or (len(current) + 1) * len(ids[current[0]]) <= budget)
+            ):
+                current.append(index)
+            else:
+                groups.append([index])
+        return groups
 
-    def _embed_batch(self, batch: list[list[int]]) -> np.ndarray:
+    def run_batches(
+        self,
+        tokenized: Tokenized,
+        consume: Callable[[list[int], ForwardBatch], None],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> None:
+        """Run the model over ``tokenized`` in batches, handing each result to ``consume``.
+
+        ``consume(indices, batch)`` gets the window indices of the batch (rows of
+        ``batch.hidden``, in that order) and the forward result.
+        """
+        groups = self.batches(tokenized.ids, batch_size)
+        progress = None
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(tokenized.ids), desc="embedding", unit="text")
+        try:
+            for indices in groups:
+                consume(indices, self.forward([tokenized.ids[i] for i in indices]))
+                if progress is not None:
+                    progress.update(len(indices))
+        finally:
+            if progress is not None:
+                progress.close()
+
+    def forward(self, windows: list[list[int]]) -> ForwardBatch:
+        """Pad ``windows`` on the right and run the transformer once (no gradients)."""
         import torch
 
-        width = max(len(ids) for ids in batch)
-        input_ids = torch.full((len(batch), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, ids in enumerate(batch):
+        width = max(len(ids) for ids in windows)
+        input_ids = torch.full((len(windows), width), self._pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
+        for row, ids in enumerate(windows):
             input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
             attention_mask[row, : len(ids)] = 1
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
         with self._forward_lock, torch.inference_mode():
             hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
-            vectors = pool(self.settings.pooling, hidden, attention_mask).float()
-            if self.settings.normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=-1)
-            return vectors.cpu().numpy()
+        return ForwardBatch(hidden=hidden, attention_mask=attention_mask, input_ids=input_ids)
+
+    def _combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
+        # A chunked text's vector is the token-count-weighted mean of its windows' pooled
+        # vectors (for mean pooling: close to the mean over the whole text), then normalized.
+        weights = np.asarray([len(ids) for ids in tokenized.ids], dtype=np.float64)
+        owners = np.asarray(tokenized.owners)
+        totals = np.zeros((tokenized.count, rows.shape[1]), dtype=np.float64)
+        np.add.at(totals, owners, rows * weights[:, None])
+        combined = totals / np.bincount(owners, weights=weights)[:, None]
+        if self.settings.normalize:
+            combined /= np.maximum(np.linalg.norm(combined, axis=1, keepdims=True), 1e-12)
+        return combined.astype(np.float32)
 
 
 _encoders: dict[tuple[Any, ...], LocalEncoder] = {}

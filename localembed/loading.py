@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 """The model used when none is named."""
@@ -224,6 +224,16 @@ def load_tokenizer(directory: Path, *, trust_remote_code: bool) -> PreTrainedTok
         msg = f"{directory} has no fast tokenizer (tokenizer.json); localembed needs one"
         raise ValueError(msg)
     return tokenizer
+
+
+def load_model_config(directory: Path, *, trust_remote_code: bool) -> PretrainedConfig:
+    """Load the transformer's config.json (architecture, sizes, position limit)."""
+    from transformers import AutoConfig
+
+    config: PretrainedConfig = AutoConfig.from_pretrained(
+        str(directory), trust_remote_code=trust_remote_code
+    )
+    return config
 
 
 def load_transformer(
