@@ -82,6 +82,9 @@ class EncoderConfig(BaseModel):
     """"torch": localembed's own transformers path; "flagembedding": FlagEmbedding's BGEM3FlagModel
     (bge-m3 only, extra `m3`), the reference code path behind the same API."""
 
+    allow_pickle_weights: bool = False
+    """Load pickle-based weights (.bin/.pt) when a model has no safetensors; only for files you trust."""
+
     trust_remote_code: bool = False
     """Run the model repository's own Python code; only for models that need it and you trust."""
 
