@@ -78,12 +78,15 @@ class EncoderConfig(BaseModel):
     dtype: DType = "auto"
     """Weights and compute precision; "auto" is float32 on CPU and float16 on CUDA."""
 
-    backend: Literal["torch", "flagembedding"] = "torch"
-    """"torch": localembed's own transformers path; "flagembedding": FlagEmbedding's BGEM3FlagModel
-    (bge-m3 only, extra `m3`), the reference code path behind the same API."""
+    backend: Literal["torch", "onnx", "flagembedding"] = "torch"
+    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
+    "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
+
+    quantize: Literal["int8"] | None = None
+    """"int8": dynamic int8 Linear layers on the CPU (faster, slightly less accurate)."""
 
     allow_pickle_weights: bool = False
-    """Load pickle-based weights (.bin/.pt) when a model has no safetensors; only for files you trust."""
+    """Load pickle weights (.bin/.pt) when a model has no safetensors; only files you trust."""
 
     trust_remote_code: bool = False
     """Run the model repository's own Python code; only for models that need it and you trust."""

@@ -26,11 +26,14 @@ from localembed.loading import (
 )
 from localembed.pooling import pool
 from localembed.presets import apply_instruction, find_preset
+from localembed.runtimes import TorchRuntime
 
 if TYPE_CHECKING:
     import torch
+    from transformers import PreTrainedModel
 
     from localembed.m3 import FlagEmbeddingBackend, M3Output
+    from localembed.runtimes import Runtime
 
 logger = logging.getLogger("localembed")
 
@@ -190,10 +193,22 @@ class LocalEncoder:
         self._forward_lock = threading.Lock()
         # backend="flagembedding": FlagEmbedding's own model does the work (see localembed.m3).
         self.reference_backend: FlagEmbeddingBackend | None = None
+        self.model: PreTrainedModel | None = None
+        self.runtime: Runtime | None = None
+        self._check_speed_options()
         if config.backend == "flagembedding":
             from localembed.m3 import FlagEmbeddingBackend
 
             self.reference_backend = FlagEmbeddingBackend(self)
+        elif config.backend == "onnx":
+            from localembed.runtimes import OnnxRuntime
+
+            self.runtime = OnnxRuntime(
+                metadata.transformer_path,
+                self.model_config,
+                quantize=config.quantize,
+                trust_remote_code=config.trust_remote_code,
+            )
         else:
             self.model = load_transformer(
                 metadata.transformer_path,
@@ -201,6 +216,34 @@ class LocalEncoder:
                 device=self.device,
                 trust_remote_code=config.trust_remote_code,
             )
+            if config.quantize == "int8":
+                from localembed.runtimes import quantize_torch_int8
+
+                self.model = quantize_torch_int8(self.model)
+            self.runtime = TorchRuntime(self.model)
+
+    def _check_speed_options(self) -> None:
+        config, device = self.config, self.device
+        exact = config.dtype in {"auto", "float32"}
+        if config.backend == "onnx" and (device.type != "cpu" or not exact):
+            msg = "backend='onnx' runs float32 (or quantize='int8') on the CPU; use device='cpu'"
+            raise ValueError(msg)
+        if config.quantize == "int8" and device.type != "cpu":
+            msg = f"quantize='int8' is a CPU option; on {device.type} use dtype='float16'"
+            raise ValueError(msg)
+        if config.quantize == "int8" and not exact:
+            msg = "quantize='int8' quantizes float32 weights; leave dtype='auto' or 'float32'"
+            raise ValueError(msg)
+        precision = str(self.dtype).removeprefix("torch.")
+        if device.type == "cpu" and precision != "float32":
+            from localembed.runtimes import cpu_has_native_bfloat16
+
+            if precision == "float16" or not cpu_has_native_bfloat16():
+                logger.warning(
+                    "%s on this CPU has no native support (needs avx512_bf16 or AMX for "
+                    "bfloat16): expect it to be much slower than float32",
+                    precision,
+                )
 
     # -- settings -------------------------------------------------------------------------
 
@@ -496,8 +539,9 @@ class LocalEncoder:
             attention_mask[row, : len(ids)] = 1
         input_ids = input_ids.to(self.device)
         attention_mask = attention_mask.to(self.device)
-        with self._forward_lock, torch.inference_mode():
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
+        assert self.runtime is not None, "the flagembedding backend has no forward pass"
+        with self._forward_lock:
+            hidden = self.runtime(input_ids, attention_mask)
         return ForwardBatch(hidden=hidden, attention_mask=attention_mask, input_ids=input_ids)
 
     def _combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
