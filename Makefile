@@ -34,7 +34,7 @@ stsb: setup
 	$(PY) benchmarks/stsb.py --data ../shared/data/stsbenchmark
 
 bench: setup
-	$(PY) benchmarks/stsb.py --data ../shared/data/stsbenchmark
+	$(PY) benchmarks/throughput.py --data ../shared/data/stsbenchmark --json bench-results/throughput.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -46,32 +46,69 @@ _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def check_texts(texts: Any) -> list[str]:
-    """Return ``texts`` as a list, or raise TypeError naming the first non-string item.
+    r"""Return ``texts`` as a list of str, or raise TypeError naming the first bad item.
+
+    A bare str or bytes (which would otherwise be embedded character by character), a
+    mapping or a set (no input order to match the output rows to), None and other
+    non-iterables are a TypeError. Lone surrogates (invalid unicode, e.g. from
+    ``errors="surrogateescape"`` or a broken ``\ud83d`` JSON escape), which tokenizers
+    cannot encode, are replaced with U+FFFD (a surrogate pair becomes its character) and
+    counted in one warning per call.
 
     Example:
         >>> check_texts(["a", 1])
         Traceback (most recent call last):
         ...
         TypeError: item 1 is int, not str; every text must be a str
+        >>> check_texts(["ok", "bad \udc80 byte"])
+        ['ok', 'bad \ufffd byte']
 
     """
-    if isinstance(texts, (str, bytes)):
+    from collections.abc import Mapping
+
+    if isinstance(texts, (str, bytes, bytearray)):
         msg = f"expected a list of str, got a single {type(texts).__name__}; wrap it: [text]"
+        raise TypeError(msg)
+    if isinstance(texts, (Mapping, set, frozenset)):
+        msg = (
+            f"expected a list of str, got {type(texts).__name__}, whose items have no position "
+            f"for output row i to match; pass a list"
+        )
         raise TypeError(msg)
     try:
         items = list(texts)
     except TypeError:
         msg = f"expected a list of str, got {type(texts).__name__}"
         raise TypeError(msg) from None
+    repaired = 0
     for index, item in enumerate(items):
         if not isinstance(item, str):
             msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
             raise TypeError(msg)
+        if not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                # UTF-16 round trip: a high+low surrogate pair becomes the character it
+                # encodes, and every lone surrogate becomes U+FFFD.
+                surrogates = item.encode("utf-16-le", "surrogatepass")
+                items[index] = surrogates.decode("utf-16-le", "replace")
+                repaired += 1
+    if repaired:
+        logger.warning(
+            "%d of %d texts contained invalid unicode (lone surrogates); "
+            "each was replaced with U+FFFD before embedding",
+            repaired,
+            len(items),
+        )
     return items
 
 
 def check_text(text: Any, what: str = "query") -> str:
-    """Return ``text`` if it is a str, else raise TypeError naming ``what``."""
+    """Return ``text`` if it is a str, else raise TypeError naming ``what``.
+
+    Invalid unicode in it is repaired later, by :func:`check_texts` (the encoder's entry).
+    """
     if not isinstance(text, str):
         msg = f"{what} must be a str, got {type(text).__name__}"
         raise TypeError(msg)
@@ -215,6 +252,7 @@ class LocalEncoder:
                 dtype=self.dtype,
                 device=self.device,
                 trust_remote_code=config.trust_remote_code,
+                allow_pickle_weights=config.allow_pickle_weights,
             )
             if config.quantize == "int8":
                 from localembed.runtimes import quantize_torch_int8
@@ -510,19 +548,75 @@ class LocalEncoder:
         """Run the model over ``tokenized`` in batches, handing each result to ``consume``.
 
         ``consume(indices, batch)`` gets the window indices of the batch (rows of
-        ``batch.hidden``, in that order) and the forward result.
+        ``batch.hidden``, in that order) and the forward result; it must write its results
+        by index, because a batch that runs out of memory is split in halves and each half
+        is run (and consumed) again, down to one window (see :mod:`localembed.faults`).
+
+        Raises:
+            EncoderOutOfMemoryError: one window alone does not fit in memory; the message
+                names the batch, its tokens and the fix. Nothing partial is returned.
         """
-        groups = self.batches(tokenized.ids, batch_size)
+        from localembed.faults import (
+            EncoderOutOfMemoryError,
+            is_out_of_memory,
+            out_of_memory_message,
+            release_memory,
+        )
+
+        # A stack of (window indices, the batch they were split from); next batch last.
+        pending: list[tuple[list[int], tuple[int, int] | None]] = [
+            (indices, None) for indices in reversed(self.batches(tokenized.ids, batch_size))
+        ]
         progress = None
         if show_progress:
             from tqdm.auto import tqdm
 
             progress = tqdm(total=len(tokenized.ids), desc="embedding", unit="text")
+        splits = 0
         try:
-            for indices in groups:
-                consume(indices, self.forward([tokenized.ids[i] for i in indices]))
-                if progress is not None:
-                    progress.update(len(indices))
+            while pending:
+                indices, origin = pending.pop()
+                windows = [tokenized.ids[i] for i in indices]
+                width = max(len(ids) for ids in windows)
+                origin = origin or (len(indices), width)
+                try:
+                    consume(indices, self.forward(windows))
+                except Exception as error:
+                    if not is_out_of_memory(error):
+                        raise
+                    if len(indices) == 1:
+                        message = out_of_memory_message(
+                            rows=1,
+                            width=width,
+                            first_rows=origin[0],
+                            first_width=origin[1],
+                            device=str(self.device),
+                            batch_size=batch_size or self.config.batch_size,
+                            max_batch_tokens=self.config.max_batch_tokens,
+                            max_length=self.settings.max_length,
+                        )
+                        raise EncoderOutOfMemoryError(
+                            message, rows=1, tokens=width, device=str(self.device)
+                        ) from error
+                else:
+                    if progress is not None:
+                        progress.update(len(indices))
+                    continue
+                # Out of the except block, so that the failed batch's tensors (held by the
+                # traceback) are freed before the retry.
+                if not splits:
+                    logger.warning(
+                        "out of memory on %s for a batch of %d texts x %d tokens; splitting it "
+                        "and retrying (lower batch_size or set max_batch_tokens to avoid this)",
+                        self.device,
+                        len(indices),
+                        width,
+                    )
+                splits += 1
+                release_memory(self.device)
+                half = (len(indices) + 1) // 2
+                pending.append((indices[half:], origin))
+                pending.append((indices[:half], origin))
         finally:
             if progress is not None:
                 progress.close()

@@ -1,0 +1,108 @@
+"""Every speed option is checked against the fp32 reference vectors of the same model."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from localembed import get_encoder
+
+TEXTS = [
+    "A man is playing a guitar.",
+    "The stock market fell sharply on Monday after the announcement.",
+    "机器学习是人工智能的一个分支。",
+    "",
+    "Two dogs run through a field of tall grass while their owner watches from the fence.",
+    "word " * 300,
+]
+
+
+@pytest.fixture(scope="module")
+def reference() -> np.ndarray:
+    return get_encoder().encode(TEXTS)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory):
+    patch = pytest.MonkeyPatch()
+    patch.setenv("LOCALEMBED_CACHE", str(tmp_path_factory.mktemp("onnx-cache")))
+    yield
+    patch.undo()
+
+
+def min_cosine(vectors: np.ndarray, reference: np.ndarray) -> float:
+    return float((vectors * reference).sum(1).min())
+
+
+@pytest.mark.parametrize(
+    ("options", "bound"),
+    [
+        ({"backend": "onnx"}, 0.99999),
+        ({"backend": "onnx", "quantize": "int8"}, 0.97),
+        ({"quantize": "int8"}, 0.93),
+        ({"dtype": "bfloat16"}, 0.999),
+    ],
+)
+def test_option_stays_close_to_fp32(options, bound, reference) -> None:
+    vectors = get_encoder(**options).encode(TEXTS)
+    assert vectors.dtype == np.float32 and vectors.shape == reference.shape
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3)
+    assert min_cosine(vectors, reference) >= bound
+
+
+def test_onnx_export_is_cached_and_reused(reference) -> None:
+    from localembed.runtimes import cache_dir
+
+    encoder = get_encoder(backend="onnx")
+    exported = Path(encoder.runtime.path)
+    assert exported.is_file() and cache_dir() in exported.parents
+    stamp = exported.stat().st_mtime_ns
+    from localembed.encoder import LocalEncoder
+
+    again = LocalEncoder(encoder.config)  # a fresh encoder finds the cached file
+    assert again.runtime.path == exported and exported.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.encode(TEXTS), reference, atol=1e-5)
+
+
+def test_onnx_on_a_tiny_xlm_roberta_matches_torch(tiny_xlmr_dir) -> None:
+    texts = ["hello world", "ein kleiner Test", "你好", ""]
+    torch_vectors = get_encoder(model=str(tiny_xlmr_dir)).encode(texts)
+    onnx_vectors = get_encoder(model=str(tiny_xlmr_dir), backend="onnx").encode(texts)
+    assert min_cosine(onnx_vectors, torch_vectors) >= 0.99999
+
+
+def test_bfloat16_without_native_support_warns(caplog) -> None:
+    from localembed.runtimes import cpu_has_native_bfloat16
+
+    if cpu_has_native_bfloat16():
+        pytest.skip("this CPU runs bfloat16 natively")
+    from localembed.encoder import LocalEncoder
+
+    with caplog.at_level(logging.WARNING, logger="localembed"):
+        LocalEncoder(get_encoder(dtype="bfloat16").config)
+    assert "no native support" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"backend": "onnx", "dtype": "bfloat16"}, "backend='onnx' runs float32"),
+        ({"quantize": "int8", "dtype": "bfloat16"}, "quantize='int8' quantizes float32"),
+        ({"quantize": "int4"}, "quantize"),
+        ({"backend": "tensorrt"}, "backend"),
+    ],
+)
+def test_invalid_combinations_are_clear_errors(options, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        get_encoder(**options)
+
+
+def test_token_budget_keeps_vectors(reference) -> None:
+    budgeted = get_encoder(max_batch_tokens=300)
+    np.testing.assert_allclose(budgeted.encode(TEXTS), reference, atol=1e-5)
+    for group in budgeted.batches(budgeted.tokenize(TEXTS).ids):
+        widths = [len(budgeted.tokenize(TEXTS).ids[i]) for i in group]
+        assert len(group) == 1 or len(group) * max(widths) <= 300
