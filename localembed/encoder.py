@@ -428,7 +428,7 @@ class LocalEncoder:
         self.run_batches(tokenized, pool_batch, batch_size=batch_size, show_progress=show_progress)
         if not tokenized.chunked:
             return rows
-        return self._combine_windows(rows, tokenized)
+        return self.combine_windows(rows, tokenized)
 
     def encode_m3(
         self,
@@ -638,9 +638,12 @@ class LocalEncoder:
             hidden = self.runtime(input_ids, attention_mask)
         return ForwardBatch(hidden=hidden, attention_mask=attention_mask, input_ids=input_ids)
 
-    def _combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
-        # A chunked text's vector is the token-count-weighted mean of its windows' pooled
-        # vectors (for mean pooling: close to the mean over the whole text), then normalized.
+    def combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
+        """One vector per text from per-window vectors (long_text="chunk").
+
+        A text's vector is the token-count-weighted mean of its windows' pooled vectors (for
+        mean pooling: close to the mean over the whole text), then normalized if configured.
+        """
         weights = np.asarray([len(ids) for ids in tokenized.ids], dtype=np.float64)
         owners = np.asarray(tokenized.owners)
         totals = np.zeros((tokenized.count, rows.shape[1]), dtype=np.float64)

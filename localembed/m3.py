@@ -239,25 +239,28 @@ def batch_outputs(
     hidden, mask = batch.hidden, batch.attention_mask
     dense = sparse = colbert = None
     real = [row.nonzero().flatten() for row in mask.cpu()]
-    if pooling is not None:
-        vectors = pool(pooling, hidden, mask)
-        if normalize if normalize_dense is None else normalize_dense:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        dense = vectors.float().cpu().numpy()
-    if sparse_head is not None:
-        weights = torch.relu(sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
-        ids = batch.input_ids.cpu().numpy()
-        sparse = [
-            _token_weights(weights[row, positions.numpy()], ids[row, positions.numpy()], unused_ids)
-            for row, positions in enumerate(real)
-        ]
-    if colbert_head is not None:
-        vectors = colbert_head(hidden)
-        if normalize:
-            vectors = torch.nn.functional.normalize(vectors, dim=-1)
-        vectors = vectors.float().cpu()
-        # Every real token but the first (CLS): FlagEmbedding's colbert_linear(h[:, 1:]).
-        colbert = [vectors[row, positions[1:]].numpy() for row, positions in enumerate(real)]
+    with torch.inference_mode():
+        if pooling is not None:
+            vectors = pool(pooling, hidden, mask)
+            if normalize if normalize_dense is None else normalize_dense:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            dense = vectors.float().cpu().numpy()
+        if sparse_head is not None:
+            weights = torch.relu(sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
+            ids = batch.input_ids.cpu().numpy()
+            sparse = [
+                _token_weights(
+                    weights[row, positions.numpy()], ids[row, positions.numpy()], unused_ids
+                )
+                for row, positions in enumerate(real)
+            ]
+        if colbert_head is not None:
+            vectors = colbert_head(hidden)
+            if normalize:
+                vectors = torch.nn.functional.normalize(vectors, dim=-1)
+            vectors = vectors.float().cpu()
+            # Every real token but the first (CLS): FlagEmbedding's colbert_linear(h[:, 1:]).
+            colbert = [vectors[row, positions[1:]].numpy() for row, positions in enumerate(real)]
     return dense, sparse, colbert
 
 
@@ -374,7 +377,7 @@ def _combine_windows(
     dense_out = None
     if dense_rows is not None:
         # The encoder's rule: token-count-weighted mean of the windows, then normalized.
-        dense_out = encoder._combine_windows(dense_rows, tokenized)
+        dense_out = encoder.combine_windows(dense_rows, tokenized)
     sparse_out: list[dict[int, float]] | None = None
     if sparse_rows is not None:
         sparse_out = [{} for _ in range(count)]
@@ -543,8 +546,9 @@ class FlagEmbeddingBackend:
     The reference code path: FlagEmbedding tokenizes, batches and runs the model. Model
     directory, pooling, normalization, device, dtype, ``max_length`` and ``batch_size`` come
     from the encoder. FlagEmbedding casts the model to float32 whenever it runs on the CPU,
-    so ``bfloat16``/``float16`` only take effect on accelerators. It has no token budget and
-    no chunking: ``max_batch_tokens`` and ``long_text="chunk"`` are refused.
+    so ``bfloat16``/``float16`` only take effect on accelerators. It has no token budget, no
+    chunking and no quantization: ``max_batch_tokens``, ``long_text="chunk"`` and
+    ``quantize`` are refused.
 
     Args:
         encoder: the encoder whose settings to use (its own transformer is not loaded).
@@ -576,8 +580,16 @@ class FlagEmbeddingBackend:
         if missing:
             # FlagEmbedding would silently initialize missing heads at random.
             raise FileNotFoundError(_not_m3_message(encoder, missing))
-        if not any(path.glob("*.safetensors")):
-            msg = f"no .safetensors weights in {path}; localembed does not load pickle weights"
+        if getattr(config, "quantize", None) is not None:
+            msg = "backend='flagembedding' runs FlagEmbedding's own model; quantize needs 'torch'"
+            raise ValueError(msg)
+        if not any(path.glob("*.safetensors")) and not getattr(
+            config, "allow_pickle_weights", False
+        ):
+            msg = (
+                f"no .safetensors weights in {path}; pickle weights load only with "
+                "allow_pickle_weights=True"
+            )
             raise FileNotFoundError(msg)
         try:
             from FlagEmbedding import BGEM3FlagModel
