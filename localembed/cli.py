@@ -156,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError, OSError) as error:
         print(f"localembed: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # The output is written to OUTPUT.partial and renamed only when complete, and the
+        # partial file is removed on the way out: nothing half-written is left behind.
+        print("localembed: interrupted; no output was written", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

