@@ -14,7 +14,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 from pydantic import ConfigDict, Field, model_validator
 
 from localembed.config import EncoderConfig
-from localembed.encoder import LocalEncoder, check_text
+from localembed.encoder import LocalEncoder, check_text, check_texts
 from localembed.loading import DEFAULT_MODEL_ID
 
 
@@ -60,6 +60,22 @@ class LocalEmbedding(EncoderConfig, BaseEmbedding):
     def encoder(self) -> LocalEncoder:
         """The shared encoder behind this adapter."""
         return self.load_encoder()
+
+    def get_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> list[list[float]]:
+        """Embed a list of texts (checked first: LlamaIndex would iterate a bare str)."""
+        return super().get_text_embedding_batch(
+            check_texts(texts), show_progress=show_progress, **kwargs
+        )
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False
+    ) -> list[list[float]]:
+        """Async :meth:`get_text_embedding_batch`, computed in a worker thread."""
+        return await super().aget_text_embedding_batch(
+            check_texts(texts), show_progress=show_progress
+        )
 
     def _get_query_embedding(self, query: str) -> list[float]:
         vector: list[float] = self.encoder.encode_queries([check_text(query)])[0].tolist()

@@ -37,6 +37,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="run the model repository's code"
     )
+    parser.add_argument(
+        "--allow-pickle-weights", action="store_true", help="load .bin/.pt weights you trust"
+    )
 
 
 def _config(args: argparse.Namespace, model: str | None) -> EncoderConfig:
@@ -50,6 +53,7 @@ def _config(args: argparse.Namespace, model: str | None) -> EncoderConfig:
         "query_instruction": args.query_instruction,
         "document_instruction": args.document_instruction,
         "trust_remote_code": args.trust_remote_code,
+        "allow_pickle_weights": args.allow_pickle_weights,
     }
     if args.no_normalize:
         options["normalize"] = False
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _info(args) if args.command == "info" else _embed(args)
-    except (ValueError, TypeError, OSError) as error:
+    except (ValueError, TypeError, OSError, MemoryError) as error:
         print(f"localembed: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

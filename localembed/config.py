@@ -67,7 +67,7 @@ class EncoderConfig(BaseModel):
     """Texts per forward pass (texts are sorted by length first)."""
 
     max_batch_tokens: int | None = Field(default=None, gt=0)
-    """Most padded tokens per forward pass (rows x longest); bounds memory on long texts."""
+    """Most padded tokens per forward pass (rows x longest); None: 2048 on CPU, 16384 on CUDA."""
 
     long_text: Literal["truncate", "chunk"] = "truncate"
     """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""

@@ -97,12 +97,6 @@ BAD_ITEMS = {
     "tuple item": (["ok", ("a", "b")], "item 1 is tuple"),
     "dict item": ([{"text": "x"}], "item 0 is dict"),
 }
-# LlamaIndex's get_text_embedding_batch iterates its argument itself, before the adapter
-# sees it: a bare str is embedded per character and a dict/set per key. Needs the adapter
-# to check the list first (see README_guarantees.md); strict, so the fix flips these.
-LLAMAINDEX_ITERATES_FIRST = pytest.mark.xfail(
-    strict=True, reason="LocalEmbedding.get_text_embedding_batch must call check_texts first"
-)
 
 
 def batch_callers(
@@ -121,13 +115,7 @@ def batch_callers(
 def _not_a_list_cases() -> Iterator[Any]:
     for name, (value, message) in NOT_A_LIST.items():
         for caller in ("encoder", "langchain", "langchain.async", "llamaindex"):
-            marks = []
-            if caller == "llamaindex":
-                if name in {"bare str", "dict", "set", "bytes", "bytearray"}:
-                    marks = [LLAMAINDEX_ITERATES_FIRST]
-                else:  # LlamaIndex's own "object is not iterable": still a TypeError
-                    message = "not iterable|" + message
-            yield pytest.param(caller, value, message, id=f"{caller}-{name}", marks=marks)
+            yield pytest.param(caller, value, message, id=f"{caller}-{name}")
 
 
 @pytest.mark.parametrize(("caller", "value", "message"), list(_not_a_list_cases()))
