@@ -148,14 +148,8 @@ def time_call(function: Callable[[], Any]) -> float:
     return time.perf_counter() - start
 
 
-def query_latency(contender: Contender, queries: list[str]) -> float:
-    for query in queries[:3]:
-        contender.query(query)
-    return statistics.median(time_call(lambda q=q: contender.query(q)) for q in queries)
-
-
-def bare_forward_latency(model: str | None, queries: list[str]) -> float:
-    """Median time of tokenizer + a bare ``model(**inputs)`` forward, the floor for a query."""
+def bare_forward(model: str | None) -> Callable[[str], None]:
+    """Tokenizer + a bare ``model(**inputs)`` forward: the floor for one query."""
     import torch
     from transformers import AutoModel, AutoTokenizer
 
@@ -170,9 +164,25 @@ def bare_forward_latency(model: str | None, queries: list[str]) -> float:
         with torch.inference_mode():
             bare(**inputs)
 
-    for query in queries[:3]:
-        run(query)
-    return statistics.median(time_call(lambda q=q: run(q)) for q in queries)
+    return run
+
+
+def query_latencies(
+    contenders: list[Contender], bare: Callable[[str], None], queries: list[str]
+) -> tuple[dict[str, float], float]:
+    """Median seconds per single query, each query run by every contender and the bare
+    forward in turn, so all see the same machine state."""
+    for query in queries[:5]:
+        bare(query)
+        for contender in contenders:
+            contender.query(query)
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    bare_times = []
+    for query in queries:
+        bare_times.append(time_call(lambda q=query: bare(q)))
+        for contender in contenders:
+            times[contender.name].append(time_call(lambda c=contender, q=query: c.query(q)))
+    return {k: statistics.median(v) for k, v in times.items()}, statistics.median(bare_times)
 
 
 def cosine_gap(vectors: np.ndarray, reference: np.ndarray) -> float:
@@ -235,7 +245,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the embedded all-MiniLM-L6-v2")
     parser.add_argument("--short", type=int, default=1000, help="short sentences per round")
     parser.add_argument("--docs", type=int, default=300, help="mixed-length documents per round")
-    parser.add_argument("--queries", type=int, default=50, help="single queries for latency")
+    parser.add_argument("--queries", type=int, default=200, help="single queries for latency")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--stream", type=int, default=100_000, help="docs for the RSS test (0: skip)"
@@ -287,7 +297,7 @@ def main() -> None:
         print(f"# round {round_index + 1}/{args.rounds} done")
 
     reference = {name: reference_encoder.encode(texts) for name, texts in corpora.items()}
-    bare = bare_forward_latency(args.model, queries)
+    latency, bare = query_latencies(contenders, bare_forward(args.model), queries)
     baseline = next((c for c in contenders if c.name == "sentence-transformers"), contenders[0])
     results = []
     for contender in contenders:
@@ -303,7 +313,7 @@ def main() -> None:
             cosine_gap(contender.encode(texts), reference[corpus])
             for corpus, texts in corpora.items()
         )
-        row["query_ms"] = 1000 * query_latency(contender, queries)
+        row["query_ms"] = 1000 * latency[contender.name]
         row["query_vs_bare_forward"] = row["query_ms"] / (1000 * bare)
         row["sts_spearman"] = sts_score(contender.encode, args.data)
         results.append(row)
