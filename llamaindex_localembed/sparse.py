@@ -11,15 +11,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
     raise ImportError(msg) from error
 
-from pydantic import ConfigDict, Field, model_validator
-
-from localembed.config import EncoderConfig
+from llamaindex_localembed.settings import LlamaIndexEncoderConfig
 from localembed.encoder import LocalEncoder, check_text, check_texts
-from localembed.loading import DEFAULT_MODEL_ID
 from localembed.m3 import lexical_tokens, load_head
 
 
-class LocalSparseEmbedding(EncoderConfig, BaseSparseEmbedding):
+class LocalSparseEmbedding(LlamaIndexEncoderConfig, BaseSparseEmbedding):
     """bge-m3 sparse vectors for LlamaIndex: ``{token_id: weight}`` per text.
 
     Takes every :class:`~localembed.EncoderConfig` option; the model must be a bge-m3 model
@@ -33,19 +30,6 @@ class LocalSparseEmbedding(EncoderConfig, BaseSparseEmbedding):
         >>> weights = sparse.get_text_embedding("Paris is in France.")  # doctest: +SKIP
 
     """
-
-    model_config = ConfigDict(frozen=False, arbitrary_types_allowed=True)
-
-    embed_batch_size: int = Field(default=64, gt=0, le=2048)
-    """Texts LlamaIndex hands over per call (the encoder batches them again by length)."""
-
-    @model_validator(mode="before")
-    @classmethod
-    def _name_the_model(cls, data: Any) -> Any:
-        # LlamaIndex shows `model_name`; keep it equal to the model we load.
-        if isinstance(data, dict) and "model_name" not in data:
-            data = {**data, "model_name": data.get("model") or DEFAULT_MODEL_ID}
-        return data
 
     def model_post_init(self, context: Any, /) -> None:
         """Load the model and its sparse head now, so that a bad setting fails here."""
