@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -14,6 +13,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_localembed import LocalEmbeddings
 from localembed import get_encoder
+from tests.event_loop import loop_gaps
 
 
 class TestLocalEmbeddingsUnit(EmbeddingsUnitTests):
@@ -107,23 +107,10 @@ def test_empty_list_makes_no_model_call() -> None:
 async def test_async_keeps_the_event_loop_responsive() -> None:
     embeddings = LocalEmbeddings()
     texts = [f"document number {i} about a topic " * 8 for i in range(600)]
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.01)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    started = time.perf_counter()
-    vectors = await embeddings.aembed_documents(texts)
-    elapsed = time.perf_counter() - started
-    done.set()
-    await tick
+    async with loop_gaps(0.01) as gaps:
+        started = time.perf_counter()
+        vectors = await embeddings.aembed_documents(texts)
+        elapsed = time.perf_counter() - started
     assert len(vectors) == len(texts)
     assert np.allclose(vectors[5], embeddings.embed_documents([texts[5]])[0], atol=1e-5)
     assert elapsed > 0.3, "the batch should take long enough to observe the loop"

@@ -33,6 +33,7 @@ from localembed import get_encoder
 from localembed.cli import main
 from localembed.encoder import LocalEncoder
 from localembed.faults import EncoderOutOfMemoryError
+from tests.event_loop import loop_gaps
 
 DIMENSION = 384
 
@@ -321,24 +322,11 @@ async def test_concurrent_async_calls_are_correct_and_the_loop_stays_responsive(
     llamaindex = LocalEmbedding(model=str(tiny_bert_dir), pooling="mean")
     documents = [[f"document {i}", f"about topic {i % 13}", "x" * (i % 50)] for i in range(200)]
     expected = [langchain.embed_documents(texts) for texts in documents]
-    gaps: list[float] = []
-    done = asyncio.Event()
-
-    async def ticker() -> None:
-        last = time.perf_counter()
-        while not done.is_set():
-            await asyncio.sleep(0.005)
-            now = time.perf_counter()
-            gaps.append(now - last)
-            last = now
-
-    tick = asyncio.create_task(ticker())
-    results = await asyncio.gather(
-        *(langchain.aembed_documents(texts) for texts in documents),
-        *(llamaindex.aget_text_embedding_batch(texts) for texts in documents[:50]),
-    )
-    done.set()
-    await tick
+    async with loop_gaps(0.005) as gaps:
+        results = await asyncio.gather(
+            *(langchain.aembed_documents(texts) for texts in documents),
+            *(llamaindex.aget_text_embedding_batch(texts) for texts in documents[:50]),
+        )
     assert results[:200] == expected
     assert results[200:] == expected[:50]
     assert max(gaps) <= 0.1, f"the event loop was blocked for {max(gaps) * 1000:.0f} ms"
