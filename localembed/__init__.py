@@ -13,12 +13,18 @@ from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 
 if TYPE_CHECKING:
-    from localembed.encoder import LocalEncoder, clear_encoder_cache, get_encoder
+    from localembed.encoder import (
+        LocalEncoder,
+        TokenEmbeddings,
+        clear_encoder_cache,
+        get_encoder,
+    )
 
 __all__ = [
     "POOLING_MODES",
     "EncoderConfig",
     "LocalEncoder",
+    "TokenEmbeddings",
     "available_adapters",
     "clear_encoder_cache",
     "get_encoder",
@@ -29,7 +35,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str) -> Any:
     # The encoder module imports numpy; keep `import localembed` light until it is used.
-    if name in {"LocalEncoder", "get_encoder", "clear_encoder_cache"}:
+    if name in {"LocalEncoder", "TokenEmbeddings", "get_encoder", "clear_encoder_cache"}:
         from localembed import encoder
 
         return getattr(encoder, name)

@@ -11,7 +11,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 
@@ -43,6 +43,9 @@ _OFFSET_POSITION_MODELS = frozenset(
     {"roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "mpnet", "data2vec-text"}
 )
 _DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
+
+Output = Literal["sentence_embedding", "token_embeddings"]
+OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -196,6 +199,18 @@ class ForwardBatch:
     """(rows, width), 1 for real tokens; padding is on the right."""
     input_ids: torch.Tensor
     """(rows, width) token ids."""
+
+
+class TokenEmbeddings(NamedTuple):
+    """One text's tokens and their contextual vectors (``encode(..., output="token_embeddings")``).
+
+    Unpacks as ``tokens, vectors = result``.
+    """
+
+    tokens: list[str]
+    """The tokenizer's pieces, special tokens (such as ``[CLS]``) and instruction included."""
+    vectors: np.ndarray
+    """(len(tokens), dimension) float32 last hidden states, not pooled or normalized."""
 
 
 class LocalEncoder:
@@ -397,30 +412,70 @@ class LocalEncoder:
 
     # -- encoding -------------------------------------------------------------------------
 
+    @overload
     def encode(
         self,
         texts: Sequence[str],
         instruction: str | None = None,
         *,
+        output: Literal["sentence_embedding"] = "sentence_embedding",
         batch_size: int | None = None,
         show_progress: bool = False,
-    ) -> np.ndarray:
+    ) -> np.ndarray: ...
+
+    @overload
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        output: Literal["token_embeddings"],
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> list[TokenEmbeddings]: ...
+
+    def encode(
+        self,
+        texts: Sequence[str],
+        instruction: str | None = None,
+        *,
+        output: Output = "sentence_embedding",
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray | list[TokenEmbeddings]:
         """Embed ``texts`` as they are (or through ``instruction``); row i belongs to texts[i].
 
         Args:
             texts: the texts; an empty list gives a (0, dimension) array without a model call.
             instruction: a prefix, or a template containing ``{text}``, applied to every text.
+            output: ``"sentence_embedding"`` (one pooled vector per text) or
+                ``"token_embeddings"`` (per text: its tokens and their hidden states, see
+                :class:`TokenEmbeddings`; for analysis and plots).
             batch_size: texts per forward pass; default: the configured ``batch_size``.
             show_progress: show a tqdm progress bar over the texts.
 
         Returns:
-            A float32 array of shape (len(texts), dimension).
+            A float32 array of shape (len(texts), dimension), or with
+            ``output="token_embeddings"`` a list with one :class:`TokenEmbeddings` per text.
 
         Raises:
             TypeError: ``texts`` is not a list of str; the message names the first bad index.
+            ValueError: an unknown ``output``, or token output where it is not defined.
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> tokens, vectors = get_encoder().encode(["Cats purr"], output="token_embeddings")[0]
+            >>> tokens, vectors.shape
+            (['[CLS]', 'cats', 'pu', '##rr', '[SEP]'], (5, 384))
+
         """
         import torch
 
+        if output not in OUTPUTS:
+            msg = f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}"
+            raise ValueError(msg)
+        if output == "token_embeddings":
+            return self._token_embeddings(texts, instruction, batch_size, show_progress)
         if self.reference_backend is not None:
             items = [apply_instruction(instruction or "", text) for text in check_texts(texts)]
             return self.reference_backend.encode_m3(items, dense=True).dense_array()
@@ -437,6 +492,33 @@ class LocalEncoder:
         if not tokenized.chunked:
             return rows
         return self.combine_windows(rows, tokenized)
+
+    def _token_embeddings(
+        self,
+        texts: Sequence[str],
+        instruction: str | None,
+        batch_size: int | None,
+        show_progress: bool,
+    ) -> list[TokenEmbeddings]:
+        if self.runtime is None:
+            msg = "output='token_embeddings' needs backend='torch' or 'onnx'"
+            raise ValueError(msg)
+        if self.config.long_text == "chunk":
+            # Overlapping windows have no single token sequence to return.
+            msg = "output='token_embeddings' returns one window per text: use long_text='truncate'"
+            raise ValueError(msg)
+        tokenized = self.tokenize(texts, instruction)
+        results: list[TokenEmbeddings | None] = [None] * tokenized.count
+
+        def keep_tokens(indices: list[int], batch: ForwardBatch) -> None:
+            hidden = batch.hidden.float().cpu().numpy()
+            for row, index in enumerate(indices):
+                ids = tokenized.ids[index]
+                tokens = self.tokenizer.convert_ids_to_tokens(ids)
+                results[index] = TokenEmbeddings(list(tokens), hidden[row, : len(ids)].copy())
+
+        self.run_batches(tokenized, keep_tokens, batch_size=batch_size, show_progress=show_progress)
+        return [result for result in results if result is not None]
 
     def encode_m3(
         self,
@@ -467,13 +549,35 @@ class LocalEncoder:
             show_progress=show_progress,
         )
 
-    def encode_queries(self, texts: Sequence[str], **options: Any) -> np.ndarray:
-        """Embed search queries with the query instruction."""
-        return self.encode(texts, self.settings.query_instruction, **options)
+    def encode_queries(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed search queries with the query instruction (see :meth:`encode`)."""
+        return self.encode(
+            texts,
+            self.settings.query_instruction,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
 
-    def encode_documents(self, texts: Sequence[str], **options: Any) -> np.ndarray:
-        """Embed documents with the document instruction."""
-        return self.encode(texts, self.settings.document_instruction, **options)
+    def encode_documents(
+        self,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed documents with the document instruction (see :meth:`encode`)."""
+        return self.encode(
+            texts,
+            self.settings.document_instruction,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
 
     def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
         """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).
