@@ -139,4 +139,4 @@ class EncoderConfig(BaseModel):
         """The shared encoder for these settings (loaded on first use, then reused)."""
         from localembed.encoder import get_encoder
 
-        return get_encoder(EncoderConfig(**self.encoder_options()))
+        return get_encoder(self)

@@ -7,6 +7,7 @@ LlamaIndex adapter with the same settings hold one model in memory.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -782,6 +783,8 @@ class LocalEncoder:
 _encoders: dict[tuple[Any, ...], LocalEncoder] = {}
 _encoders_lock = threading.Lock()
 _loading_locks: dict[tuple[Any, ...], threading.Lock] = {}
+# Settings as spelled (plus the working directory) -> the resolved cache key.
+_resolved_keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
 
 def _cache_key(config: EncoderConfig) -> tuple[Any, ...]:
@@ -796,8 +799,9 @@ def _cache_key(config: EncoderConfig) -> tuple[Any, ...]:
 def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> LocalEncoder:
     """The shared encoder for these settings: loaded on first use, then the same instance.
 
-    Takes an :class:`EncoderConfig`, keyword options (the same names), or both (options
-    override the config). Thread-safe: concurrent first calls load the model once.
+    Takes an :class:`EncoderConfig` (or an adapter, which is one), keyword options (the
+    same names), or both (options override the config). Thread-safe: concurrent first calls
+    load the model once.
 
     Example:
         >>> from localembed import get_encoder
@@ -809,20 +813,29 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         config = EncoderConfig(**options)
     elif options:
         config = EncoderConfig(**{**config.encoder_options(), **options})
-    key = _cache_key(config)
+    # Adapters call this on every embed call: settings already seen skip re-resolving the
+    # model path and device (which depend on the working directory and the machine only).
+    spelled = (tuple(config.encoder_options().items()), os.getcwd())
+    key = _resolved_keys.get(spelled)
+    if key is None:
+        key = _cache_key(config)
     with _encoders_lock:
         encoder = _encoders.get(key)
         if encoder is not None:
+            _resolved_keys[spelled] = key
             return encoder
         loading_lock = _loading_locks.setdefault(key, threading.Lock())
     with loading_lock:
         with _encoders_lock:
             encoder = _encoders.get(key)
         if encoder is None:
-            encoder = LocalEncoder(config)
+            # The encoder keeps the settings alone, not the adapter it was asked through.
+            encoder = LocalEncoder(EncoderConfig(**config.encoder_options()))
             with _encoders_lock:
                 _encoders[key] = encoder
                 _loading_locks.pop(key, None)
+    with _encoders_lock:
+        _resolved_keys[spelled] = key
     return encoder
 
 
@@ -830,3 +843,4 @@ def clear_encoder_cache() -> None:
     """Forget every shared encoder (their memory is freed once nothing else holds them)."""
     with _encoders_lock:
         _encoders.clear()
+        _resolved_keys.clear()

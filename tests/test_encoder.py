@@ -163,3 +163,19 @@ def test_config_errors_name_valid_values() -> None:
 def test_empty_input_gives_empty_array() -> None:
     out = get_encoder().encode([])
     assert out.shape == (0, 384) and out.dtype == np.float32
+
+
+def test_relative_model_paths_resolve_against_the_working_directory(
+    tiny_bert_dir: Path, tiny_qwen2_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # get_encoder remembers how settings resolved; a relative path must still follow the cwd.
+    for name, source in (("one", tiny_bert_dir), ("two", tiny_qwen2_dir)):
+        shutil.copytree(source, tmp_path / name / "model")
+    monkeypatch.chdir(tmp_path / "one")
+    first = get_encoder(model="model", pooling="mean")
+    assert get_encoder(model="model", pooling="mean") is first
+    monkeypatch.chdir(tmp_path / "two")
+    second = get_encoder(model="model", pooling="mean")
+    assert second is not first
+    assert second.model_config.model_type == "qwen2"
+    assert first.model_config.model_type == "bert"
