@@ -18,6 +18,7 @@ import numpy as np
 
 from localembed.config import EncoderConfig
 from localembed.loading import (
+    check_model_files,
     load_model_config,
     load_tokenizer,
     load_transformer,
@@ -262,13 +263,26 @@ class LocalEncoder:
 
             self.reference_backend = FlagEmbeddingBackend(self)
         elif config.backend == "onnx":
+            import torch
+
             from localembed.runtimes import OnnxRuntime
 
+            path = metadata.transformer_path
+            check_model_files(path, trust_remote_code=config.trust_remote_code)
             self.runtime = OnnxRuntime(
-                metadata.transformer_path,
+                path,
                 self.model_config,
                 quantize=config.quantize,
-                trust_remote_code=config.trust_remote_code,
+                # Eager attention traces into plain ops that keep the padding mask; the sdpa
+                # path can bake the example's mask decisions into the graph.
+                load_model=lambda: load_transformer(
+                    path,
+                    dtype=torch.float32,
+                    device=torch.device("cpu"),
+                    trust_remote_code=config.trust_remote_code,
+                    allow_pickle_weights=config.allow_pickle_weights,
+                    attn_implementation="eager",
+                ),
             )
         else:
             self.model = load_transformer(

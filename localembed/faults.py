@@ -17,8 +17,14 @@ if TYPE_CHECKING:
 
 __all__ = ["OUT_OF_MEMORY_MESSAGES", "EncoderOutOfMemoryError", "is_out_of_memory"]
 
-OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory")
-"""Lower-case fragments of allocation-failure messages (CUDA, MPS, DefaultCPUAllocator)."""
+OUT_OF_MEMORY_MESSAGES = (
+    "out of memory",
+    "can't allocate memory",
+    "cannot allocate memory",
+    "failed to allocate memory",
+)
+"""Lower-case fragments of allocation-failure messages (CUDA, MPS, DefaultCPUAllocator, ONNX
+Runtime)."""
 
 
 class EncoderOutOfMemoryError(MemoryError):
@@ -46,7 +52,10 @@ def is_out_of_memory(error: BaseException) -> bool:
     """
     if isinstance(error, MemoryError):
         return True
-    if not isinstance(error, RuntimeError):
+    # ONNX Runtime's errors derive from Exception, not RuntimeError.
+    if not isinstance(error, RuntimeError) and not type(error).__module__.startswith(
+        "onnxruntime"
+    ):
         return False
     out_of_memory = _torch_out_of_memory_type()
     if out_of_memory is not None and isinstance(error, out_of_memory):

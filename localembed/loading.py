@@ -480,6 +480,7 @@ def load_transformer(
     device: torch.device,
     trust_remote_code: bool,
     allow_pickle_weights: bool = False,
+    attn_implementation: str | None = None,
 ) -> PreTrainedModel:
     """Load the transformer's weights, in eval mode, on ``device``.
 
@@ -539,6 +540,7 @@ def load_transformer(
             trust_remote_code=trust_remote_code,
             ignore_mismatched_sizes=True,  # reported below, with the shapes, as an error
             output_loading_info=True,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
         )
     except Exception as error:
         if is_out_of_memory(error) or isinstance(error, ImportError):

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
@@ -109,14 +111,23 @@ class OnnxRuntime:
         model_config: PretrainedConfig,
         *,
         quantize: str | None,
-        trust_remote_code: bool,
+        load_model: Callable[[], PreTrainedModel],
     ) -> None:
+        """Export (once, cached) and open the model in ``model_dir``.
+
+        Args:
+            model_dir: the transformer's directory.
+            model_config: its configuration.
+            quantize: None, or "int8" for a dynamically quantized copy of the export.
+            load_model: loads the checked float32 model with eager attention (only called
+                when no export is cached).
+        """
         try:
             import onnxruntime
         except ImportError as error:
             msg = "backend='onnx' needs ONNX Runtime: pip install 'localembed[onnx]'"
             raise ImportError(msg) from error
-        self.path = self._exported_file(model_dir, model_config, quantize, trust_remote_code)
+        self.path = self._exported_file(model_dir, model_config, quantize, load_model)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = _intra_op_threads()
         options.inter_op_num_threads = 1
@@ -139,13 +150,16 @@ class OnnxRuntime:
 
     @staticmethod
     def _exported_file(
-        model_dir: Path, model_config: PretrainedConfig, quantize: str | None, trust: bool
+        model_dir: Path,
+        model_config: PretrainedConfig,
+        quantize: str | None,
+        load_model: Callable[[], PreTrainedModel],
     ) -> Path:
         import onnxruntime
         import torch
 
         identity = [str(model_dir.resolve()), torch.__version__, onnxruntime.__version__]
-        for weights in sorted(model_dir.glob("*.safetensors")):
+        for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
             stat = weights.stat()
             identity.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
         digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
@@ -157,7 +171,7 @@ class OnnxRuntime:
         folder.mkdir(parents=True, exist_ok=True)
         if not fused.is_file():
             logger.info("exporting %s to ONNX (once) in %s", model_dir.name, folder)
-            _export(model_dir, model_config, fused, trust_remote_code=trust)
+            _export(load_model(), model_dir.name, model_config, fused)
         if quantize == "int8":
             _quantize_onnx(fused, target)
         return target
@@ -170,21 +184,11 @@ def _intra_op_threads() -> int:
 
 
 def _export(
-    model_dir: Path, model_config: PretrainedConfig, target: Path, *, trust_remote_code: bool
+    model: PreTrainedModel, name: str, model_config: PretrainedConfig, target: Path
 ) -> None:
     import numpy as np
     import onnxruntime
     import torch
-    from transformers import AutoModel
-
-    # Eager attention traces into plain ops that keep the padding mask; the sdpa path can
-    # bake the example's mask decisions into the graph.
-    model = AutoModel.from_pretrained(
-        str(model_dir),
-        attn_implementation="eager",
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-    ).eval()
 
     class LastHiddenState(torch.nn.Module):
         def __init__(self) -> None:
@@ -234,7 +238,7 @@ def _export(
     difference = float(np.abs(exported[real] - reference[real]).max())
     if difference > EXPORT_TOLERANCE:
         msg = (
-            f"the ONNX export of {model_dir.name} differs from torch by {difference:.2g} "
+            f"the ONNX export of {name} differs from torch by {difference:.2g} "
             f"(> {EXPORT_TOLERANCE}); use backend='torch' for this model"
         )
         raise RuntimeError(msg)

@@ -161,6 +161,24 @@ def test_damaged_file_names_the_file_and_the_fix(
     assert str(tmp_path) not in message
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["weights truncated", "weights NaN tail", "weights lack a tensor", "weights of another shape"],
+)
+def test_onnx_backend_checks_the_weights_it_exports(
+    case: str, tiny_bert_dir: Path, tmp_path: Path, monkeypatch
+) -> None:
+    file, damage, error_type, words = DAMAGE[case]
+    monkeypatch.setenv("LOCALEMBED_CACHE", str(tmp_path / "cache"))
+    model = copy_model(tiny_bert_dir, tmp_path / "model")
+    damage(model / file)
+    with pytest.raises(error_type) as caught:
+        load(model, backend="onnx")
+    for word in words:
+        assert word in str(caught.value)
+    assert not list((tmp_path / "cache").rglob("*.onnx"))
+
+
 def test_a_tokenizer_from_another_model_is_refused(tiny_bert_dir: Path, tmp_path: Path) -> None:
     from transformers import BertConfig, BertModel
 

@@ -649,3 +649,14 @@ async def test_async_calls_reuse_one_thread_pool(tiny_bert_dir: Path) -> None:
     assert threading.main_thread().name not in workers  # async work ran off the loop
     assert len(workers) <= default_pool_size, sorted(workers)
     assert threading.active_count() <= before + default_pool_size
+
+
+def test_onnx_runtime_allocation_failures_count_as_out_of_memory() -> None:
+    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, RuntimeException
+
+    from localembed.faults import is_out_of_memory
+
+    message = "Failed to allocate memory for requested buffer of size 6291456000"
+    assert is_out_of_memory(RuntimeException(message))
+    assert is_out_of_memory(Fail(message))
+    assert not is_out_of_memory(RuntimeException("Invalid input name: token_type_ids"))
