@@ -16,20 +16,9 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from langchain_localembed import LocalEmbeddings
+from localembed.benchmark import read_pairs
 
 PUBLISHED = {"sentence-transformers/all-MiniLM-L6-v2": 82.03}
-
-
-def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Sentence pairs and gold scores of one STS Benchmark split (tab-separated, unquoted)."""
-    first, second, scores = [], [], []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        fields = line.split("\t")
-        if len(fields) >= 7:
-            scores.append(float(fields[4]))
-            first.append(fields[5])
-            second.append(fields[6])
-    return first, second, np.asarray(scores)
 
 
 def sts_spearman(embeddings: LocalEmbeddings, data: Path, split: str = "test") -> float:

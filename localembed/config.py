@@ -135,6 +135,20 @@ class EncoderConfig(BaseModel):
         """The encoder's settings alone (an adapter's own fields left out)."""
         return {name: getattr(self, name) for name in EncoderConfig.model_fields}
 
+    def explicit_options(self) -> dict[str, Any]:
+        """The encoder settings given explicitly (defaults left out, so "auto" rules apply).
+
+        Example:
+            >>> EncoderConfig(pooling="cls", normalize=True).explicit_options()
+            {'normalize': True, 'pooling': 'cls'}
+
+        """
+        return {
+            name: getattr(self, name)
+            for name in sorted(self.model_fields_set)
+            if name in EncoderConfig.model_fields
+        }
+
     def load_encoder(self) -> LocalEncoder:
         """The shared encoder for these settings (loaded on first use, then reused)."""
         from localembed.encoder import get_encoder

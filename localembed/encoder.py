@@ -826,7 +826,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
     if config is None:
         config = EncoderConfig(**options)
     elif options:
-        config = EncoderConfig(**{**config.encoder_options(), **options})
+        config = EncoderConfig(**{**config.explicit_options(), **options})
     # Adapters call this on every embed call: settings already seen skip re-resolving the
     # model path and device (which depend on the working directory and the machine only).
     spelled = (tuple(config.encoder_options().items()), os.getcwd())
@@ -844,7 +844,11 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
             encoder = _encoders.get(key)
         if encoder is None:
             # The encoder keeps the settings alone, not the adapter it was asked through.
-            encoder = LocalEncoder(EncoderConfig(**config.encoder_options()))
+            encoder = LocalEncoder(
+                config
+                if type(config) is EncoderConfig
+                else EncoderConfig(**config.explicit_options())
+            )
             with _encoders_lock:
                 _encoders[key] = encoder
                 _loading_locks.pop(key, None)

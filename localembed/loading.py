@@ -6,6 +6,7 @@ network; a hub id goes through ``huggingface_hub``, which honours ``HF_HUB_OFFLI
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -14,6 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
     import torch
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
@@ -533,15 +536,16 @@ def load_transformer(
         else f"{display_path(directory)} ({', '.join(path.name for path in weights)})"
     )
     try:
-        model, info = AutoModel.from_pretrained(
-            str(directory),
-            dtype=dtype,
-            use_safetensors=bool(safetensors),
-            trust_remote_code=trust_remote_code,
-            ignore_mismatched_sizes=True,  # reported below, with the shapes, as an error
-            output_loading_info=True,
-            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
-        )
+        with _quiet_weight_loading():
+            model, info = AutoModel.from_pretrained(
+                str(directory),
+                dtype=dtype,
+                use_safetensors=bool(safetensors),
+                trust_remote_code=trust_remote_code,
+                ignore_mismatched_sizes=True,  # reported below, with the shapes, as an error
+                output_loading_info=True,
+                **({"attn_implementation": attn_implementation} if attn_implementation else {}),
+            )
     except Exception as error:
         if is_out_of_memory(error) or isinstance(error, ImportError):
             raise
@@ -578,6 +582,21 @@ def load_transformer(
                 )
                 raise ModelFileError(msg)
     return loaded
+
+
+@contextlib.contextmanager
+def _quiet_weight_loading() -> Iterator[None]:
+    """Hide transformers' per-tensor "Loading weights" bar (noise for a local load)."""
+    from transformers.utils import logging as transformers_logging
+
+    enabled = transformers_logging.is_progress_bar_enabled()
+    if enabled:
+        transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        if enabled:
+            transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 
 
 def _describe_mismatch(item: Any) -> str:

@@ -532,6 +532,8 @@ def test_sigint_during_embed_leaves_no_half_written_output(
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-c", CHILD, "embed", str(source), "-o", str(output)]
     command += ["--model", str(tiny_bert_dir), "--pooling", "mean", "--batch-size", "8"]
+    # One chunk: the signal lands before any row is complete (resume is tested in test_cli).
+    command += ["--overwrite", "--chunk-size", "100000"]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
     assert child.stderr is not None
     seen = []
@@ -545,12 +547,12 @@ def test_sigint_during_embed_leaves_no_half_written_output(
     child.send_signal(signal.SIGINT)
     rest = child.stderr.read()
     assert child.wait(timeout=60) == 130, rest
-    assert "interrupted; no output was written" in rest
+    assert "interrupted after 0 rows; no output was written" in rest
     assert output.read_bytes() == b"the previous run's output"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["big.txt", output.name]
 
 
-def test_interrupt_while_writing_jsonl_removes_the_partial_file(
+def test_interrupt_while_writing_jsonl_keeps_the_previous_output(
     tmp_path: Path, monkeypatch
 ) -> None:
     source = tmp_path / "texts.txt"
@@ -558,32 +560,39 @@ def test_interrupt_while_writing_jsonl_removes_the_partial_file(
     output = tmp_path / "out.jsonl"
     output.write_text("previous\n")
     real_dumps = json.dumps
-    calls = []
+    rows_written = []
 
-    def interrupted_dumps(*args: Any, **kwargs: Any) -> str:
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_dumps(*args, **kwargs)
+    def interrupted_dumps(value: Any, *args: Any, **kwargs: Any) -> str:
+        if isinstance(value, dict) and "embedding" in value:
+            rows_written.append(1)
+            if len(rows_written) == 3:
+                raise KeyboardInterrupt
+        return real_dumps(value, *args, **kwargs)
 
     monkeypatch.setattr(json, "dumps", interrupted_dumps)
-    assert main(["embed", str(source), "-o", str(output)]) == 130
+    assert main(["embed", str(source), "-o", str(output), "--overwrite"]) == 130
+    assert len(rows_written) == 3  # interrupted in the middle of writing rows
     assert output.read_text() == "previous\n"
+    # No complete chunk: nothing to resume, nothing left behind.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "texts.txt"]
 
 
-def test_interrupt_while_writing_npy_removes_the_partial_file(tmp_path: Path, monkeypatch) -> None:
+def test_interrupt_while_writing_npy_keeps_the_previous_output(
+    tmp_path: Path, monkeypatch
+) -> None:
     source = tmp_path / "texts.txt"
     source.write_text("one\ntwo\n")
     output = tmp_path / "out.npy"
     output.write_bytes(b"previous")
+    calls = []
 
-    def interrupted_save(file: Any, array: Any, *args: Any, **kwargs: Any) -> None:
-        file.write(b"\x93NUMPY half a header")
+    def interrupted_header(*args: Any, **kwargs: Any) -> None:
+        calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(np, "save", interrupted_save)
-    assert main(["embed", str(source), "-o", str(output)]) == 130
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", interrupted_header)
+    assert main(["embed", str(source), "-o", str(output), "--overwrite"]) == 130
+    assert calls
     assert output.read_bytes() == b"previous"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.npy", "texts.txt"]
 

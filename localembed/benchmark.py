@@ -1,0 +1,507 @@
+"""Throughput, latency, memory and accuracy of localembed against sentence-transformers.
+
+All contenders run in one process, interleaved round by round, on the same model and texts,
+so ratios are fair on a noisy machine. Absolute numbers are for this run only.
+
+    localembed bench [--data ../shared/data/stsbenchmark] [--json out.json]
+    python benchmarks/throughput.py --data ../shared/data/stsbenchmark   (the same options)
+
+Figures: tokens/s and docs/s per corpus (short sentences; a mixed-length document corpus of
+16-512 tokens with a long tail), the ratio to sentence-transformers, the share of the fp32
+matrix-multiply ceiling measured in this process, median single-query latency against a bare
+``model(**inputs)`` forward, max |1 - cosine| against fp32 vectors, STS Benchmark Spearman
+(with ``--data``), and peak RSS of streaming many short documents (each in a fresh subprocess).
+
+Without ``--data`` the sentences are generated (:func:`builtin_sentences`) and the STS score is
+skipped. sentence-transformers is an optional contender: without it, it is skipped with a note
+and ratios are taken against the first contender.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+Encode = Callable[[list[str]], np.ndarray]
+
+LOCALEMBED_OPTIONS: dict[str, dict[str, Any]] = {
+    "localembed fp32": {},
+    "localembed int8 (torch)": {"quantize": "int8"},
+    "localembed bf16": {"dtype": "bfloat16"},
+    "localembed onnx fp32": {"backend": "onnx"},
+    "localembed onnx int8": {"backend": "onnx", "quantize": "int8"},
+}
+"""localembed contenders: name -> get_encoder options."""
+
+SENTENCE_TRANSFORMERS = ("sentence-transformers", "sentence-transformers onnx")
+"""Optional contenders (need the sentence-transformers package)."""
+
+ALL_CONTENDERS = (*SENTENCE_TRANSFORMERS, *LOCALEMBED_OPTIONS)
+
+STREAMED = ("localembed fp32", "localembed onnx int8")
+"""Contenders whose streaming peak RSS is measured (when they run)."""
+
+
+def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
+    """Sentence pairs and gold scores of one STS Benchmark split (tab-separated, unquoted)."""
+    first, second, scores = [], [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        fields = line.split("\t")
+        if len(fields) >= 7:
+            scores.append(float(fields[4]))
+            first.append(fields[5])
+            second.append(fields[6])
+    return first, second, np.asarray(scores)
+
+
+_SUBJECTS = (
+    "A man", "A woman", "The child", "A brown dog", "A small cat", "The old farmer", "A student",
+    "The orchestra", "A group of tourists", "The engineer", "My neighbour", "A red car",
+)
+_VERBS = (
+    "is playing", "is reading", "walks past", "is looking at", "cleans", "is painting",
+    "carries", "is cooking", "repairs", "photographs", "sells", "is waiting near",
+)
+_OBJECTS = (
+    "a guitar", "the newspaper", "a wooden bridge", "an old map", "the kitchen floor",
+    "a large canvas", "a basket of apples", "some noodles", "a bicycle", "the sunset",
+    "fresh bread", "the train station",
+)
+_PLACES = (
+    "in the park.", "on a rainy morning.", "near the river.", "at the market.",
+    "in a quiet room.", "under the bridge.", "before dinner.", "in the city centre.",
+    "on the beach.", "after school.", "in the garden.", "at night.",
+)
+
+
+def builtin_sentences(count: int, seed: int = 0) -> list[str]:
+    """``count`` distinct generated English sentences of 6-14 words (deterministic).
+
+    Example:
+        >>> builtin_sentences(2)[1]
+        'A brown dog is playing a guitar in the park.'
+
+    """
+    rng = np.random.default_rng(seed)
+    limit = len(_SUBJECTS) * len(_VERBS) * len(_OBJECTS) * len(_PLACES)
+    if count > limit:
+        msg = f"the built-in corpus has {limit} sentences; asked for {count} (use --data)"
+        raise ValueError(msg)
+    seen: dict[str, None] = {}
+    while len(seen) < count:
+        parts = (_SUBJECTS, _VERBS, _OBJECTS, _PLACES)
+        seen.setdefault(" ".join(p[int(rng.integers(len(p)))] for p in parts), None)
+    return list(seen)
+
+
+@dataclass
+class Contender:
+    """One way to embed: a batch function and a single-query function, and their timings."""
+
+    name: str
+    encode: Encode
+    query: Callable[[str], Any]
+    seconds: dict[str, list[float]] = field(default_factory=dict)
+
+
+def gemm_ceiling(seconds: float = 2.0) -> float:
+    """Best fp32 GFLOP/s of torch matrix products of transformer-like shapes, in this process."""
+    import torch
+
+    best = 0.0
+    for m, k, n in [(2048, 384, 1536), (2048, 1536, 384), (1024, 1024, 1024), (2048, 768, 3072)]:
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        torch.mm(a, b)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds / 4:
+            torch.mm(a, b)
+            count += 1
+        elapsed = time.perf_counter() - start
+        best = max(best, 2 * m * k * n * count / elapsed / 1e9)
+    return best
+
+
+def flops_per_token(model_config: Any, mean_length: float) -> float:
+    """Forward FLOPs per token: 2 x weights in the layers + attention scores and mixing."""
+    hidden = model_config.hidden_size
+    layers = model_config.num_hidden_layers
+    inner = model_config.intermediate_size
+    weights = layers * (4 * hidden * hidden + 2 * hidden * inner)
+    attention = layers * 4 * hidden * mean_length
+    return float(2.0 * weights + attention)
+
+
+def mixed_documents(sentences: list[str], count: int, seed: int = 0) -> list[str]:
+    """Documents of 16-512 tokens (log-normal lengths, median ~90 tokens, long tail)."""
+    rng = np.random.default_rng(seed)
+    words_per_token = 0.75
+    documents = []
+    for _ in range(count):
+        target = int(np.clip(rng.lognormal(mean=np.log(90), sigma=0.8), 16, 512))
+        words: list[str] = []
+        while len(words) < target * words_per_token:
+            words.extend(sentences[int(rng.integers(len(sentences)))].split())
+        documents.append(" ".join(words[: int(target * words_per_token)]))
+    return documents
+
+
+def build_contenders(
+    model: str | None, names: Sequence[str], notes: list[str]
+) -> list[Contender]:
+    """The named contenders that can run here; the others are skipped with a note."""
+    from localembed.encoder import get_encoder
+
+    contenders = []
+    path = str(get_encoder(model=model).source.path)
+    wanted_st = [name for name in SENTENCE_TRANSFORMERS if name in names]
+    sentence_transformer: Any = None
+    if wanted_st:
+        try:
+            from sentence_transformers import SentenceTransformer
+
+            sentence_transformer = SentenceTransformer
+        except ImportError:
+            notes.append(
+                f"{', '.join(wanted_st)} skipped: sentence-transformers is not installed "
+                f"(pip install sentence-transformers)"
+            )
+    if sentence_transformer is not None and "sentence-transformers" in names:
+        st = sentence_transformer(path, device="cpu")
+        contenders.append(_contender("sentence-transformers", st.encode))
+    if sentence_transformer is not None and "sentence-transformers onnx" in names:
+        try:
+            st_onnx = sentence_transformer(path, device="cpu", backend="onnx")
+        except Exception as error:  # reported, not fatal: it needs optimum to export
+            notes.append(f"sentence-transformers onnx skipped: {type(error).__name__}: {error}")
+        else:
+            contenders.append(_contender("sentence-transformers onnx", st_onnx.encode))
+    for name, options in LOCALEMBED_OPTIONS.items():
+        if name not in names:
+            continue
+        try:
+            encoder = get_encoder(model=model, **options)
+        except Exception as error:  # e.g. onnx without its extra: reported, not fatal
+            notes.append(f"{name} skipped: {type(error).__name__}: {error}")
+            continue
+        contenders.append(_contender(name, encoder.encode))
+    return contenders
+
+
+def _contender(name: str, encode: Callable[..., Any]) -> Contender:
+    # Both libraries take a list of texts (and batch 32 texts per pass by default).
+    def batch(texts: list[str]) -> np.ndarray:
+        return np.asarray(encode(texts))
+
+    def query(text: str) -> Any:
+        return encode([text])
+
+    return Contender(name, batch, query)
+
+
+def time_call(function: Callable[[], Any]) -> float:
+    """Seconds one call of ``function`` takes."""
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def bare_forward(model: str | None) -> Callable[[str], None]:
+    """Tokenizer + a bare ``model(**inputs)`` forward: the floor for one query."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from localembed.encoder import get_encoder
+
+    encoder = get_encoder(model=model)
+    tokenizer = AutoTokenizer.from_pretrained(encoder.source.path)
+    bare = AutoModel.from_pretrained(encoder.source.path).eval()
+    max_length = encoder.settings.max_length
+
+    def run(text: str) -> None:
+        inputs = tokenizer([text], return_tensors="pt", truncation=True, max_length=max_length)
+        with torch.inference_mode():
+            bare(**inputs)
+
+    return run
+
+
+def query_latencies(
+    contenders: list[Contender], bare: Callable[[str], None], queries: list[str]
+) -> tuple[dict[str, float], float]:
+    """Median seconds per single query, and that of the bare forward.
+
+    Each query is run by every contender and the bare forward in turn, so all see the same
+    machine state.
+    """
+    for query in queries[:5]:
+        bare(query)
+        for contender in contenders:
+            contender.query(query)
+    times: dict[str, list[float]] = {c.name: [] for c in contenders}
+    bare_times = []
+    for query in queries:
+        bare_times.append(time_call(partial(bare, query)))
+        for contender in contenders:
+            times[contender.name].append(time_call(partial(contender.query, query)))
+    return {k: statistics.median(v) for k, v in times.items()}, statistics.median(bare_times)
+
+
+def cosine_gap(vectors: np.ndarray, reference: np.ndarray) -> float:
+    """Largest |1 - cosine| between matching rows."""
+    a = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    b = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return float(np.max(np.abs(1.0 - (a * b).sum(1))))
+
+
+def sts_score(encode: Encode, data: Path) -> float:
+    """STS Benchmark test Spearman (cosine) x 100."""
+    from scipy.stats import spearmanr
+
+    first, second, gold = read_pairs(data / "sts-test.csv")
+    a, b = encode(first), encode(second)
+    cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    return float(spearmanr(gold, cosine).statistic * 100)
+
+
+STREAM_SCRIPT = """
+import os, sys, json
+os.environ["HF_HUB_OFFLINE"] = "1"
+from localembed import get_encoder
+options = json.loads(sys.argv[1]); count = int(sys.argv[2])
+encoder = get_encoder(**options)
+model = encoder.model
+model_bytes = sum(p.numel() * p.element_size() for p in model.parameters()) if model else 0
+def high_water_mb():
+    # VmHWM belongs to this process image; ru_maxrss would carry the parent's peak over exec.
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+baseline = high_water_mb()
+texts = ("a short document number %d about streaming" % i for i in range(count))
+chunk, done = [], 0
+for text in texts:
+    chunk.append(text)
+    if len(chunk) == 1000:
+        encoder.encode(chunk); done += len(chunk); chunk = []
+if chunk:
+    encoder.encode(chunk); done += len(chunk)
+peak = high_water_mb()
+print(json.dumps({"docs": done, "rss_after_load_mb": baseline, "peak_rss_mb": peak,
+                  "model_mb": model_bytes / 2**20}))
+"""
+
+
+def stream_peak_rss(options: dict[str, Any], count: int) -> dict[str, float]:
+    """Peak RSS while embedding ``count`` short documents in chunks, in a fresh process."""
+    result = subprocess.run(
+        [sys.executable, "-c", STREAM_SCRIPT, json.dumps(options), str(count)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    data: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
+    return data
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark's options (``localembed bench`` and ``benchmarks/throughput.py``)."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        help="STS Benchmark folder (sts-test.csv); default: generated sentences, no STS score",
+    )
+    parser.add_argument("--model", default=None, help="default: the embedded all-MiniLM-L6-v2")
+    parser.add_argument("--short", type=int, default=1000, help="short sentences per round")
+    parser.add_argument("--docs", type=int, default=300, help="mixed-length documents per round")
+    parser.add_argument("--queries", type=int, default=200, help="single queries for latency")
+    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (the best counts)")
+    parser.add_argument(
+        "--stream", type=int, default=100_000, help="docs for the RSS test (0: skip)"
+    )
+    parser.add_argument(
+        "--no-stream", dest="stream", action="store_const", const=0, help="skip the RSS test"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(ALL_CONTENDERS),
+        help=f"comma-separated, from: {', '.join(ALL_CONTENDERS)} (default: all)",
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+
+
+def _corpora(args: argparse.Namespace) -> tuple[dict[str, list[str]], list[str]]:
+    if args.data is not None:
+        first, second, _ = read_pairs(args.data / "sts-test.csv")
+        sentences = list(dict.fromkeys(first + second))
+    else:
+        sentences = builtin_sentences(max(args.short, args.queries, 1000))
+    corpora = {"short": sentences[: args.short], "mixed": mixed_documents(sentences, args.docs)}
+    return corpora, sentences[-args.queries :]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark with parsed options; print a table and return the results."""
+    names = [name.strip() for name in args.contenders.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ALL_CONTENDERS]
+    if unknown:
+        msg = f"unknown contender {unknown[0]!r}; choose from: {', '.join(ALL_CONTENDERS)}"
+        raise ValueError(msg)
+    if min(args.short, args.docs, args.queries, args.rounds) < 1:
+        msg = "--short, --docs, --queries and --rounds must be at least 1"
+        raise ValueError(msg)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    localembed_logger = logging.getLogger("localembed")
+    level = localembed_logger.level
+    localembed_logger.setLevel(logging.ERROR)  # truncation of long documents is expected here
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _run(args, names)
+    finally:
+        localembed_logger.setLevel(level)
+
+
+def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
+    import torch
+
+    from localembed.encoder import get_encoder
+
+    notes: list[str] = []
+    corpora, queries = _corpora(args)
+    if args.data is None:
+        notes.append("generated sentences (no --data): STS Spearman skipped")
+    reference_encoder = get_encoder(model=args.model)
+    tokens = {
+        name: sum(len(ids) for ids in reference_encoder.tokenize(texts).ids)
+        for name, texts in corpora.items()
+    }
+    mean_length = {name: tokens[name] / len(texts) for name, texts in corpora.items()}
+    contenders = build_contenders(args.model, names, notes)
+    if not contenders:
+        msg = "no contender can run here: " + "; ".join(notes)
+        raise RuntimeError(msg)
+    print(
+        f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+    )
+    print(
+        f"# corpora: short {len(corpora['short'])} texts / {tokens['short']} tokens, "
+        f"mixed {len(corpora['mixed'])} docs / {tokens['mixed']} tokens"
+    )
+    for note in notes:
+        print(f"# {note}")
+
+    ceiling = gemm_ceiling()
+    for round_index in range(args.rounds):
+        for contender in contenders:
+            for corpus, texts in corpora.items():
+                gc.collect()
+                seconds = time_call(partial(contender.encode, texts))
+                contender.seconds.setdefault(corpus, []).append(seconds)
+        ceiling = max(ceiling, gemm_ceiling(1.0))
+        print(f"# round {round_index + 1}/{args.rounds} done")
+
+    reference = {name: reference_encoder.encode(texts) for name, texts in corpora.items()}
+    latency, bare = query_latencies(contenders, bare_forward(args.model), queries)
+    baseline = next((c for c in contenders if c.name == "sentence-transformers"), contenders[0])
+    results = []
+    for contender in contenders:
+        row: dict[str, Any] = {"name": contender.name}
+        for corpus in corpora:
+            best = min(contender.seconds[corpus])
+            row[f"{corpus}_docs_per_s"] = len(corpora[corpus]) / best
+            row[f"{corpus}_tokens_per_s"] = tokens[corpus] / best
+            row[f"{corpus}_ratio"] = min(baseline.seconds[corpus]) / best
+            gflops = flops_per_token(reference_encoder.model_config, mean_length[corpus])
+            row[f"{corpus}_ceiling_pct"] = 100 * gflops * tokens[corpus] / best / 1e9 / ceiling
+        row["max_1_minus_cos"] = max(
+            cosine_gap(contender.encode(texts), reference[corpus])
+            for corpus, texts in corpora.items()
+        )
+        row["query_ms"] = 1000 * latency[contender.name]
+        row["query_vs_bare_forward"] = row["query_ms"] / (1000 * bare)
+        row["sts_spearman"] = None if args.data is None else sts_score(contender.encode, args.data)
+        results.append(row)
+
+    _print_table(results, baseline.name)
+    print(
+        f"# fp32 GEMM ceiling in this process: {ceiling:.0f} GFLOP/s; bare forward query "
+        f"{1000 * bare:.2f} ms"
+    )
+    stream = _stream(args, contenders)
+    report = {
+        "results": results,
+        "baseline": baseline.name,
+        "data": str(args.data) if args.data is not None else None,
+        "notes": notes,
+        "gemm_ceiling_gflops": ceiling,
+        "bare_query_ms": 1000 * bare,
+        "tokens": tokens,
+        "stream": stream,
+        "threads": torch.get_num_threads(),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _print_table(results: list[dict[str, Any]], baseline: str) -> None:
+    ratio = "x ST" if baseline == "sentence-transformers" else "ratio"
+    print(
+        f"{'contender':<28} {'mixed docs/s':>12} {ratio:>6} {'% ceil':>7} {'short docs/s':>12} "
+        f"{ratio:>6} {'query ms':>9} {'x bare':>7} {'max 1-cos':>10} {'STS':>6}"
+    )
+    for row in results:
+        sts = "-" if row["sts_spearman"] is None else f"{row['sts_spearman']:.2f}"
+        print(
+            f"{row['name']:<28} {row['mixed_docs_per_s']:>12.1f} {row['mixed_ratio']:>6.2f} "
+            f"{row['mixed_ceiling_pct']:>6.0f}% {row['short_docs_per_s']:>12.1f} "
+            f"{row['short_ratio']:>6.2f} {row['query_ms']:>9.2f} "
+            f"{row['query_vs_bare_forward']:>7.2f} {row['max_1_minus_cos']:>10.1e} {sts:>6}"
+        )
+    if baseline != "sentence-transformers":
+        print(f"# ratios against {baseline} (sentence-transformers did not run)")
+
+
+def _stream(args: argparse.Namespace, contenders: list[Contender]) -> dict[str, Any]:
+    stream: dict[str, Any] = {}
+    if not args.stream:
+        return stream
+    for name in STREAMED:
+        if any(c.name == name for c in contenders):
+            options = {"model": args.model, **LOCALEMBED_OPTIONS[name]}
+            stream[name] = s = stream_peak_rss(options, args.stream)
+            growth = s["peak_rss_mb"] - s["rss_after_load_mb"]
+            print(
+                f"# stream {s['docs']:.0f} docs with {name}: peak RSS {s['peak_rss_mb']:.0f} MB, "
+                f"after load {s['rss_after_load_mb']:.0f} MB (+{growth:.0f} MB), "
+                f"model {s['model_mb']:.0f} MB"
+            )
+    return stream
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse options, run the benchmark; returns the exit status."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add_arguments(parser)
+    run(parser.parse_args(argv))
+    return 0
