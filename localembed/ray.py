@@ -1,0 +1,219 @@
+"""Ray Data integration: embed a text column of a Dataset on a pool of actors.
+
+Each actor loads the shared encoder once (one model per actor, on its own GPU when the
+cluster has GPUs) and embeds batches of rows with ``encode_documents`` (or
+``encode_queries``). Needs the ``ray`` extra: ``pip install "localembed[ray]"``.
+Importing this module imports no Ray.
+"""
+
+from __future__ import annotations
+
+import inspect
+import reprlib
+from typing import TYPE_CHECKING, Any, Literal
+
+from localembed.config import EncoderConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pyarrow as pa
+    from ray.data import Dataset
+
+    from localembed.encoder import LocalEncoder
+
+Kind = Literal["document", "query"]
+KINDS: tuple[Kind, ...] = ("document", "query")
+
+DEFAULT_ROWS_PER_BATCH = 512
+"""Rows handed to an actor at a time. The encoder sorts each batch by length and splits it
+into token-budget forward passes itself, so this only sets the pipeline's granularity."""
+
+
+def embed_dataset(
+    ds: Dataset,
+    column: str = "text",
+    output_column: str = "embedding",
+    *,
+    kind: Kind = "document",
+    concurrency: int | tuple[int, int] | None = None,
+    rows_per_batch: int = DEFAULT_ROWS_PER_BATCH,
+    num_gpus_per_actor: float | None = None,
+    num_cpus_per_actor: float | None = None,
+    **config: Any,
+) -> Dataset:
+    """Add a column of float32 embeddings of ``column`` to a Ray Dataset (lazily).
+
+    The settings are checked here, in the driver, before any Ray work: an unknown option is
+    an error with a did-you-mean. Then ``ds.map_batches`` runs the encoder on a pool of
+    actors, one model per actor. Every other column is kept as it is, and each row's vector
+    stays with its row (row order follows Ray's ``execution_options.preserve_order``).
+
+    Args:
+        ds: the dataset; ``column`` must hold str (no None).
+        column: the text column.
+        output_column: the new column: one float32 vector per row (a Ray tensor column:
+            numpy batches give a (rows, dimension) array; Parquet stores lists of float).
+        kind: "document" applies the document instruction, "query" the query instruction.
+        concurrency: actors in the pool: n (fixed), (min, max) (autoscaling), or None:
+            from 1 up to what the cluster's resources allow.
+        rows_per_batch: rows per ``map_batches`` batch (``batch_size`` is the encoder's
+            texts per forward pass, as everywhere in localembed).
+        num_gpus_per_actor: GPUs reserved per actor; None: 1 when the cluster has GPUs and
+            ``device`` is "auto" or "cuda", else 0. Fractions pack actors onto one GPU.
+        num_cpus_per_actor: CPUs reserved per actor (Ray sets the actor's torch threads to
+            it); None: Ray's default (1).
+        **config: the encoder's settings (:class:`~localembed.EncoderConfig`).
+
+    Returns:
+        A lazy Dataset: ``ds``'s columns plus ``output_column``.
+
+    Raises:
+        ValueError: an unknown or invalid setting, a missing ``column`` (the message names
+            the columns present), or ``output_column`` already present.
+        ImportError: Ray Data is not installed.
+
+    Example:
+        >>> import ray  # doctest: +SKIP
+        >>> from localembed.ray import embed_dataset
+        >>> ds = ray.data.from_items([{"id": 1, "text": "a cat"}])  # doctest: +SKIP
+        >>> embed_dataset(ds).take_all()[0]["embedding"].shape  # doctest: +SKIP
+        (384,)
+
+    """
+    settings = EncoderConfig(**config)
+    if kind not in KINDS:
+        msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
+        raise ValueError(msg)
+    if rows_per_batch <= 0:
+        msg = f"rows_per_batch must be a positive int, got {rows_per_batch!r}"
+        raise ValueError(msg)
+    if column == output_column:
+        msg = f"output_column must differ from column (both {column!r})"
+        raise ValueError(msg)
+    if settings.device.startswith("cuda:"):
+        msg = (
+            f"device={settings.device!r}: Ray gives each actor its own GPU(s) as cuda:0; "
+            f"use device='cuda' or 'auto' (and num_gpus_per_actor)"
+        )
+        raise ValueError(msg)
+    try:
+        import ray
+        import ray.data
+    except ImportError as error:
+        msg = 'embed_dataset needs Ray Data: pip install "localembed[ray]"'
+        raise ImportError(msg) from error
+
+    # Without execution: a schema Ray already knows (in-memory data, Parquet metadata).
+    schema = ds.schema(fetch_if_missing=False)
+    if schema is not None:
+        check_columns(list(schema.names), column, output_column)
+    num_gpus, device = _placement(ray, settings.device, num_gpus_per_actor)
+    if device != settings.device:
+        settings = EncoderConfig(**{**settings.explicit_options(), "device": device})
+    options: dict[str, Any] = {}
+    if "udf_modifying_row_count" in inspect.signature(ds.map_batches).parameters:
+        # One output row per input row: lets Ray push a later .limit() before the model.
+        options["udf_modifying_row_count"] = False
+    return ds.map_batches(
+        EmbedBatch,
+        fn_constructor_kwargs={
+            "config": settings,
+            "column": column,
+            "output_column": output_column,
+            "kind": kind,
+        },
+        batch_size=rows_per_batch,
+        batch_format="pyarrow",  # other columns pass through untouched (no numpy round trip)
+        compute=_actor_pool(ray.data.ActorPoolStrategy, concurrency),
+        num_gpus=num_gpus or None,
+        num_cpus=num_cpus_per_actor,
+        **options,
+    )
+
+
+def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple[float, str]:
+    """GPUs per actor and the device the actors' encoders use."""
+    if num_gpus_per_actor is not None and num_gpus_per_actor < 0:
+        msg = f"num_gpus_per_actor must be >= 0, got {num_gpus_per_actor!r}"
+        raise ValueError(msg)
+    if num_gpus_per_actor is not None and device != "auto":
+        return num_gpus_per_actor, device
+    if device not in {"auto", "cuda"}:
+        return 0.0, device
+    if not ray.is_initialized():
+        ray.init()  # what Ray Data would do on first execution: connect or start locally
+    cluster_gpus = float(ray.cluster_resources().get("GPU", 0))
+    if num_gpus_per_actor is None:
+        if device == "cuda" and not cluster_gpus:
+            msg = (
+                "device='cuda' but the Ray cluster has no GPU; use device='auto' or 'cpu', or "
+                "set num_gpus_per_actor for GPU nodes an autoscaler has yet to start"
+            )
+            raise ValueError(msg)
+        return (1.0 if cluster_gpus else 0.0), device
+    # device="auto" with actors that hold no GPU: keep them off GPUs Ray gave to others.
+    return num_gpus_per_actor, ("cpu" if cluster_gpus and not num_gpus_per_actor else device)
+
+
+def _actor_pool(strategy: Any, concurrency: int | tuple[int, int] | None) -> Any:
+    """A ray.data.ActorPoolStrategy for ``concurrency``."""
+    if concurrency is None:
+        return strategy(min_size=1, max_size=None)
+    if isinstance(concurrency, int) and not isinstance(concurrency, bool) and concurrency > 0:
+        return strategy(size=concurrency)
+    if (
+        isinstance(concurrency, tuple)
+        and len(concurrency) == 2
+        and all(isinstance(n, int) and n > 0 for n in concurrency)
+        and concurrency[0] <= concurrency[1]
+    ):
+        return strategy(min_size=concurrency[0], max_size=concurrency[1])
+    msg = f"concurrency must be a positive int, (min, max) or None, got {concurrency!r}"
+    raise ValueError(msg)
+
+
+def check_columns(names: list[str], column: str, output_column: str) -> None:
+    """Raise ValueError if ``column`` is missing or ``output_column`` already exists."""
+    if column not in names:
+        msg = f"column {column!r} not in the dataset; its columns: {', '.join(names) or '(none)'}"
+        raise ValueError(msg)
+    if output_column in names:
+        msg = f"the dataset already has a column {output_column!r}; pick another output_column"
+        raise ValueError(msg)
+
+
+class EmbedBatch:
+    """The actor's callable: one encoder per actor, one embedding per row."""
+
+    def __init__(self, config: EncoderConfig, column: str, output_column: str, kind: Kind) -> None:
+        self.encoder: LocalEncoder = config.load_encoder()
+        self.column = column
+        self.output_column = output_column
+        self.kind = kind
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """Append the embeddings of ``batch[column]`` as ``output_column``."""
+        from ray.data.extensions import ArrowTensorArray
+
+        check_columns(batch.column_names, self.column, self.output_column)
+        texts = batch.column(self.column).to_pylist()
+        bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
+        if bad is not None:
+            raise TypeError(self._describe_bad_row(batch, bad))
+        vectors = self._encode(texts)
+        return batch.append_column(self.output_column, ArrowTensorArray.from_numpy(vectors))
+
+    def _encode(self, texts: list[Any]) -> np.ndarray:
+        if self.kind == "query":
+            return self.encoder.encode_queries(texts)
+        return self.encoder.encode_documents(texts)
+
+    def _describe_bad_row(self, batch: pa.Table, index: int) -> str:
+        # The encoder's TypeError would name the row's place in this batch, meaningless to
+        # the user: show the row itself (its other columns identify it).
+        row = batch.slice(index, 1).to_pylist()[0]
+        return (
+            f"column {self.column!r} must hold str, got {type(row[self.column]).__name__} in row "
+            f"{reprlib.repr(row)}; drop or fill such rows first, e.g. "
+            f"ds.filter(lambda row: isinstance(row[{self.column!r}], str))"
+        )
