@@ -25,9 +25,11 @@ import json
 import logging
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -159,6 +161,55 @@ def mixed_documents(sentences: list[str], count: int, seed: int = 0) -> list[str
             words.extend(sentences[int(rng.integers(len(sentences)))].split())
         documents.append(" ".join(words[: int(target * words_per_token)]))
     return documents
+
+
+RANDOM_BASE_CONFIG: dict[str, Any] = {
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 512,
+    "vocab_size": 30522,
+}
+"""BERT-base sizes (those of bge-base-en-v1.5 / e5-base / all-mpnet-base), for ``--random-base``."""
+
+
+def build_random_base(
+    target: Path, seed: int = 0, sizes: dict[str, Any] | None = None
+) -> Path:
+    """Write a BERT-base-sized model with random weights and the default model's tokenizer.
+
+    A sentence-transformers directory like bge-base-en-v1.5's (CLS pooling, 512 tokens,
+    normalized): its vectors are meaningless, its cost per token is a base model's.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from localembed.loading import locate_model
+
+    target.mkdir(parents=True, exist_ok=True)
+    tokenizer_dir = locate_model(None).path
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copyfile(tokenizer_dir / name, target / name)
+    torch.manual_seed(seed)
+    config = BertConfig(**{**RANDOM_BASE_CONFIG, **(sizes or {})})
+    BertModel(config, add_pooling_layer=False).save_pretrained(target)
+    modules = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(
+            [("", "Transformer"), ("1_Pooling", "Pooling"), ("2_Normalize", "Normalize")]
+        )
+    ]
+    (target / "modules.json").write_text(json.dumps(modules))
+    (target / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
+    (target / "1_Pooling").mkdir(exist_ok=True)
+    (target / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {"word_embedding_dimension": config.hidden_size, "pooling_mode_cls_token": True}
+        )
+    )
+    (target / "2_Normalize").mkdir(exist_ok=True)
+    return target
 
 
 def build_contenders(
@@ -328,6 +379,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="STS Benchmark folder (sts-test.csv); default: generated sentences, no STS score",
     )
     parser.add_argument("--model", default=None, help="default: the embedded all-MiniLM-L6-v2")
+    parser.add_argument(
+        "--random-base",
+        action="store_true",
+        help="instead of --model: a BERT-base-sized model (bge-base's shape) with random weights",
+    )
     parser.add_argument("--short", type=int, default=1000, help="short sentences per round")
     parser.add_argument("--docs", type=int, default=300, help="mixed-length documents per round")
     parser.add_argument("--queries", type=int, default=200, help="single queries for latency")
@@ -367,6 +423,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         msg = "--short, --docs, --queries and --rounds must be at least 1"
         raise ValueError(msg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if args.random_base:
+        if args.model is not None:
+            msg = "--random-base and --model exclude each other"
+            raise ValueError(msg)
+        with tempfile.TemporaryDirectory(prefix="localembed-random-base-") as directory:
+            model = str(build_random_base(Path(directory) / "random-bert-base"))
+            options = {**vars(args), "model": model, "random_base": False, "random_weights": True}
+            return run(argparse.Namespace(**options))
     localembed_logger = logging.getLogger("localembed")
     level = localembed_logger.level
     localembed_logger.setLevel(logging.ERROR)  # truncation of long documents is expected here
@@ -385,8 +449,11 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
     notes: list[str] = []
     corpora, queries = _corpora(args)
+    no_sts = args.data is None or getattr(args, "random_weights", False)
     if args.data is None:
         notes.append("generated sentences (no --data): STS Spearman skipped")
+    elif no_sts:
+        notes.append("random weights: STS Spearman skipped")
     reference_encoder = get_encoder(model=args.model)
     tokens = {
         name: sum(len(ids) for ids in reference_encoder.tokenize(texts).ids)
@@ -437,7 +504,7 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         )
         row["query_ms"] = 1000 * latency[contender.name]
         row["query_vs_bare_forward"] = row["query_ms"] / (1000 * bare)
-        row["sts_spearman"] = None if args.data is None else sts_score(contender.encode, args.data)
+        row["sts_spearman"] = None if no_sts else sts_score(contender.encode, args.data)
         results.append(row)
 
     _print_table(results, baseline.name)

@@ -544,6 +544,24 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert code == 1 and "unknown contender 'bogus'" in err
 
 
+def test_random_base_model_is_a_base_shaped_sentence_transformers_dir(tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    from localembed.benchmark import RANDOM_BASE_CONFIG, build_random_base
+
+    assert (RANDOM_BASE_CONFIG["hidden_size"], RANDOM_BASE_CONFIG["num_hidden_layers"]) == (768, 12)
+    # The same builder at a small size (the real one is 110M parameters).
+    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+             "intermediate_size": 64}
+    model = build_random_base(tmp_path / "random-base", sizes=small)
+    encoder = get_encoder(model=str(model))
+    info = encoder.describe()
+    assert (info["pooling"], info["max_length"], info["dimension"]) == ("cls", 512, 32)
+    texts = ["a short text", "another one, a little longer than the first"]
+    expected = SentenceTransformer(str(model), device="cpu").encode(texts)
+    np.testing.assert_allclose(encoder.encode(texts), expected, atol=1e-5)
+
+
 # -- help and the console script --------------------------------------------------------------
 
 
