@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,15 +587,26 @@ def load_transformer(
 
 @contextlib.contextmanager
 def _quiet_weight_loading() -> Iterator[None]:
-    """Hide transformers' per-tensor "Loading weights" bar (noise for a local load)."""
+    """Hide transformers' per-tensor "Loading weights" bar and its "LOAD REPORT" table.
+
+    The bar is noise for a local load; the report lists missing and unexpected keys, which
+    :func:`load_transformer` checks itself (a harmless missing pooler is not worth a table, a
+    real gap is an error naming the file).
+    """
     from transformers.utils import logging as transformers_logging
 
+    def keep(record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+    report_logger = logging.getLogger("transformers.modeling_utils")
+    report_logger.addFilter(keep)
     enabled = transformers_logging.is_progress_bar_enabled()
     if enabled:
         transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
         yield
     finally:
+        report_logger.removeFilter(keep)
         if enabled:
             transformers_logging.enable_progress_bar()  # type: ignore[no-untyped-call]
 

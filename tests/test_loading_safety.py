@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -492,3 +493,33 @@ def test_hub_downloads_pickle_weights_only_when_allowed(allow: bool, monkeypatch
     (patterns,) = requested
     assert ("pytorch_model*.bin" in patterns) is allow
     assert not {"*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl"} & set(patterns)  # never all pickles
+
+
+QUIET_LOAD = """
+import sys, torch
+from pathlib import Path
+from transformers import BertConfig, BertModel
+from localembed.loading import load_transformer
+target = Path(sys.argv[1])
+config = BertConfig(
+    hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64
+)
+BertModel(config, add_pooling_layer=False).save_pretrained(target)
+print("LOADING", file=sys.stderr, flush=True)
+load_transformer(target, dtype=torch.float32, device=torch.device("cpu"), trust_remote_code=False)
+"""
+
+
+def test_a_model_without_pooler_loads_quietly(tmp_path: Path) -> None:
+    # Sentence-embedding checkpoints often lack BERT's pooler; transformers prints a
+    # "LOAD REPORT" table and a per-tensor progress bar for that (in a fresh process: its
+    # logging handler is set up on first use).
+    result = subprocess.run(
+        [sys.executable, "-c", QUIET_LOAD, str(tmp_path / "no-pooler")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    after = result.stderr.split("LOADING", 1)[1]
+    assert "LOAD REPORT" not in after and "Loading weights" not in after, after
