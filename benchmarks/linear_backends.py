@@ -36,12 +36,22 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, GFLOP/s (higher is better)")
-    print(f"{'rows x in -> out':<22} {'F.linear (MKL)':>15} {'oneDNN pointwise':>17} {'MkldnnLinear':>13}")
+    print(
+        f"# torch {torch.__version__}, {torch.get_num_threads()} threads, GFLOP/s (higher is better)"
+    )
+    print(
+        f"{'rows x in -> out':<22} {'F.linear (MKL)':>15} {'oneDNN pointwise':>17} {'MkldnnLinear':>13}"
+    )
     for _ in range(args.rounds):
         for rows, inputs, outputs in SHAPES:
-            x, weight, bias = torch.randn(rows, inputs), torch.randn(outputs, inputs), torch.randn(outputs)
-            module = torch.utils.mkldnn.MkldnnLinear(torch.nn.Linear(inputs, outputs), torch.float32)
+            x, weight, bias = (
+                torch.randn(rows, inputs),
+                torch.randn(outputs, inputs),
+                torch.randn(outputs),
+            )
+            module = torch.utils.mkldnn.MkldnnLinear(
+                torch.nn.Linear(inputs, outputs), torch.float32
+            )
             candidates = [
                 partial(torch.nn.functional.linear, x, weight, bias),
                 partial(torch.ops.mkldnn._linear_pointwise, x, weight, bias, "none", [], ""),
@@ -49,7 +59,9 @@ def main() -> None:
             ]
             flops = 2 * rows * inputs * outputs
             rates = [flops / seconds_per_call(f) / 1e9 for f in candidates]
-            print(f"{rows:>5} x {inputs:>4} -> {outputs:<6} {rates[0]:>15.0f} {rates[1]:>17.0f} {rates[2]:>13.0f}")
+            print(
+                f"{rows:>5} x {inputs:>4} -> {outputs:<6} {rates[0]:>15.0f} {rates[1]:>17.0f} {rates[2]:>13.0f}"
+            )
 
 
 if __name__ == "__main__":

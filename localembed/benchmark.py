@@ -73,22 +73,60 @@ def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
 
 
 _SUBJECTS = (
-    "A man", "A woman", "The child", "A brown dog", "A small cat", "The old farmer", "A student",
-    "The orchestra", "A group of tourists", "The engineer", "My neighbour", "A red car",
+    "A man",
+    "A woman",
+    "The child",
+    "A brown dog",
+    "A small cat",
+    "The old farmer",
+    "A student",
+    "The orchestra",
+    "A group of tourists",
+    "The engineer",
+    "My neighbour",
+    "A red car",
 )
 _VERBS = (
-    "is playing", "is reading", "walks past", "is looking at", "cleans", "is painting",
-    "carries", "is cooking", "repairs", "photographs", "sells", "is waiting near",
+    "is playing",
+    "is reading",
+    "walks past",
+    "is looking at",
+    "cleans",
+    "is painting",
+    "carries",
+    "is cooking",
+    "repairs",
+    "photographs",
+    "sells",
+    "is waiting near",
 )
 _OBJECTS = (
-    "a guitar", "the newspaper", "a wooden bridge", "an old map", "the kitchen floor",
-    "a large canvas", "a basket of apples", "some noodles", "a bicycle", "the sunset",
-    "fresh bread", "the train station",
+    "a guitar",
+    "the newspaper",
+    "a wooden bridge",
+    "an old map",
+    "the kitchen floor",
+    "a large canvas",
+    "a basket of apples",
+    "some noodles",
+    "a bicycle",
+    "the sunset",
+    "fresh bread",
+    "the train station",
 )
 _PLACES = (
-    "in the park.", "on a rainy morning.", "near the river.", "at the market.",
-    "in a quiet room.", "under the bridge.", "before dinner.", "in the city centre.",
-    "on the beach.", "after school.", "in the garden.", "at night.",
+    "in the park.",
+    "on a rainy morning.",
+    "near the river.",
+    "at the market.",
+    "in a quiet room.",
+    "under the bridge.",
+    "before dinner.",
+    "in the city centre.",
+    "on the beach.",
+    "after school.",
+    "in the garden.",
+    "at night.",
 )
 
 
@@ -174,9 +212,7 @@ RANDOM_BASE_CONFIG: dict[str, Any] = {
 """BERT-base sizes (those of bge-base-en-v1.5 / e5-base / all-mpnet-base), for ``--random-base``."""
 
 
-def build_random_base(
-    target: Path, seed: int = 0, sizes: dict[str, Any] | None = None
-) -> Path:
+def build_random_base(target: Path, seed: int = 0, sizes: dict[str, Any] | None = None) -> Path:
     """Write a BERT-base-sized model with random weights and the default model's tokenizer.
 
     A sentence-transformers directory like bge-base-en-v1.5's (CLS pooling, 512 tokens,
@@ -204,17 +240,13 @@ def build_random_base(
     (target / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512}))
     (target / "1_Pooling").mkdir(exist_ok=True)
     (target / "1_Pooling" / "config.json").write_text(
-        json.dumps(
-            {"word_embedding_dimension": config.hidden_size, "pooling_mode_cls_token": True}
-        )
+        json.dumps({"word_embedding_dimension": config.hidden_size, "pooling_mode_cls_token": True})
     )
     (target / "2_Normalize").mkdir(exist_ok=True)
     return target
 
 
-def build_contenders(
-    model: str | None, names: Sequence[str], notes: list[str]
-) -> list[Contender]:
+def build_contenders(model: str | None, names: Sequence[str], notes: list[str]) -> list[Contender]:
     """The named contenders that can run here; the others are skipped with a note."""
     from localembed.encoder import get_encoder
 

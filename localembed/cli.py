@@ -589,8 +589,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="texts: .txt (one a line; '-' for standard input), .jsonl, .csv, .tsv or .parquet",
     )
     embed.add_argument(
-        "-o", "--output", required=True, help="vectors: .npy, .jsonl (id, text, embedding) or "
-        ".parquet (id, text, embedding)"
+        "-o",
+        "--output",
+        required=True,
+        help="vectors: .npy, .jsonl (id, text, embedding) or .parquet (id, text, embedding)",
     )
     embed.add_argument(
         "--column", default=None, help='the text column of .jsonl/.csv/.parquet (default: "text")'

@@ -53,9 +53,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     if isinstance(error, MemoryError):
         return True
     # ONNX Runtime's errors derive from Exception, not RuntimeError.
-    if not isinstance(error, RuntimeError) and not type(error).__module__.startswith(
-        "onnxruntime"
-    ):
+    if not isinstance(error, RuntimeError) and not type(error).__module__.startswith("onnxruntime"):
         return False
     out_of_memory = _torch_out_of_memory_type()
     if out_of_memory is not None and isinstance(error, out_of_memory):

@@ -136,8 +136,15 @@ def test_stdin_and_empty_input(
     )
     monkeypatch.setattr(sys, "stdin", io.StringIO('{"body": "x"}\n\n{"body": "y"}\n'))
     code, _, err = run(
-        capsys, "embed", "-", "-o", tmp_path / "s.jsonl", "--input-format", "jsonl",
-        "--column", "body",
+        capsys,
+        "embed",
+        "-",
+        "-o",
+        tmp_path / "s.jsonl",
+        "--input-format",
+        "jsonl",
+        "--column",
+        "body",
     )
     assert code == 0, err
     assert read_output(tmp_path / "s.jsonl")[1] == ["x", "y"]
@@ -502,8 +509,9 @@ def test_tokens_warns_about_truncation_and_shows_the_instruction(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     text = "one two three four five six seven eight nine ten"
-    code, out, err = run(capsys, "tokens", text, "--max-length", 6, "--instruction", "query: ",
-                         "--kind", "query")
+    code, out, err = run(
+        capsys, "tokens", text, "--max-length", 6, "--instruction", "query: ", "--kind", "query"
+    )
     assert code == 0
     assert "(instruction 'query: ')" in out and "'query: one two" in out
     assert "warning: 14 tokens > max_length 6: only the first 6 are embedded" in err
@@ -518,11 +526,25 @@ def test_tokens_warns_about_truncation_and_shows_the_instruction(
 # -- bench ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result = tmp_path / "bench.json"
     code, out, _ = run(
-        capsys, "bench", "--contenders", "localembed fp32,sentence-transformers", "--short", 8,
-        "--docs", 2, "--queries", 2, "--rounds", 1, "--no-stream", "--json", result,
+        capsys,
+        "bench",
+        "--contenders",
+        "localembed fp32,sentence-transformers",
+        "--short",
+        8,
+        "--docs",
+        2,
+        "--queries",
+        2,
+        "--rounds",
+        1,
+        "--no-stream",
+        "--json",
+        result,
     )
     assert code == 0
     report = json.loads(result.read_text())
@@ -551,8 +573,12 @@ def test_random_base_model_is_a_base_shaped_sentence_transformers_dir(tmp_path: 
 
     assert (RANDOM_BASE_CONFIG["hidden_size"], RANDOM_BASE_CONFIG["num_hidden_layers"]) == (768, 12)
     # The same builder at a small size (the real one is 110M parameters).
-    small = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
-             "intermediate_size": 64}
+    small = {
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     model = build_random_base(tmp_path / "random-base", sizes=small)
     encoder = get_encoder(model=str(model))
     info = encoder.describe()

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # each example runs as a subprocess
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PARALLEL_RUNS = 2
 

@@ -28,7 +28,7 @@ from tests.test_examples import run_example
 
 ray = pytest.importorskip("ray")
 
-pytestmark = pytest.mark.allow_hosts(["127.0.0.1"])
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
 
 TEXTS = [
     "The Eiffel Tower was completed in 1889.",

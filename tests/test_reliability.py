@@ -577,9 +577,7 @@ def test_interrupt_while_writing_jsonl_keeps_the_previous_output(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl", "texts.txt"]
 
 
-def test_interrupt_while_writing_npy_keeps_the_previous_output(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_interrupt_while_writing_npy_keeps_the_previous_output(tmp_path: Path, monkeypatch) -> None:
     source = tmp_path / "texts.txt"
     source.write_text("one\ntwo\n")
     output = tmp_path / "out.npy"
