@@ -540,6 +540,34 @@ def lexical_tokens(weights: dict[int, float], tokenizer: Any) -> dict[str, float
 # -- FlagEmbedding as the backend ---------------------------------------------------------
 
 
+FLAGEMBEDDING_TRANSFORMERS = ">=4.48,<5.24"
+"""The transformers releases FlagEmbedding 1.4.2 imports under (the ``m3`` extra's range):
+5.24 removed ``transformers.modeling_attn_mask_utils``, which its package ``__init__`` imports."""
+
+
+def flagembedding_import_message(error: ImportError) -> str:
+    """Say why ``from FlagEmbedding import BGEM3FlagModel`` failed, and what fixes it.
+
+    A missing package needs the ``m3`` extra; an installed FlagEmbedding that fails on a
+    transformers module needs a transformers release it supports, not a reinstall.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec("FlagEmbedding") is None:
+        return "backend='flagembedding' needs FlagEmbedding: pip install 'localembed[m3]'"
+    missing = getattr(error, "name", None) or ""
+    if missing.split(".")[0] == "transformers":
+        import transformers
+
+        return (
+            f"FlagEmbedding is installed but cannot import {missing!r} from transformers "
+            f"{transformers.__version__} ({error}); FlagEmbedding 1.4.2 works with transformers"
+            f"{FLAGEMBEDDING_TRANSFORMERS}: pip install 'transformers{FLAGEMBEDDING_TRANSFORMERS}'"
+            " (or use backend='torch', which computes the same bge-m3 outputs)"
+        )
+    return f"FlagEmbedding is installed but failed to import: {error}"
+
+
 class FlagEmbeddingBackend:
     """FlagEmbedding's ``BGEM3FlagModel`` behind localembed's API (``backend="flagembedding"``).
 
@@ -594,11 +622,7 @@ class FlagEmbeddingBackend:
         try:
             from FlagEmbedding import BGEM3FlagModel
         except ImportError as error:
-            msg = (
-                f"backend='flagembedding' needs FlagEmbedding ({error}); "
-                "pip install 'localembed[m3]'"
-            )
-            raise ImportError(msg) from error
+            raise ImportError(flagembedding_import_message(error)) from error
         self._encoder = encoder
         self._lock = threading.Lock()
         self.model: Any = BGEM3FlagModel(
