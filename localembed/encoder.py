@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 
+from localembed.batching import plan_batches, run_batches, token_budget
 from localembed.config import EncoderConfig
 from localembed.loading import (
     check_model_files,
@@ -162,11 +163,6 @@ class ResolvedSettings:
     sources: dict[str, str]
     """Where each setting came from: argument, sentence-transformers, preset, model, fallback."""
 
-
-DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
-"""Token budget per forward pass when max_batch_tokens is None. On the CPU, 1-2k padded tokens
-keep a pass in cache and cut padding on mixed lengths (measured 1.3x the docs/s of a plain
-32-text batch on all-MiniLM-L6-v2); a GPU wants larger passes."""
 
 CHARS_PER_TOKEN_BOUND = 64
 """With long_text="truncate", texts are cut to max_length * 64 characters before tokenizing."""
@@ -655,27 +651,9 @@ class LocalEncoder:
         return encoded["input_ids"], encoded["overflow_to_sample_mapping"]
 
     def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
-        """Group window indices into batches, longest first, within batch size and token budget.
-
-        Similar lengths share a batch (little padding), and the largest allocation happens
-        first. With ``max_batch_tokens`` a batch's padded size (rows x longest) stays within
-        the budget; a single window longer than the budget forms a batch of its own.
-        """
-        size = batch_size or self.config.batch_size
-        budget = self.config.max_batch_tokens or DEFAULT_BATCH_TOKENS.get(self.device.type)
-        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-        groups: list[list[int]] = []
-        for index in order:
-            current = groups[-1] if groups else None
-            if (
-                current is not None
-                and len(current) < size
-                and (budget is None or (len(current) + 1) * len(ids[current[0]]) <= budget)
-            ):
-                current.append(index)
-            else:
-                groups.append([index])
-        return groups
+        """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""
+        budget = token_budget(self.config.max_batch_tokens, self.device)
+        return plan_batches([len(w) for w in ids], batch_size or self.config.batch_size, budget)
 
     def run_batches(
         self,
@@ -690,76 +668,25 @@ class LocalEncoder:
         ``consume(indices, batch)`` gets the window indices of the batch (rows of
         ``batch.hidden``, in that order) and the forward result; it must write its results
         by index, because a batch that runs out of memory is split in halves and each half
-        is run (and consumed) again, down to one window (see :mod:`localembed.faults`).
+        is run (and consumed) again, down to one window (see :mod:`localembed.batching`).
 
         Raises:
             EncoderOutOfMemoryError: one window alone does not fit in memory; the message
                 names the batch, its tokens and the fix. Nothing partial is returned.
         """
-        from localembed.faults import (
-            EncoderOutOfMemoryError,
-            is_out_of_memory,
-            out_of_memory_message,
-            release_memory,
+
+        def step(indices: list[int]) -> None:
+            consume(indices, self.forward([tokenized.ids[i] for i in indices]))
+
+        run_batches(
+            [len(ids) for ids in tokenized.ids],
+            step,
+            batch_size=batch_size or self.config.batch_size,
+            max_batch_tokens=self.config.max_batch_tokens,
+            device=self.device,
+            max_length=self.settings.max_length,
+            show_progress=show_progress,
         )
-
-        # A stack of (window indices, the batch they were split from); next batch last.
-        pending: list[tuple[list[int], tuple[int, int] | None]] = [
-            (indices, None) for indices in reversed(self.batches(tokenized.ids, batch_size))
-        ]
-        progress = None
-        if show_progress:
-            from tqdm.auto import tqdm
-
-            progress = tqdm(total=len(tokenized.ids), desc="embedding", unit="text")
-        splits = 0
-        try:
-            while pending:
-                indices, origin = pending.pop()
-                windows = [tokenized.ids[i] for i in indices]
-                width = max(len(ids) for ids in windows)
-                origin = origin or (len(indices), width)
-                try:
-                    consume(indices, self.forward(windows))
-                except Exception as error:
-                    if not is_out_of_memory(error):
-                        raise
-                    if len(indices) == 1:
-                        message = out_of_memory_message(
-                            rows=1,
-                            width=width,
-                            first_rows=origin[0],
-                            first_width=origin[1],
-                            device=str(self.device),
-                            batch_size=batch_size or self.config.batch_size,
-                            max_batch_tokens=self.config.max_batch_tokens,
-                            max_length=self.settings.max_length,
-                        )
-                        raise EncoderOutOfMemoryError(
-                            message, rows=1, tokens=width, device=str(self.device)
-                        ) from error
-                else:
-                    if progress is not None:
-                        progress.update(len(indices))
-                    continue
-                # Out of the except block, so that the failed batch's tensors (held by the
-                # traceback) are freed before the retry.
-                if not splits:
-                    logger.warning(
-                        "out of memory on %s for a batch of %d texts x %d tokens; splitting it "
-                        "and retrying (lower batch_size or set max_batch_tokens to avoid this)",
-                        self.device,
-                        len(indices),
-                        width,
-                    )
-                splits += 1
-                release_memory(self.device)
-                half = (len(indices) + 1) // 2
-                pending.append((indices[half:], origin))
-                pending.append((indices[:half], origin))
-        finally:
-            if progress is not None:
-                progress.close()
 
     def forward(self, windows: list[list[int]]) -> ForwardBatch:
         """Pad ``windows`` on the right and run the transformer once (no gradients)."""

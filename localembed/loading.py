@@ -485,8 +485,13 @@ def load_transformer(
     trust_remote_code: bool,
     allow_pickle_weights: bool = False,
     attn_implementation: str | None = None,
+    auto_class: str = "AutoModel",
 ) -> PreTrainedModel:
     """Load the transformer's weights, in eval mode, on ``device``.
+
+    ``auto_class`` names the transformers class that builds the model: ``"AutoModel"`` (the
+    bare encoder, last hidden states) or e.g. ``"AutoModelForSequenceClassification"`` (a
+    cross-encoder with its classification head, whose weights must be in the file).
 
     Weights come from ``*.safetensors``; pickle-based ``*.bin`` weights are loaded only
     when there are no safetensors and ``allow_pickle_weights`` is True (transformers then
@@ -500,7 +505,7 @@ def load_transformer(
 
     """
     import torch
-    from transformers import AutoModel
+    import transformers
 
     from localembed.faults import is_out_of_memory
 
@@ -538,7 +543,7 @@ def load_transformer(
     )
     try:
         with _quiet_weight_loading():
-            model, info = AutoModel.from_pretrained(
+            model, info = getattr(transformers, auto_class).from_pretrained(
                 str(directory),
                 dtype=dtype,
                 use_safetensors=bool(safetensors),
