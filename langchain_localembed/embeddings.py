@@ -20,8 +20,8 @@ class LocalEmbeddings(EncoderConfig, Embeddings):
     """Local embedding model for LangChain; takes every :class:`~localembed.EncoderConfig` option.
 
     The model loads when the object is built; adapters with equal settings (LangChain or
-    LlamaIndex) share one loaded model. Async methods run in a worker thread, so the event
-    loop stays responsive while a large batch embeds.
+    LlamaIndex) share one loaded model. Concurrent calls (threads or coroutines) share forward
+    passes through the encoder's micro-batching worker; async calls leave the event loop free.
 
     Example:
         >>> from langchain_localembed import LocalEmbeddings
@@ -53,4 +53,15 @@ class LocalEmbeddings(EncoderConfig, Embeddings):
     def embed_query(self, text: str) -> list[float]:
         """Embed one search query (with the query instruction, if any)."""
         vector: list[float] = self.encoder.encode_queries([check_text(text)])[0].tolist()
+        return vector
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        """Async :meth:`embed_documents`, merged with concurrent calls into shared batches."""
+        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
+        return vectors
+
+    async def aembed_query(self, text: str) -> list[float]:
+        """Async :meth:`embed_query`, merged with concurrent calls into shared batches."""
+        vectors = await self.encoder.aencode_queries([check_text(text)])
+        vector: list[float] = vectors[0].tolist()
         return vector

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 try:
@@ -73,11 +72,17 @@ class LocalEmbedding(LlamaIndexEncoderConfig, BaseEmbedding):
         vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
         return vectors
 
+    # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return await asyncio.to_thread(self._get_query_embedding, query)
+        vectors = await self.encoder.aencode_queries([check_text(query)])
+        vector: list[float] = vectors[0].tolist()
+        return vector
 
     async def _aget_text_embedding(self, text: str) -> list[float]:
-        return await asyncio.to_thread(self._get_text_embedding, text)
+        vectors = await self.encoder.aencode_documents([check_text(text, "text")])
+        vector: list[float] = vectors[0].tolist()
+        return vector
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return await asyncio.to_thread(self._get_text_embeddings, texts)
+        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
+        return vectors

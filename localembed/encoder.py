@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
     from localembed.m3 import FlagEmbeddingBackend, M3Output
+    from localembed.microbatch import MicroBatcher
     from localembed.runtimes import Runtime
 
 logger = logging.getLogger("localembed")
@@ -249,6 +250,7 @@ class LocalEncoder:
         self.dimension: int = int(self.model_config.hidden_size)
         self._pad_id = self._padding_id()
         self._forward_lock = threading.Lock()
+        self._batcher: MicroBatcher | None = None
         # backend="flagembedding": FlagEmbedding's own model does the work (see localembed.m3).
         self.reference_backend: FlagEmbeddingBackend | None = None
         self.model: PreTrainedModel | None = None
@@ -567,7 +569,13 @@ class LocalEncoder:
         batch_size: int | None = None,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Embed search queries with the query instruction (see :meth:`encode`)."""
+        """Embed search queries with the query instruction (see :meth:`encode`).
+
+        Without ``batch_size`` and progress bar, concurrent calls share forward passes
+        (see :attr:`batcher`).
+        """
+        if batch_size is None and not show_progress and self.runtime is not None:
+            return self.batcher.encode(texts, self.settings.query_instruction)
         return self.encode(
             texts,
             self.settings.query_instruction,
@@ -582,13 +590,49 @@ class LocalEncoder:
         batch_size: int | None = None,
         show_progress: bool = False,
     ) -> np.ndarray:
-        """Embed documents with the document instruction (see :meth:`encode`)."""
+        """Embed documents with the document instruction (see :meth:`encode`).
+
+        Without ``batch_size`` and progress bar, concurrent calls share forward passes
+        (see :attr:`batcher`).
+        """
+        if batch_size is None and not show_progress and self.runtime is not None:
+            return self.batcher.encode(texts, self.settings.document_instruction)
         return self.encode(
             texts,
             self.settings.document_instruction,
             batch_size=batch_size,
             show_progress=show_progress,
         )
+
+    async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_queries`: merged with concurrent calls, the event loop stays free."""
+        return await self._aencode(texts, self.settings.query_instruction)
+
+    async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_documents`: merged with concurrent calls, the loop stays free."""
+        return await self._aencode(texts, self.settings.document_instruction)
+
+    async def _aencode(self, texts: Sequence[str], instruction: str) -> np.ndarray:
+        if self.runtime is None:  # backend="flagembedding" runs its own batches
+            import asyncio
+
+            return await asyncio.to_thread(self.encode, texts, instruction)
+        return await self.batcher.aencode(texts, instruction)
+
+    @property
+    def batcher(self) -> MicroBatcher:
+        """The micro-batcher of this encoder (one worker merging concurrent calls).
+
+        ``encode_queries``, ``encode_documents``, their async forms and the server go
+        through it; see :mod:`localembed.microbatch`.
+        """
+        if self._batcher is None:
+            from localembed.microbatch import MicroBatcher
+
+            with self._forward_lock:
+                if self._batcher is None:
+                    self._batcher = MicroBatcher(self)
+        return self._batcher
 
     def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
         """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).

@@ -289,7 +289,12 @@ def test_repeated_calls_are_identical(encoder, langchain, llamaindex) -> None:
 CALLS = [[f"text {i}", f"the {i % 7}th topic of many", "shared"][: 1 + i % 3] for i in range(40)]
 
 
-def test_threads_get_exactly_the_serial_results(tiny_bert_dir: Path) -> None:
+def _close(got: list[Any], want: list[Any]) -> bool:
+    # Concurrent calls share micro-batches: their padding differs, within the fp32 contract.
+    return bool(np.abs(np.asarray(got) - np.asarray(want)).max() <= 1e-5)
+
+
+def test_threads_get_the_serial_results(tiny_bert_dir: Path) -> None:
     embeddings = LocalEmbeddings(model=str(tiny_bert_dir), pooling="mean")
     serial_docs = [embeddings.embed_documents(texts) for texts in CALLS]
     serial_queries = [embeddings.embed_query(texts[0]) for texts in CALLS]
@@ -304,9 +309,9 @@ def test_threads_get_exactly_the_serial_results(tiny_bert_dir: Path) -> None:
         for call in range(50):
             i = (thread * 7 + call) % len(CALLS)
             if call % 5 == 4:
-                if cold.embed_query(CALLS[i][0]) != serial_queries[i]:
+                if not _close(cold.embed_query(CALLS[i][0]), serial_queries[i]):
                     mismatches.append((thread, call))
-            elif cold.embed_documents(CALLS[i]) != serial_docs[i]:
+            elif not _close(cold.embed_documents(CALLS[i]), serial_docs[i]):
                 mismatches.append((thread, call))
         return thread
 
@@ -327,8 +332,10 @@ async def test_concurrent_async_calls_are_correct_and_the_loop_stays_responsive(
             *(langchain.aembed_documents(texts) for texts in documents),
             *(llamaindex.aget_text_embedding_batch(texts) for texts in documents[:50]),
         )
-    assert results[:200] == expected
-    assert results[200:] == expected[:50]
+    assert [len(result) for result in results] == [
+        len(texts) for texts in documents + documents[:50]
+    ]
+    assert all(map(_close, results, expected + expected[:50]))
     assert max(gaps) <= 0.1, f"the event loop was blocked for {max(gaps) * 1000:.0f} ms"
     assert len(gaps) >= 5
 

@@ -1,0 +1,169 @@
+"""Micro-batching: concurrent calls merged by one worker per encoder (localembed.microbatch)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from localembed import get_encoder
+from localembed.encoder import LocalEncoder
+from localembed.microbatch import MicroBatcher, RoundStats
+
+QUERIES = [f"question {i} about " + "cats and dogs " * (i % 9) for i in range(48)]
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir: Path) -> LocalEncoder:
+    return get_encoder(
+        model=str(tiny_bert_dir),
+        pooling="mean",
+        query_instruction="query: ",
+        document_instruction="passage: ",
+    )
+
+
+@pytest.fixture
+def rounds(encoder: LocalEncoder):
+    seen: list[RoundStats] = []
+    encoder.batcher.observe(seen.append)
+    yield seen
+    encoder.batcher.unobserve(seen.append)
+
+
+async def test_concurrent_coroutines_get_their_rows_and_share_batches(
+    encoder: LocalEncoder, rounds: list[RoundStats]
+) -> None:
+    queries = encoder.encode(QUERIES, "query: ")
+    documents = encoder.encode(QUERIES, "passage: ")
+    custom = encoder.encode(QUERIES, "X {text} Y")
+    results = await asyncio.gather(
+        *(encoder.aencode_queries([text]) for text in QUERIES),
+        *(encoder.aencode_documents([text]) for text in QUERIES),
+        *(encoder.batcher.aencode([text], "X {text} Y") for text in QUERIES),
+        encoder.aencode_documents(QUERIES[:7]),
+    )
+    n = len(QUERIES)
+    got = np.concatenate(results[: 3 * n])
+    want = np.concatenate([queries, documents, custom])
+    assert got.shape == want.shape
+    assert np.abs(got - want).max() <= 1e-5  # query and document instructions in one batch
+    assert np.abs(results[-1] - documents[:7]).max() <= 1e-5
+    assert max(stats.callers for stats in rounds) > 1  # calls were merged
+    assert sum(stats.windows for stats in rounds) == 3 * n + 7  # each text ran once
+    assert len(rounds) < 3 * n + 1
+
+
+def test_concurrent_threads_get_their_rows(encoder: LocalEncoder) -> None:
+    expected = encoder.encode(QUERIES, "query: ")
+    barrier = threading.Barrier(16)
+
+    def work(i: int) -> np.ndarray:
+        barrier.wait()
+        return encoder.encode_queries([QUERIES[j] for j in range(i, len(QUERIES), 16)])
+
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(work, range(16)))
+    for i, vectors in enumerate(results):
+        assert np.abs(vectors - expected[i::16]).max() <= 1e-5
+
+
+async def test_a_bad_input_fails_only_its_caller(encoder: LocalEncoder) -> None:
+    results = await asyncio.gather(
+        encoder.aencode_queries(["fine"]),
+        encoder.aencode_queries(["fine", 3]),  # type: ignore[list-item]
+        encoder.aencode_documents("a bare string"),
+        encoder.aencode_documents(["also fine", "too"]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], TypeError) and "item 1 is int" in str(results[1])
+    assert isinstance(results[2], TypeError)
+    assert isinstance(results[0], np.ndarray) and results[0].shape == (1, encoder.dimension)
+    assert isinstance(results[3], np.ndarray) and results[3].shape == (2, encoder.dimension)
+    with pytest.raises(TypeError, match="item 0 is NoneType"):
+        encoder.encode_documents([None])  # type: ignore[list-item]
+    assert encoder.encode_documents([]).shape == (0, encoder.dimension)
+
+
+async def test_a_failing_round_is_rerun_caller_by_caller(encoder: LocalEncoder) -> None:
+    # A forward pass that fails for the one caller whose text holds a marker token.
+    assert encoder.model is not None
+    marker = encoder.tokenizer.convert_tokens_to_ids("zebra")
+
+    def refuse(module: object, args: object, kwargs: dict[str, object]) -> None:
+        if bool((kwargs["input_ids"] == marker).any()):  # type: ignore[operator]
+            msg = "refused the zebra"
+            raise RuntimeError(msg)
+
+    handle = encoder.model.register_forward_pre_hook(refuse, with_kwargs=True)
+    try:
+        results = await asyncio.gather(
+            *(encoder.aencode_documents([f"text {i}"]) for i in range(10)),
+            encoder.aencode_documents(["a zebra"]),
+            return_exceptions=True,
+        )
+    finally:
+        handle.remove()
+    assert isinstance(results[-1], RuntimeError) and "zebra" in str(results[-1])
+    expected = encoder.encode([f"text {i}" for i in range(10)], "passage: ")
+    assert np.abs(np.concatenate(results[:-1]) - expected).max() <= 1e-5  # type: ignore[arg-type]
+
+
+async def test_a_cancelled_coroutine_s_pending_texts_are_dropped(
+    encoder: LocalEncoder, rounds: list[RoundStats]
+) -> None:
+    texts = [f"document {i} " * 20 for i in range(3000)]
+    task = asyncio.create_task(encoder.aencode_documents(texts))
+    while not rounds:
+        await asyncio.sleep(0.001)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    after = len(rounds)
+    await encoder.aencode_queries(["the worker is free again"])
+    ran = sum(stats.windows for stats in rounds[:after])
+    assert ran < len(texts) // 2, f"{ran} of {len(texts)} texts ran after cancelling"
+
+
+async def test_a_small_call_does_not_wait_for_a_large_one(encoder: LocalEncoder) -> None:
+    texts = [f"document {i} " * 20 for i in range(1500)]
+    large = asyncio.create_task(encoder.aencode_documents(texts))
+    await asyncio.sleep(0.01)
+    small = await encoder.aencode_queries(["a quick question"])
+    assert not large.done()  # the query finished while the large call still runs
+    assert np.abs(small - encoder.encode(["a quick question"], "query: ")).max() <= 1e-5
+    assert (await large).shape == (len(texts), encoder.dimension)
+
+
+def test_chunked_long_texts_merge_with_short_ones(tiny_bert_dir: Path) -> None:
+    chunking = get_encoder(
+        model=str(tiny_bert_dir), pooling="mean", max_length=16, long_text="chunk"
+    )
+    texts = ["short one", "a much longer text " * 12, "another short", "x " * 40]
+    expected = chunking.encode(texts)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda text: chunking.batcher.encode([text]), texts))
+    assert np.abs(np.concatenate(results) - expected).max() <= 1e-5
+    assert np.allclose(np.linalg.norm(np.concatenate(results), axis=1), 1.0, atol=1e-5)
+
+
+def test_lone_call_starts_at_once_and_max_wait_holds_it(encoder: LocalEncoder) -> None:
+    encoder.batcher.encode_call(["warm"])
+    immediate = min(encoder.batcher.encode_call(["a lone query"]).queue_seconds for _ in range(5))
+    assert immediate < 0.02
+    batcher = MicroBatcher(encoder, max_wait=0.05)
+    try:
+        start = time.perf_counter()
+        result = batcher.encode_call(["a lone query"])
+        assert time.perf_counter() - start >= 0.05
+        assert 0.045 <= result.queue_seconds < 1.0
+        assert result.tokens == len(encoder.tokenize(["a lone query"]).ids[0])
+    finally:
+        batcher.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        batcher.submit(["after close"])
