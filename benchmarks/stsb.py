@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -16,14 +17,14 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from langchain_localembed import LocalEmbeddings
-from localembed.benchmark import read_pairs
+from localembed.benchmark import read_pairs, sts_file
 
 PUBLISHED = {"sentence-transformers/all-MiniLM-L6-v2": 82.03}
 
 
 def sts_spearman(embeddings: LocalEmbeddings, data: Path, split: str = "test") -> float:
     """Spearman correlation x 100 between gold scores and cosine similarity."""
-    first, second, gold = read_pairs(data / f"sts-{split}.csv")
+    first, second, gold = read_pairs(sts_file(data, split))
     a = np.asarray(embeddings.embed_documents(first))
     b = np.asarray(embeddings.embed_documents(second))
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
@@ -32,12 +33,18 @@ def sts_spearman(embeddings: LocalEmbeddings, data: Path, split: str = "test") -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="folder with sts-test.csv")
+    parser.add_argument(
+        "--data", type=Path, required=True, help="STS Benchmark folder (sts-test.csv, sts-dev.csv)"
+    )
     parser.add_argument("--split", default="test", choices=["test", "dev"])
     parser.add_argument("--model", default=None)
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
+    try:
+        sts_file(args.data, args.split)  # before the model loads: one line, no traceback
+    except ValueError as error:
+        sys.exit(f"{parser.prog}: error: {error}")
     embeddings = LocalEmbeddings(model=args.model, dtype=args.dtype)
     start = time.perf_counter()
     score = sts_spearman(embeddings, args.data, args.split)

@@ -24,7 +24,6 @@ import gc
 import json
 import logging
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -40,6 +39,8 @@ from typing import Any
 
 import numpy as np
 
+from localembed.cli.bench import ALL_CONTENDERS, SENTENCE_TRANSFORMERS, add_arguments
+
 Encode = Callable[[list[str]], np.ndarray]
 
 LOCALEMBED_OPTIONS: dict[str, dict[str, Any]] = {
@@ -51,17 +52,50 @@ LOCALEMBED_OPTIONS: dict[str, dict[str, Any]] = {
 }
 """localembed contenders: name -> get_encoder options."""
 
-SENTENCE_TRANSFORMERS = ("sentence-transformers", "sentence-transformers onnx")
-"""Optional contenders (need the sentence-transformers package)."""
-
-ALL_CONTENDERS = (*SENTENCE_TRANSFORMERS, *LOCALEMBED_OPTIONS)
-
 STREAMED = ("localembed fp32", "localembed onnx int8")
 """Contenders whose streaming peak RSS is measured (when they run)."""
 
+STS_SOURCE = (
+    "the STS Benchmark's tab-separated files as released in stsbenchmark.tar.gz "
+    "(the same pairs are the sentence-transformers/stsb dataset on the Hugging Face hub, "
+    "in another layout)"
+)
+"""Where the STS Benchmark folder comes from (named in the error for a bad ``--data``)."""
+
+
+def sts_file(data: Path, split: str = "test") -> Path:
+    """The STS Benchmark file of ``split`` in the folder ``data``, checked to hold pairs.
+
+    Raises:
+        ValueError: the folder or the file is missing, or holds no scored pairs; the message
+            says what the folder must contain and where the data set comes from.
+    """
+    path = data / f"sts-{split}.csv"
+    problem = None
+    if not data.is_dir():
+        problem = "is not a folder"
+    elif not path.is_file():
+        problem = f"has no {path.name}"
+    else:
+        try:
+            if not read_pairs(path)[0]:
+                problem = f"has a {path.name} with no scored sentence pairs"
+        except (OSError, ValueError) as error:
+            problem = f"has an unreadable {path.name} ({error})"
+    if problem is not None:
+        msg = (
+            f"--data {data} {problem}: it must contain sts-{split}.csv (lines of genre, file, "
+            f"year, id, score, sentence 1, sentence 2, tab-separated): {STS_SOURCE}"
+        )
+        raise ValueError(msg)
+    return path
+
 
 def read_pairs(path: Path) -> tuple[list[str], list[str], np.ndarray]:
-    """Sentence pairs and gold scores of one STS Benchmark split (tab-separated, unquoted)."""
+    """Sentence pairs and gold scores of one STS Benchmark split (tab-separated, unquoted).
+
+    Lines with fewer than seven fields are skipped.
+    """
     first, second, scores = [], [], []
     for line in path.read_text(encoding="utf-8").splitlines():
         fields = line.split("\t")
@@ -356,7 +390,7 @@ def sts_score(encode: Encode, data: Path) -> float:
     """STS Benchmark test Spearman (cosine) x 100."""
     from scipy.stats import spearmanr
 
-    first, second, gold = read_pairs(data / "sts-test.csv")
+    first, second, gold = read_pairs(sts_file(data))
     a, b = encode(first), encode(second)
     cosine = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
     return float(spearmanr(gold, cosine).statistic * 100)
@@ -402,41 +436,9 @@ def stream_peak_rss(options: dict[str, Any], count: int) -> dict[str, float]:
     return data
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The benchmark's options (``localembed bench`` and ``benchmarks/throughput.py``)."""
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=None,
-        help="STS Benchmark folder (sts-test.csv); default: generated sentences, no STS score",
-    )
-    parser.add_argument("--model", default=None, help="default: the embedded all-MiniLM-L6-v2")
-    parser.add_argument(
-        "--random-base",
-        action="store_true",
-        help="instead of --model: a BERT-base-sized model (bge-base's shape) with random weights",
-    )
-    parser.add_argument("--short", type=int, default=1000, help="short sentences per round")
-    parser.add_argument("--docs", type=int, default=300, help="mixed-length documents per round")
-    parser.add_argument("--queries", type=int, default=200, help="single queries for latency")
-    parser.add_argument("--rounds", type=int, default=3, help="timed rounds (the best counts)")
-    parser.add_argument(
-        "--stream", type=int, default=100_000, help="docs for the RSS test (0: skip)"
-    )
-    parser.add_argument(
-        "--no-stream", dest="stream", action="store_const", const=0, help="skip the RSS test"
-    )
-    parser.add_argument(
-        "--contenders",
-        default=",".join(ALL_CONTENDERS),
-        help=f"comma-separated, from: {', '.join(ALL_CONTENDERS)} (default: all)",
-    )
-    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
-
-
 def _corpora(args: argparse.Namespace) -> tuple[dict[str, list[str]], list[str]]:
     if args.data is not None:
-        first, second, _ = read_pairs(args.data / "sts-test.csv")
+        first, second, _ = read_pairs(sts_file(args.data))
         sentences = list(dict.fromkeys(first + second))
     else:
         sentences = builtin_sentences(max(args.short, args.queries, 1000))
@@ -454,6 +456,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if min(args.short, args.docs, args.queries, args.rounds) < 1:
         msg = "--short, --docs, --queries and --rounds must be at least 1"
         raise ValueError(msg)
+    if args.data is not None:
+        sts_file(args.data)  # a bad folder fails now, not after minutes of timing
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.random_base:
         if args.model is not None:
@@ -555,12 +559,21 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         "tokens": tokens,
         "stream": stream,
         "threads": torch.get_num_threads(),
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory in MiB; None where ``resource`` is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _print_table(results: list[dict[str, Any]], baseline: str) -> None:
@@ -602,5 +615,9 @@ def main(argv: list[str] | None = None) -> int:
     """Parse options, run the benchmark; returns the exit status."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add_arguments(parser)
-    run(parser.parse_args(argv))
+    try:
+        run(parser.parse_args(argv))
+    except ValueError as error:  # bad options or --data: one line, no traceback
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return 1
     return 0

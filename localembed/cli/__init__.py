@@ -1,0 +1,91 @@
+"""The ``localembed`` command: one module per subcommand, registered in :data:`COMMANDS`.
+
+Exit status: 0 done, 1 an error (one line on stderr, no traceback), 2 a usage error, 130
+interrupted (Ctrl-C / SIGINT).
+
+A subcommand is a module ``localembed/cli/NAME.py`` with ``EXAMPLES`` (the epilog of its help)
+and ``register(commands)``, which adds its parser with :func:`localembed.cli.common.add_command`
+(that binds the function that runs it); adding its name to :data:`COMMANDS` makes it part of
+the command. Command modules import only light modules at the top; torch, the encoder and the
+benchmark machinery are imported when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from types import ModuleType
+
+from localembed import __version__
+from localembed.cli.common import (
+    HANDLED,
+    CommandError,
+    Interrupted,
+    UsageError,
+    error_message,
+)
+
+COMMANDS = (
+    "embed",
+    "similarity",
+    "tokens",
+    "info",
+    "bench",
+)
+"""The subcommands, in the order ``localembed --help`` lists them: one line per module."""
+
+OVERVIEW = """\
+examples:
+  localembed embed docs.txt -o docs.npy
+  localembed similarity "A cat sits on the mat." "A kitten rests on a rug."
+  localembed tokens "Embeddings turn text into vectors."
+  localembed info --json
+  localembed bench --contenders "localembed fp32" --rounds 1 --no-stream
+
+Run `localembed COMMAND --help` for a command's options and examples."""
+
+
+def _module(name: str) -> ModuleType:
+    return importlib.import_module(f"localembed.cli.{name}")
+
+
+EXAMPLES: dict[str, str] = {name: str(_module(name).EXAMPLES) for name in COMMANDS}
+"""Each command's examples (the epilog of its ``--help``)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``localembed`` command."""
+    parser = argparse.ArgumentParser(
+        prog="localembed",
+        description="Local text embeddings (offline-first).",
+        epilog=OVERVIEW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"localembed {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        _module(name).register(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``localembed`` command; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        status: int = args.handler(args)
+    except UsageError as error:
+        print(f"localembed {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted:
+        return 130
+    except KeyboardInterrupt:
+        print("localembed: interrupted; no output was written", file=sys.stderr)
+        return 130
+    except CommandError as error:
+        print(f"localembed: {error}", file=sys.stderr)
+        return 1
+    except HANDLED as error:
+        print(f"localembed: {error_message(error)}", file=sys.stderr)
+        return 1
+    return status

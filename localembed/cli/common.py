@@ -1,0 +1,173 @@
+"""What every ``localembed`` command shares: registration, model flags, errors.
+
+Nothing here imports torch, numpy or the encoder: ``localembed --help`` and every
+``COMMAND --help`` stay fast, and nothing Unix-only is on this path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from localembed.config import EncoderConfig
+from localembed.pooling import POOLING_MODES
+
+if TYPE_CHECKING:
+    from localembed.encoder import LocalEncoder
+
+    Commands = argparse._SubParsersAction[argparse.ArgumentParser]
+    """The ``add_subparsers`` object each command module's ``register`` adds its parser to."""
+
+Handler = Callable[[argparse.Namespace], int]
+"""A command's body: parsed arguments in, exit status out."""
+
+MODEL_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--model", "model"),
+    ("--pooling", "pooling"),
+    ("--dtype", "dtype"),
+    ("--max-length", "max_length"),
+    ("--batch-size", "batch_size"),
+    ("--max-batch-tokens", "max_batch_tokens"),
+    ("--device", "device"),
+    ("--backend", "backend"),
+    ("--quantize", "quantize"),
+    ("--long-text", "long_text"),
+    ("--no-normalize", "normalize"),
+    ("--trust-remote-code", "trust_remote_code"),
+    ("--allow-pickle-weights", "allow_pickle_weights"),
+)
+"""Command-line flag -> EncoderConfig field; help, type and choices come from the field."""
+
+KINDS = ("document", "query")
+
+HANDLED = (ValueError, TypeError, OSError, MemoryError, RuntimeError, ImportError)
+"""Errors reported as one line with exit status 1 (their messages name the problem)."""
+
+
+class UsageError(Exception):
+    """A wrong combination of arguments: exit status 2."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, reported already: exit status 130."""
+
+
+class CommandError(Exception):
+    """An error whose one-line message is ready: exit status 1."""
+
+
+def add_command(
+    commands: Commands, name: str, summary: str, examples: str, handler: Handler
+) -> argparse.ArgumentParser:
+    """Add the subcommand ``name`` (help, examples epilog) that runs ``handler``."""
+    parser = commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=examples,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _flag_options(name: str) -> dict[str, Any]:
+    """The argparse keywords for an EncoderConfig field: its help, type and choices."""
+    info = EncoderConfig.model_fields[name]
+    text = " ".join((info.description or "").split()).replace("%", "%%")
+    options: dict[str, Any] = {"dest": name, "default": None, "help": text}
+    annotation = info.annotation
+    if annotation is bool:
+        # None when not given, so the config's default (and its "default" source) stays.
+        options["action"] = "store_false" if info.default else "store_true"
+        if info.default:
+            options["help"] = f"turn off: {text}"
+        return options
+    if name == "pooling":
+        options["help"] += f" One of: auto, {', '.join(POOLING_MODES)}."
+    members = (
+        typing.get_args(annotation)
+        if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
+        else (annotation,)
+    )
+    literals = [
+        value
+        for member in members
+        if typing.get_origin(member) is typing.Literal
+        for value in typing.get_args(member)
+    ]
+    if literals:
+        options["choices"] = literals
+    elif int in members:
+        options["type"] = int
+        options["metavar"] = "N"
+    return options
+
+
+def add_model_options(parser: argparse.ArgumentParser, *, model: bool = True) -> None:
+    """Add the encoder's flags (from :data:`MODEL_FLAGS`), ``--instruction`` and ``--kind``."""
+    group = parser.add_argument_group("model options (the same names as EncoderConfig)")
+    for flag, name in MODEL_FLAGS:
+        if name == "model" and not model:
+            continue
+        group.add_argument(flag, **_flag_options(name))
+    group.add_argument(
+        "--instruction",
+        default=None,
+        help='prefix or "{text}" template put on every text: the query or document instruction '
+        '(per --kind); default: the model\'s own; "" for none',
+    )
+    group.add_argument(
+        "--kind",
+        choices=KINDS,
+        default="document",
+        help="embed texts as documents or as queries (picks the instruction; default: document)",
+    )
+
+
+def config_from_args(args: argparse.Namespace) -> EncoderConfig:
+    """The EncoderConfig of the flags given (flags not given keep the config's defaults)."""
+    options = {
+        name: getattr(args, name)
+        for _, name in MODEL_FLAGS
+        if getattr(args, name, None) is not None
+    }
+    if args.instruction is not None:
+        options[f"{args.kind}_instruction"] = args.instruction
+    return EncoderConfig(**options)
+
+
+def instruction_for(encoder: LocalEncoder, kind: str) -> str:
+    """The encoder's resolved instruction for ``kind`` ("query" or "document")."""
+    settings = encoder.settings
+    return settings.query_instruction if kind == "query" else settings.document_instruction
+
+
+def error_message(error: BaseException) -> str:
+    """One line for ``error``; a pydantic ValidationError names the flag."""
+    from pydantic import ValidationError
+
+    if isinstance(error, ValidationError):
+        flags = {name: flag for flag, name in MODEL_FLAGS}
+        parts = []
+        for item in error.errors():
+            text = str(item["msg"]).removeprefix("Value error, ")
+            where = ".".join(str(part) for part in item["loc"])
+            parts.append(f"{flags.get(where, where)}: {text}" if where else text)
+        return "; ".join(parts)
+    return " ".join(str(error).split("\n")) or type(error).__name__
+
+
+def short_label(text: str, width: int = 28) -> str:
+    r"""``text`` on one line, cut to ``width`` characters with an ellipsis.
+
+    Example:
+        >>> short_label("A   cat\nsits on the mat, looking at the birds", 20)
+        'A cat sits on the m…'
+
+    """
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
