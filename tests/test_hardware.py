@@ -1,0 +1,212 @@
+"""Hardware detection (cpuinfo, affinity, cgroup quotas), process settings, oneDNN Linear."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from localembed import hardware
+from localembed.hardware import CpuInfo
+
+ZEN4 = """processor\t: 0
+vendor_id\t: AuthenticAMD
+cpu family\t: 25
+model\t\t: 17
+model name\t: AMD EPYC 9654 96-Core Processor
+flags\t\t: fpu sse2 avx avx2 fma avx512f avx512dq avx512_bf16 avx512_vnni
+
+processor\t: 1
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu
+"""
+ZEN3 = ZEN4.replace(" avx512f avx512dq avx512_bf16 avx512_vnni", "").replace("25", "25", 1)
+SAPPHIRE_RAPIDS = """processor\t: 0
+vendor_id\t: GenuineIntel
+cpu family\t: 6
+model\t\t: 143
+model name\t: Intel(R) Xeon(R) Platinum 8480+
+flags\t\t: avx2 avx512f avx512_bf16 avx512_vnni amx_bf16 amx_tile amx_int8
+"""
+GRAVITON = """processor\t: 0
+BogoMIPS\t: 243.75
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp sve
+CPU implementer\t: 0x41
+"""
+
+
+def cpu(tmp_path: Path, text: str) -> CpuInfo:
+    path = tmp_path / "cpuinfo"
+    path.write_text(text)
+    return hardware.read_cpuinfo(path)
+
+
+def test_cpuinfo_of_an_amd_avx512_cpu(tmp_path: Path) -> None:
+    info = cpu(tmp_path, ZEN4)
+    assert (info.vendor, info.family, info.model) == ("AuthenticAMD", 25, 17)
+    assert info.model_name == "AMD EPYC 9654 96-Core Processor"
+    assert info.features() == {
+        "avx2": True,
+        "avx512f": True,
+        "avx512_bf16": True,
+        "avx512_vnni": True,
+        "amx": False,
+    }
+    assert info.amd_avx512
+    assert hardware.linear_kernel({"LOCALEMBED_LINEAR_KERNEL": "auto"}, info) == "onednn"
+
+
+@pytest.mark.parametrize("text", [ZEN3, SAPPHIRE_RAPIDS, GRAVITON, ""])
+def test_no_amd_avx512_measure_on_other_cpus(tmp_path: Path, text: str) -> None:
+    info = cpu(tmp_path, text)
+    assert not info.amd_avx512
+    assert hardware.linear_kernel({"LOCALEMBED_LINEAR_KERNEL": "auto"}, info) == "mkl"
+
+
+def test_intel_amx_and_arm_features(tmp_path: Path) -> None:
+    assert cpu(tmp_path, SAPPHIRE_RAPIDS).has("amx")
+    arm = cpu(tmp_path, GRAVITON)
+    assert arm.vendor == "unknown" and not arm.has("avx2")
+    assert hardware.read_cpuinfo(tmp_path / "missing") == CpuInfo()
+
+
+def test_linear_kernel_setting() -> None:
+    intel = CpuInfo(vendor="GenuineIntel", flags=frozenset({"avx512f"}))
+    assert hardware.linear_kernel({}, intel) == "mkl"
+    assert hardware.linear_kernel({"LOCALEMBED_LINEAR_KERNEL": "oneDNN"}, intel) == "onednn"
+    with pytest.raises(ValueError, match="auto, mkl, onednn"):
+        hardware.linear_kernel({"LOCALEMBED_LINEAR_KERNEL": "blas"}, intel)
+
+
+def write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_v2_quota_takes_the_smallest_up_the_tree(tmp_path: Path) -> None:
+    write(tmp_path / "self", "0::/app/worker\n")
+    write(tmp_path / "cpu.max", "max 100000\n")
+    write(tmp_path / "app" / "cpu.max", "250000 100000\n")
+    write(tmp_path / "app" / "worker" / "cpu.max", "max 100000\n")
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "self") == 2.5
+    write(tmp_path / "app" / "worker" / "cpu.max", "50000 100000\n")
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "self") == 0.5
+
+
+def test_cgroup_v2_without_quota(tmp_path: Path) -> None:
+    write(tmp_path / "self", "0::/\n")
+    write(tmp_path / "cpu.max", "max 100000\n")
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "self") is None
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "no-such-file") is None
+
+
+@pytest.mark.parametrize("controllers", ["cpu,cpuacct", "cpu"])
+def test_cgroup_v1_quota(tmp_path: Path, controllers: str) -> None:
+    write(tmp_path / "self", f"4:memory:/docker/abc\n2:{controllers}:/docker/abc\n")
+    # In a container the controller's mount is the container's own group.
+    write(tmp_path / controllers / "cpu.cfs_quota_us", "300000\n")
+    write(tmp_path / controllers / "cpu.cfs_period_us", "100000\n")
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "self") == 3.0
+    write(tmp_path / controllers / "cpu.cfs_quota_us", "-1\n")
+    assert hardware.cgroup_cpu_quota(tmp_path, tmp_path / "self") is None
+
+
+def test_usable_cpus_and_threads() -> None:
+    assert hardware.usable_cpus(affinity=64, quota=2.0) == 2
+    assert hardware.usable_cpus(affinity=2, quota=0.2) == 1
+    assert hardware.usable_cpus(affinity=2, quota=8) == 2
+    assert hardware.resolve_threads(5, current=2, environ={}) == 5
+    assert hardware.resolve_threads("auto", current=1, environ={}) == 1  # never raised
+    usable = hardware.usable_cpus(quota=hardware.cgroup_cpu_quota())
+    assert hardware.resolve_threads("auto", current=512, environ={}) == usable
+    assert hardware.resolve_threads("auto", current=512, environ={"MKL_NUM_THREADS": "9"}) == 512
+    for bad in (0, -1, "4", 2.0, True):
+        with pytest.raises(ValueError, match="'auto' or a positive int"):
+            hardware.check_threads(bad)  # type: ignore[arg-type]
+
+
+CONFIGURE = """
+import json, sys
+from localembed import hardware
+from localembed.hardware import CpuInfo
+cpu = CpuInfo(vendor=sys.argv[2], flags=frozenset({"avx2", "avx512f"}))
+env = json.loads(sys.argv[1])
+settings = hardware.configure_process(env, cpu)
+print(json.dumps([settings.applied, settings.kept, env, "torch" in sys.modules]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("vendor", "given", "applied"),
+    [
+        ("AuthenticAMD", {}, {"OMP_WAIT_POLICY": "PASSIVE", "LOCALEMBED_LINEAR_KERNEL": "auto"}),
+        ("GenuineIntel", {}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+        ("AuthenticAMD", {"OMP_WAIT_POLICY": "active", "LOCALEMBED_LINEAR_KERNEL": "mkl"}, {}),
+        ("AuthenticAMD", {"OMP_WAIT_POLICY": "active"}, {"LOCALEMBED_LINEAR_KERNEL": "auto"}),
+    ],
+)
+def test_configure_process_before_torch(
+    vendor: str, given: dict[str, str], applied: dict[str, str]
+) -> None:
+    # A fresh interpreter: torch is not imported yet there (in this test session it is).
+    out = subprocess.run(
+        [sys.executable, "-c", CONFIGURE, json.dumps(given), vendor],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    got_applied, kept, env, torch_imported = json.loads(out)
+    assert got_applied == applied
+    assert kept == given  # what the user set is kept as is
+    assert env == {**given, **applied}
+    assert torch_imported is False  # configure_process itself imports no torch
+
+
+def test_configure_process_after_torch_warns_and_does_nothing() -> None:
+    import torch  # noqa: F401
+
+    env: dict[str, str] = {}
+    with pytest.warns(RuntimeWarning, match="after torch was imported"):
+        settings = hardware.configure_process(env)
+    assert env == {} and settings.applied == {}
+
+
+def test_describe_hardware_names_features_threads_and_kernels() -> None:
+    text = hardware.describe_hardware()
+    for fragment in ("features: avx2", "usable (affinity", "OMP_WAIT_POLICY", "GEMM kernels: MKL"):
+        assert fragment in text
+    assert "AMD AVX-512 override" in text
+
+
+def test_onednn_linear_keeps_hidden_states(default_model_dir: Path) -> None:
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from localembed.onednn import onednn_available, use_onednn_linear
+
+    if not onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    model = AutoModel.from_pretrained(default_model_dir).eval()
+    texts = ["A man is playing a guitar.", "", "word " * 300, "Two dogs run in a field."]
+    inputs = tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    with torch.inference_mode():
+        reference = model(**inputs)[0]
+    linears = sum(type(m) is torch.nn.Linear for m in model.modules())
+    assert use_onednn_linear(model) == linears > 0
+    assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    with torch.inference_mode():
+        hidden = model(**inputs)[0]
+    assert torch.isfinite(hidden).all()
+    real = inputs["attention_mask"].bool()
+    scale = reference[real].abs().max().item()
+    assert (hidden - reference)[real].abs().max().item() < 1e-5 * scale
+    pooled = [
+        torch.nn.functional.normalize((h * real[..., None]).sum(1), dim=-1)
+        for h in (hidden, reference)
+    ]
+    assert (pooled[0] - pooled[1]).abs().max().item() < 1e-5
+    assert use_onednn_linear(model) == 0  # idempotent
