@@ -273,19 +273,25 @@ _CONFIGURED: dict[str, str] = {}
 
 
 def configure_process(
-    environ: MutableMapping[str, str] | None = None, cpu: CpuInfo | None = None
+    environ: MutableMapping[str, str] | None = None,
+    cpu: CpuInfo | None = None,
+    *,
+    warn_after_torch: bool = True,
 ) -> ProcessSettings:
     """Process settings for a command or server that owns its process; before ``import torch``.
 
     Unless the user set them: ``OMP_WAIT_POLICY=PASSIVE`` (idle OpenMP threads sleep instead
     of spinning, so a busy machine does not stall torch), and on AMD CPUs with AVX-512,
     ``LOCALEMBED_LINEAR_KERNEL=auto`` (fp32 Linear layers through oneDNN's AVX-512 kernels).
-    After torch has been imported it changes nothing and warns: OpenMP has read its settings.
+    After torch has been imported it changes nothing and warns (unless ``warn_after_torch``
+    is False): OpenMP has read its settings.
     A library should leave this to the application (it changes the whole process).
     """
     env = os.environ if environ is None else environ
     settings = ProcessSettings()
     if "torch" in sys.modules:
+        if not warn_after_torch:
+            return settings
         warnings.warn(
             "localembed.hardware.configure_process() was called after torch was imported: "
             "OpenMP has already read its settings, nothing was changed",

@@ -210,3 +210,29 @@ def test_onednn_linear_keeps_hidden_states(default_model_dir: Path) -> None:
     ]
     assert (pooled[0] - pooled[1]).abs().max().item() < 1e-5
     assert use_onednn_linear(model) == 0  # idempotent
+
+
+@pytest.mark.parametrize("user_policy", [None, "ACTIVE"])
+def test_cli_sets_a_passive_wait_policy_unless_the_user_set_one(user_policy: str | None) -> None:
+    import os
+
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", hardware.LINEAR_KERNEL)
+    }
+    if user_policy:
+        env["OMP_WAIT_POLICY"] = user_policy
+    result = subprocess.run(
+        [sys.executable, "-m", "localembed.cli", "info", "--hardware"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    lines = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    if user_policy:
+        assert lines["OMP_WAIT_POLICY"] == "ACTIVE"
+    else:
+        assert lines["OMP_WAIT_POLICY"] == "PASSIVE (set by localembed)"
+    amd_avx512 = hardware.read_cpuinfo().amd_avx512
+    assert ("fp32 Linear layers: onednn" in lines["GEMM kernels"]) is amd_avx512
+    assert lines["features"].startswith("avx2 ")

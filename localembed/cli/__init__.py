@@ -25,6 +25,7 @@ from localembed.cli.common import (
     UsageError,
     error_message,
 )
+from localembed.hardware import configure_process
 
 COMMANDS = (
     "embed",
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``localembed`` command; returns the exit status."""
+    # Before torch loads (no command has imported it yet): a passive OpenMP wait policy and,
+    # on AMD CPUs with AVX-512, oneDNN Linear layers, unless the user set them. When main()
+    # runs inside a process that already imported torch (tests), it changes nothing.
+    configure_process(warn_after_torch=False)
     args = build_parser().parse_args(argv)
     try:
         status: int = args.handler(args)

@@ -15,7 +15,8 @@ EXAMPLES = """\
 examples:
   localembed info
   localembed info BAAI/bge-small-en-v1.5 --json
-  localembed info ./my-model --pooling cls --max-length 128"""
+  localembed info ./my-model --pooling cls --max-length 128
+  localembed info --hardware                  # CPU features, threads, GEMM kernels"""
 
 
 def register(commands: Commands) -> None:
@@ -35,11 +36,21 @@ def register(commands: Commands) -> None:
         help="directory or hub id (default: the embedded all-MiniLM-L6-v2)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--hardware",
+        action="store_true",
+        help="instead: the CPU's features, usable CPUs, thread policy and GEMM kernels",
+    )
     add_model_options(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed info``."""
+    if args.hardware:
+        from localembed.hardware import describe_hardware
+
+        print(describe_hardware())
+        return 0
     if args.model_argument is not None:
         if args.model is not None and args.model != args.model_argument:
             msg = "give the model once: as MODEL or as --model"
