@@ -33,104 +33,204 @@ INPUT_SUFFIXES = {
     ".ndjson": "jsonl",
     ".csv": "csv",
     ".tsv": "tsv",
+    ".tab": "tsv",
     ".parquet": "parquet",
 }
 """Input format by file suffix; any other file is text, one text per line."""
 
 INPUT_FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
 
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input row: its text, and the input fields carried to the output."""
+
+    text: str
+    id: Any = None
+    """The value of the id column (None without one)."""
+    kept: tuple[Any, ...] = ()
+    """The values of the kept columns, in :attr:`Source.keep` order."""
+
 
 @dataclass
 class Source:
-    """An input opened for streaming: its texts in order and, when cheap, how many."""
+    """An input opened for streaming: its rows in order and, when it can tell, how many."""
 
     name: str
-    rows: Iterator[str]
+    rows: Iterator[Row]
     count: Callable[[], int | None] = field(default=lambda: None)
-    """Number of rows (a fast pass over the file), or None when unknown (stdin, csv)."""
+    """Number of rows (a fast pass over the file), or None when unknown (standard input)."""
+    id_column: str | None = None
+    keep: tuple[str, ...] = ()
+    types: dict[str, Any] = field(default_factory=dict)
+    """Arrow types of the carried columns, where the input has them (parquet)."""
 
 
-@contextlib.contextmanager
-def _text_file(path: str, newline: str | None = None) -> Iterator[IO[str]]:
-    if path == "-":
-        if hasattr(sys.stdin, "reconfigure"):
-            sys.stdin.reconfigure(encoding="utf-8")
-        yield sys.stdin
+def _display_name(path: str) -> str:
+    return "stdin" if path == "-" else Path(path).name
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """The numbered lines of ``path`` (``-``: standard input), without their line ends.
+
+    Lines end at a line feed only (a carriage return before it is dropped; a lone one is
+    text), so the count is that of ``wc -l``. Bytes that are not UTF-8 are an error naming the
+    line and the byte offset; a byte-order mark at the start is not part of the first line.
+    """
+    name = _display_name(path)
+    if path == "-" and not hasattr(sys.stdin, "buffer"):  # an already decoded text stream
+        for number, line in enumerate(sys.stdin, 1):
+            yield number, _checked_text(line.removesuffix("\n").removesuffix("\r"), name, number)
         return
-    # utf-8-sig: a byte-order mark (as some editors write) is not part of the first text.
-    with open(path, encoding="utf-8-sig", newline=newline) as file:
-        yield file
-
-
-def _line_count(path: str, *, skip_blank: bool) -> int | None:
-    if path == "-":
-        return None
-    count = 0
-    with open(path, "rb") as file:
-        if skip_blank:
-            return sum(1 for line in file if line.strip())
-        last = b"\n"
-        while block := file.read(1 << 20):
-            count += block.count(b"\n")
-            last = block[-1:]
-        return count + (last != b"\n")
-
-
-def _text_rows(path: str) -> Iterator[str]:
-    with _text_file(path) as file:
-        for line in file:
-            yield line[:-1] if line.endswith("\n") else line
-
-
-def _jsonl_rows(path: str, column: str) -> Iterator[str]:
-    name = "stdin" if path == "-" else Path(path).name
-    with _text_file(path) as file:
-        for number, line in enumerate(file, 1):
-            if not line.strip():
-                continue
+    with contextlib.ExitStack() as stack:
+        file: IO[bytes] = sys.stdin.buffer if path == "-" else stack.enter_context(open(path, "rb"))
+        offset = 0
+        for number, raw in enumerate(file, 1):
+            start = len(_BOM) if number == 1 and raw.startswith(_BOM) else 0
+            data = raw[start:].removesuffix(b"\n").removesuffix(b"\r")
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                msg = f"{name} line {number}: not valid JSON ({error.msg})"
-                raise ValueError(msg) from None
-            if not isinstance(row, dict):
-                msg = f"{name} line {number}: expected a JSON object, got {type(row).__name__}"
-                raise ValueError(msg)
-            if column not in row:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError as error:
                 msg = (
-                    f"{name} line {number}: no column {column!r}; columns found: "
-                    f"{', '.join(map(str, row)) or 'none'} (choose one with --column)"
+                    f"{name} line {number}: not UTF-8 (byte {offset + start + error.start} of "
+                    f"the file: {error.reason}); convert the file to UTF-8"
                 )
-                raise ValueError(msg)
-            yield _checked_text(row[column], f"{name} line {number}", column)
+                raise ValueError(msg) from None
+            offset += len(raw)
+            yield number, text
 
 
-def _csv_rows(path: str, column: str, delimiter: str) -> Iterator[str]:
-    name = "stdin" if path == "-" else Path(path).name
+def _checked_text(text: str, name: str, number: int) -> str:
+    """``text``, checked to be encodable (no lone surrogates, as JSON escapes can make)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        msg = (
+            f"{name} line {number}: a lone surrogate {text[error.start]!r} at character "
+            f"{error.start} is not text"
+        )
+        raise ValueError(msg) from None
+    return text
+
+
+def _checked_value(value: Any, where: str, column: str) -> str:
+    if isinstance(value, str):
+        return value
+    what = "null" if value is None else f"a {type(value).__name__}"
+    msg = f"{where}: {column!r} is {what}, not a string"
+    raise ValueError(msg)
+
+
+def _missing_columns(name: str, wanted: Iterable[str], found: list[str]) -> None:
+    """Refuse columns of ``wanted`` that ``found`` lacks, naming the columns there are."""
+    missing = [column for column in wanted if column not in found]
+    if missing:
+        msg = (
+            f"{name}: no column {missing[0]!r}; columns found: "
+            f"{', '.join(map(str, found)) or 'none'} (choose one with --column, --id-column "
+            f"or --keep-columns)"
+        )
+        raise ValueError(msg)
+
+
+def _text_rows(path: str) -> Iterator[Row]:
+    for _, line in _lines(path):
+        yield Row(line)
+
+
+def _jsonl_rows(
+    path: str, column: str, id_column: str | None, keep: tuple[str, ...]
+) -> Iterator[Row]:
+    name = _display_name(path)
+    wanted = [column, *([id_column] if id_column else []), *keep]
+    for number, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            msg = f"{name} line {number}: not valid JSON ({error.msg})"
+            raise ValueError(msg) from None
+        if not isinstance(row, dict):
+            msg = f"{name} line {number}: expected a JSON object, got {type(row).__name__}"
+            raise ValueError(msg)
+        _missing_columns(f"{name} line {number}", wanted, list(row))
+        text = _checked_value(row[column], f"{name} line {number}", column)
+        yield Row(
+            _checked_text(text, name, number),
+            row[id_column] if id_column else None,
+            tuple(row[key] for key in keep),
+        )
+
+
+def _csv_records(path: str) -> Iterator[tuple[int, list[str]]]:
+    """CSV records with the line each starts on; malformed quoting is an error naming it.
+
+    A quoted field may hold line breaks (that is CSV); a quote that is never closed, or
+    text after a closing quote, is an error (``strict``), not rows merged into one.
+    """
+    name = _display_name(path)
+    read = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal read
+        for number, line in _lines(path):
+            read = number
+            yield line + "\n"
+
     # A text may be long: allow fields of any size (the csv module's default stops at 128 KiB).
     csv.field_size_limit(2**31 - 1)
-    with _text_file(path, newline="") as file:
-        reader = csv.reader(file, delimiter=delimiter)
-        header = next(reader, None)
-        if header is None:
+    reader = csv.reader(lines(), strict=True)
+    while True:
+        start = read + 1
+        try:
+            record = next(reader)
+        except StopIteration:
             return
-        if column not in header:
+        except csv.Error as error:
             msg = (
-                f"{name}: no column {column!r}; columns found: {', '.join(header)} "
-                f"(choose one with --column)"
+                f"{name} line {start}: malformed CSV in the record that starts here ({error}); "
+                f"a field that starts with a quote must end with a quote followed by a comma "
+                f'or the line\'s end (double a quote inside it: "")'
+            )
+            raise ValueError(msg) from None
+        yield start, record
+
+
+def _tsv_records(path: str) -> Iterator[tuple[int, list[str]]]:
+    """Tab-separated records, a line each: no quoting (a quote is text), no line skipped."""
+    for number, line in _lines(path):
+        yield number, line.split("\t")
+
+
+def _delimited_rows(
+    path: str, fmt: str, column: str, id_column: str | None, keep: tuple[str, ...]
+) -> Iterator[Row]:
+    name = _display_name(path)
+    records = _csv_records(path) if fmt == "csv" else _tsv_records(path)
+    header = next((record for _, record in records if record), None)
+    if header is None:
+        return
+    _missing_columns(name, [column, *([id_column] if id_column else []), *keep], header)
+    index = header.index(column)
+    id_index = header.index(id_column) if id_column else None
+    kept = [header.index(key) for key in keep]
+    for number, record in records:
+        if not record:  # a blank line
+            continue
+        if len(record) != len(header):
+            msg = (
+                f"{name} line {number}: {len(record)} fields, the header has {len(header)} "
+                f"(every row needs a value for each column)"
             )
             raise ValueError(msg)
-        index = header.index(column)
-        for row in reader:
-            if not row:  # a blank line
-                continue
-            if len(row) <= index:
-                msg = (
-                    f"{name} line {reader.line_num}: no value for column {column!r} "
-                    f"(the row has {len(row)} fields, the header {len(header)})"
-                )
-                raise ValueError(msg)
-            yield row[index]
+        yield Row(
+            record[index],
+            None if id_index is None else record[id_index],
+            tuple(record[i] for i in kept),
+        )
 
 
 def _parquet_file(path: str) -> Any:
@@ -142,59 +242,181 @@ def _parquet_file(path: str) -> Any:
     return pq.ParquetFile(path)
 
 
-def _parquet_rows(path: str, column: str, batch_rows: int) -> Iterator[str]:
+def _parquet_rows(
+    parquet: Any,
+    name: str,
+    column: str,
+    id_column: str | None,
+    keep: tuple[str, ...],
+    batch_rows: int,
+) -> Iterator[Row]:
+    carried = [*([id_column] if id_column else []), *keep]
+    row = 0
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column, *carried]):
+        columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+        for values in zip(*columns, strict=True):
+            text = _checked_value(values[0], f"{name} row {row}", column)
+            identifier = values[1] if id_column else None
+            yield Row(text, identifier, tuple(values[1 + bool(id_column) :]))
+            row += 1
+
+
+def _open_parquet(
+    path: str, column: str, id_column: str | None, keep: tuple[str, ...], batch_rows: int
+) -> Source:
     import pyarrow as pa
 
-    name = Path(path).name
+    name = _display_name(path)
     parquet = _parquet_file(path)
     schema = parquet.schema_arrow
-    if column not in schema.names:
-        msg = (
-            f"{name}: no column {column!r}; columns found: {', '.join(schema.names)} "
-            f"(choose one with --column)"
-        )
-        raise ValueError(msg)
+    _missing_columns(name, [column, *([id_column] if id_column else []), *keep], schema.names)
     kind = schema.field(column).type
     if pa.types.is_dictionary(kind):
         kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         msg = f"{name}: column {column!r} holds {kind}, not text (choose one with --column)"
         raise ValueError(msg)
-    row = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column]):
-        for value in batch.column(0).to_pylist():
-            yield _checked_text(value, f"{name} row {row}", column)
-            row += 1
+    rows = int(parquet.metadata.num_rows)
+    types = {key: schema.field(key).type for key in [*([id_column] if id_column else []), *keep]}
+    return Source(
+        path,
+        _parquet_rows(parquet, name, column, id_column, keep, batch_rows),
+        lambda: rows,
+        id_column,
+        keep,
+        types,
+    )
 
 
-def _checked_text(value: Any, where: str, column: str) -> str:
-    if isinstance(value, str):
-        return value
-    what = "null" if value is None else f"a {type(value).__name__}"
-    msg = f"{where}: {column!r} is {what}, not a string"
-    raise ValueError(msg)
+def _count_lines(path: str, fmt: str) -> int | None:
+    """Rows of a line-based input, by a fast pass (None for standard input or CSV trouble)."""
+    if path == "-":
+        return None
+    if fmt == "csv":  # records may span lines: count them with the csv parser
+        try:
+            with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
+                return max(0, sum(1 for record in csv.reader(file) if record) - 1)
+        except csv.Error:
+            return None  # reading the rows reports the problem
+    with open(path, "rb") as file:
+        if fmt == "txt":
+            count, last = 0, b"\n"
+            while block := file.read(1 << 20):
+                count += block.count(b"\n")
+                last = block[-1:]
+            return count + (last != b"\n")
+        rows = sum(1 for line in file if fmt == "tsv" or line.strip())
+    return max(0, rows - 1) if fmt == "tsv" else rows
 
 
-def open_source(path: str, fmt: str, column: str, chunk_size: int) -> Source:
-    """Open ``path`` (``-``: standard input) as a stream of texts (checks the file first)."""
-    name = "stdin" if path == "-" else path
+def open_source(
+    path: str,
+    fmt: str,
+    column: str = "text",
+    *,
+    id_column: str | None = None,
+    keep: tuple[str, ...] = (),
+    batch_rows: int = 1024,
+) -> Source:
+    """Open ``path`` (``-``: standard input) as a stream of rows (checks the file first).
+
+    Args:
+        path: the input file, or ``-`` for standard input.
+        fmt: one of :data:`INPUT_FORMATS`.
+        column: the text column (not for ``txt``).
+        id_column: a column whose value becomes each row's ``id``.
+        keep: columns whose values are carried to the output.
+        batch_rows: rows read at a time from parquet.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: a missing column, a text column that is not text; while reading the
+            rows: the first bad row, named by its line (or parquet row).
+    """
     if path != "-" and not Path(path).is_file():
         msg = f"input not found: {path}"
         raise FileNotFoundError(msg)
-    if fmt == "txt":
-        return Source(name, _text_rows(path), lambda: _line_count(path, skip_blank=False))
-    if fmt == "jsonl":
-        return Source(name, _jsonl_rows(path, column), lambda: _line_count(path, skip_blank=True))
-    if fmt in {"csv", "tsv"}:
-        return Source(name, _csv_rows(path, column, "," if fmt == "csv" else "\t"))
-    if path == "-":
-        msg = "parquet cannot be read from standard input; give the file"
+    if fmt not in INPUT_FORMATS:
+        msg = f"unknown input format {fmt!r}; choose from: {', '.join(INPUT_FORMATS)}"
         raise ValueError(msg)
-    rows = int(_parquet_file(path).metadata.num_rows)  # also checks that it is parquet
-    return Source(name, _parquet_rows(path, column, chunk_size), lambda: rows)
+    if fmt == "txt" and (id_column or keep):
+        msg = "a .txt input has no columns to carry (one text a line)"
+        raise ValueError(msg)
+    name = "stdin" if path == "-" else path
+    if fmt == "parquet":
+        if path == "-":
+            msg = "parquet cannot be read from standard input; give the file"
+            raise ValueError(msg)
+        return _open_parquet(path, column, id_column, keep, batch_rows)
+    if fmt == "txt":
+        rows = _text_rows(path)
+    elif fmt == "jsonl":
+        rows = _jsonl_rows(path, column, id_column, keep)
+    else:
+        rows = _delimited_rows(path, fmt, column, id_column, keep)
+    return Source(name, rows, lambda: _count_lines(path, fmt), id_column, keep)
 
 
 # -- outputs ----------------------------------------------------------------------------------
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def refuse_link(path: Path) -> None:
+    """Refuse to write ``path`` when it is a symbolic link (its target is not ours to write)."""
+    if path.is_symlink():
+        msg = (
+            f"{path} is a symbolic link: localembed does not write through links "
+            f"(remove it or choose another output)"
+        )
+        raise ValueError(msg)
+
+
+def open_for_writing(path: Path, *, truncate: bool = True) -> IO[bytes]:
+    """Open ``path`` to write, never through a symbolic link (O_NOFOLLOW where it exists)."""
+    refuse_link(path)
+    flags = os.O_RDWR | os.O_CREAT | _NOFOLLOW | _BINARY | (os.O_TRUNC if truncate else 0)
+    try:
+        descriptor = os.open(path, flags, 0o666)
+    except OSError as error:
+        if path.is_symlink():  # made between the check and the open
+            refuse_link(path)
+        raise error from None
+    return os.fdopen(descriptor, "r+b")
+
+
+def check_output(output: Path, *, overwrite: bool, resume: bool) -> None:
+    """Check where ``output`` goes before any work: format, folder, links, earlier runs.
+
+    Raises:
+        ValueError: an unknown output suffix, a missing folder, a symbolic link at the output
+            or its partial files, an existing output without ``overwrite``, or an earlier
+            run's partial output without ``resume`` or ``overwrite``.
+    """
+    if output.suffix.lower() not in OUTPUTS:
+        msg = f"output must end in {', '.join(OUTPUTS)}, got {output.name}"
+        raise ValueError(msg)
+    folder = output.parent
+    if not folder.is_dir():
+        msg = f"output folder not found: {folder} (create it first)"
+        raise ValueError(msg)
+    paths = PartialOutput.paths(output)
+    for path in (output, *paths):
+        refuse_link(path)
+    if output.is_dir():
+        msg = f"{output} is a folder; give a file name"
+        raise ValueError(msg)
+    if output.exists() and not overwrite:
+        msg = f"{output} exists; pass --overwrite to replace it"
+        raise ValueError(msg)
+    partial = paths[0]
+    if (partial.exists() or paths[1].exists()) and not (resume or overwrite):
+        msg = (
+            f"{partial} holds rows of an interrupted run: pass --resume to continue it, "
+            f"or --overwrite to start again"
+        )
+        raise ValueError(msg)
 
 
 class PartialOutput:
@@ -203,19 +425,43 @@ class PartialOutput:
     ``append`` adds rows; ``commit`` makes them durable (data flushed to disk, then the state
     replaced atomically), so after any interruption the state describes a prefix of the rows
     that is fully on disk; ``reopen`` cuts the data back to that prefix. ``finish`` makes the
-    final file and renames it to ``OUTPUT``.
+    final file and renames it to ``OUTPUT``. Nothing is written through a symbolic link.
+
+    Rows carry their id (the row number, or the value of the input's id column) and the
+    values of the kept columns (``keep``); a .npy output holds vectors only.
     """
 
     suffix = ""
+    carries = True
+    """Whether the format holds ids and kept columns."""
 
-    def __init__(self, output: Path, dimension: int, metadata: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        output: Path,
+        dimension: int,
+        metadata: dict[str, Any],
+        *,
+        keep: tuple[str, ...] = (),
+        types: dict[str, Any] | None = None,
+    ) -> None:
         self.output = output
-        self.partial = output.with_name(output.name + ".partial")
-        self.state_path = output.with_name(output.name + ".partial.json")
+        self.partial, self.state_path, self.temporary_state = self.paths(output)
         self.dimension = dimension
         self.metadata = metadata
+        self.keep = keep
+        self.types = dict(types or {})
         self.rows = 0
         """Rows committed."""
+
+    @staticmethod
+    def paths(output: Path) -> tuple[Path, Path, Path]:
+        """The partial output, its state file and the state's temporary file."""
+        state = output.with_name(output.name + ".partial.json")
+        return (
+            output.with_name(output.name + ".partial"),
+            state,
+            state.with_name(state.name + ".tmp"),
+        )
 
     def exists(self) -> bool:
         """Whether an earlier run left a partial output."""
@@ -241,8 +487,8 @@ class PartialOutput:
         """Continue the partial output after its committed rows (data past them is cut)."""
         raise NotImplementedError
 
-    def append(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
-        """Add rows ``first_id``, ``first_id + 1``, ... (durable after :meth:`commit`)."""
+    def append(self, first_row: int, rows: list[Row], vectors: np.ndarray) -> None:
+        """Add rows numbered ``first_row``, ``first_row + 1``, ... (durable after ``commit``)."""
         raise NotImplementedError
 
     def sync(self) -> dict[str, Any]:
@@ -252,12 +498,11 @@ class PartialOutput:
     def commit(self, rows: int, digest: str, settings: dict[str, Any]) -> None:
         """Make the rows appended so far durable and record them in the state file."""
         state = {"rows": rows, "digest": digest, "settings": settings, **self.sync()}
-        temporary = self.state_path.with_name(self.state_path.name + ".tmp")
-        with temporary.open("w", encoding="utf-8") as file:
-            json.dump(state, file)
+        with open_for_writing(self.temporary_state) as file:
+            file.write(json.dumps(state).encode("utf-8"))
             file.flush()
             os.fsync(file.fileno())
-        temporary.replace(self.state_path)
+        self.temporary_state.replace(self.state_path)
         self.rows = rows
 
     def finish(self) -> None:
@@ -268,14 +513,19 @@ class PartialOutput:
         """Release open files (the partial output stays)."""
 
     def discard(self) -> None:
-        """Remove the partial output and its state."""
+        """Remove the partial output and its state (a link is removed, never followed)."""
         self.close()
-        if self.partial.is_dir():
+        if self.partial.is_dir() and not self.partial.is_symlink():
             shutil.rmtree(self.partial)
         else:
             self.partial.unlink(missing_ok=True)
-        for path in (self.state_path, self.state_path.with_name(self.state_path.name + ".tmp")):
+        for path in (self.state_path, self.temporary_state):
             path.unlink(missing_ok=True)
+
+    @staticmethod
+    def row_ids(first_row: int, rows: list[Row]) -> list[Any]:
+        """Each row's id: the id column's value, or its row number."""
+        return [first_row + i if row.id is None else row.id for i, row in enumerate(rows)]
 
 
 class _FileOutput(PartialOutput):
@@ -283,19 +533,22 @@ class _FileOutput(PartialOutput):
 
     header = 0
 
-    def __init__(self, output: Path, dimension: int, metadata: dict[str, Any]) -> None:
-        super().__init__(output, dimension, metadata)
+    def __init__(
+        self, output: Path, dimension: int, metadata: dict[str, Any], **carry: Any
+    ) -> None:
+        super().__init__(output, dimension, metadata, **carry)
         self.file: IO[bytes] | None = None
 
     def begin(self) -> None:
-        self.file = self.partial.open("wb")
+        self.file = open_for_writing(self.partial)
         self.write_header(0)
 
     def reopen(self, state: dict[str, Any]) -> None:
+        refuse_link(self.partial)
         if not self.partial.is_file() or self.partial.stat().st_size < state["bytes"]:
             msg = f"{self.partial.name} is shorter than its state records; delete it or --overwrite"
             raise ValueError(msg)
-        self.file = self.partial.open("r+b")
+        self.file = open_for_writing(self.partial, truncate=False)
         self.file.truncate(state["bytes"])
         self.file.seek(state["bytes"])
         self.rows = state["rows"]
@@ -333,6 +586,7 @@ class _NpyOutput(_FileOutput):
 
     suffix = ".npy"
     header = 128
+    carries = False
 
     def write_header(self, rows: int) -> None:
         import numpy as np
@@ -347,7 +601,7 @@ class _NpyOutput(_FileOutput):
             raise RuntimeError(msg)
         self.file.seek(max(position, self.header))
 
-    def append(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
+    def append(self, first_row: int, rows: list[Row], vectors: np.ndarray) -> None:
         import numpy as np
 
         assert self.file is not None
@@ -355,52 +609,103 @@ class _NpyOutput(_FileOutput):
 
 
 class _JsonlOutput(_FileOutput):
-    """One JSON object a line: ``{"id": row, "text": ..., "embedding": [...]}``."""
+    """One JSON object a line: ``{"id": ..., "text": ..., KEPT..., "embedding": [...]}``."""
 
     suffix = ".jsonl"
 
-    def append(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
+    def append(self, first_row: int, rows: list[Row], vectors: np.ndarray) -> None:
         assert self.file is not None
         lines = [
-            json.dumps({"id": first_id + i, "text": text, "embedding": vector}, ensure_ascii=False)
+            json.dumps(
+                {
+                    "id": identifier,
+                    "text": row.text,
+                    **dict(zip(self.keep, row.kept, strict=True)),
+                    "embedding": vector,
+                },
+                ensure_ascii=False,
+                default=str,  # dates and decimals of parquet inputs, as text
+            )
             + "\n"
-            for i, (text, vector) in enumerate(zip(texts, vectors.tolist(), strict=True))
+            for identifier, row, vector in zip(
+                self.row_ids(first_row, rows), rows, vectors.tolist(), strict=True
+            )
         ]
         self.file.write("".join(lines).encode("utf-8"))
 
 
 class _ParquetOutput(PartialOutput):
-    """Columns ``id`` (int64), ``text`` (string), ``embedding`` (list<float32>).
+    """Columns ``id``, ``text`` (string), the kept columns, ``embedding`` (list<float32>).
 
-    Each chunk is written as its own small parquet file in the ``OUTPUT.partial`` folder
-    (a parquet file is unreadable until its footer is written, so one growing file could not
-    survive an interruption); ``finish`` copies them, one row group each, into ``OUTPUT``.
+    ``id`` is int64 (the row number) or the id column's type. Each chunk is written as its own
+    small parquet file in the ``OUTPUT.partial`` folder (a parquet file is unreadable until its
+    footer is written, so one growing file could not survive an interruption); ``finish``
+    copies them, one row group each, into ``OUTPUT``. Carried columns keep a parquet input's
+    types; from other inputs their type is that of the first chunk's values.
     """
 
     suffix = ".parquet"
 
-    def __init__(self, output: Path, dimension: int, metadata: dict[str, Any]) -> None:
-        super().__init__(output, dimension, metadata)
+    def __init__(
+        self, output: Path, dimension: int, metadata: dict[str, Any], **carry: Any
+    ) -> None:
+        super().__init__(output, dimension, metadata, **carry)
         self.parts = 0
+        self.schema: Any = None
         try:
-            import pyarrow as pa
+            import pyarrow  # noqa: F401
         except ImportError as error:
             msg = 'parquet output needs pyarrow: pip install "localembed[cli]"'
             raise ImportError(msg) from error
-        self.schema = pa.schema(
-            [("id", pa.int64()), ("text", pa.string()), ("embedding", pa.list_(pa.float32()))],
-            metadata={"localembed": json.dumps(metadata, ensure_ascii=False)},
-        )
 
     def _part(self, index: int) -> Path:
         return self.partial / f"part-{index:06d}.parquet"
 
+    def _schema(self, types: dict[str, Any]) -> Any:
+        """The output schema: fixed types, and the carried columns' ``types``."""
+        import pyarrow as pa
+
+        fields = [
+            ("id", types["id"]),
+            ("text", pa.string()),
+            *[(key, types[key]) for key in self.keep],
+            ("embedding", pa.list_(pa.float32())),
+        ]
+        metadata = {"localembed": json.dumps(self.metadata, ensure_ascii=False)}
+        return pa.schema(fields, metadata=metadata)
+
+    def _carried(self, rows: list[Row], ids: list[Any]) -> dict[str, Any]:
+        import pyarrow as pa
+
+        values = {
+            "id": ids,
+            **{key: [row.kept[i] for row in rows] for i, key in enumerate(self.keep)},
+        }
+        arrays = {}
+        for key, column in values.items():
+            known = self.schema.field(key).type if self.schema is not None else self.types.get(key)
+            if key == "id" and known is None and all(row.id is None for row in rows):
+                known = pa.int64()
+            try:
+                arrays[key] = pa.array(column, type=known)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+                where = f"type {known}" if known is not None else "one type"
+                msg = (
+                    f"column {key!r} of rows {ids[0]}..: values do not fit {where} in a "
+                    f"parquet output ({error}); use a .jsonl output"
+                )
+                raise ValueError(msg) from None
+        return arrays
+
     def begin(self) -> None:
-        if self.partial.exists():
+        if self.partial.exists() or self.partial.is_symlink():
             self.discard()
         self.partial.mkdir()
 
     def reopen(self, state: dict[str, Any]) -> None:
+        import pyarrow.parquet as pq
+
+        refuse_link(self.partial)
         self.parts, self.rows = state["parts"], state["rows"]
         missing = [i for i in range(self.parts) if not self._part(i).is_file()]
         if missing:
@@ -410,42 +715,59 @@ class _ParquetOutput(PartialOutput):
         for path in self.partial.iterdir():  # parts written after the last commit
             if path.name not in committed:
                 path.unlink()
+        if self.parts:
+            # The carried types as written (parquet renames the list's item field: rebuild).
+            written = pq.read_schema(self._part(0))
+            self.schema = self._schema({key: written.field(key).type for key in ("id", *self.keep)})
 
-    def append(self, first_id: int, texts: list[str], vectors: np.ndarray) -> None:
+    def append(self, first_row: int, rows: list[Row], vectors: np.ndarray) -> None:
         import numpy as np
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        offsets = np.arange(0, (len(texts) + 1) * self.dimension, self.dimension, dtype=np.int32)
+        carried = self._carried(rows, self.row_ids(first_row, rows))
+        if self.schema is None:
+            self.schema = self._schema({key: array.type for key, array in carried.items()})
+        offsets = np.arange(0, (len(rows) + 1) * self.dimension, self.dimension, dtype=np.int32)
         embedding = pa.ListArray.from_arrays(
             pa.array(offsets), pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
         )
-        ids = pa.array(range(first_id, first_id + len(texts)), pa.int64())
-        table = pa.Table.from_arrays(
-            [ids, pa.array(texts, pa.string()), embedding], schema=self.schema
-        )
+        columns = [
+            carried["id"],
+            pa.array([row.text for row in rows], pa.string()),
+            *[carried[key] for key in self.keep],
+            embedding,
+        ]
+        table = pa.Table.from_arrays(columns, schema=self.schema)
         target = self._part(self.parts)
-        temporary = target.with_name(target.name + ".tmp")
-        with temporary.open("wb") as file:
+        with open_for_writing(target.with_name(target.name + ".tmp")) as file:
             pq.write_table(table, file)
             file.flush()
             os.fsync(file.fileno())
-        temporary.replace(target)
+        target.with_name(target.name + ".tmp").replace(target)
         self.parts += 1
 
     def sync(self) -> dict[str, Any]:
         return {"parts": self.parts}
 
     def finish(self) -> None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
+        if self.schema is None:  # no rows: the types an input gives, else text
+            self.schema = self._schema(
+                {
+                    key: self.types.get(key, pa.int64() if key == "id" else pa.string())
+                    for key in ("id", *self.keep)
+                }
+            )
         temporary = self.partial / "complete.parquet.tmp"
-        with pq.ParquetWriter(temporary, self.schema) as writer:
+        with open_for_writing(temporary) as file, pq.ParquetWriter(file, self.schema) as writer:
             for index in range(self.parts):
                 writer.write_table(pq.read_table(self._part(index), schema=self.schema))
             if not self.parts:
                 writer.write_table(self.schema.empty_table())
-        with temporary.open("rb") as file:
+            file.flush()
             os.fsync(file.fileno())
         temporary.replace(self.output)
         self.discard()
@@ -461,7 +783,7 @@ OUTPUTS: dict[str, type[PartialOutput]] = {
 # -- chunks -----------------------------------------------------------------------------------
 
 
-def chunks(rows: Iterable[str], size: int) -> Iterator[list[str]]:
+def chunks(rows: Iterable[Row], size: int) -> Iterator[list[Row]]:
     """``rows`` in lists of ``size`` (the last one shorter)."""
     iterator = iter(rows)
     while chunk := list(itertools.islice(iterator, size)):
@@ -469,17 +791,23 @@ def chunks(rows: Iterable[str], size: int) -> Iterator[list[str]]:
 
 
 class TextDigest:
-    """SHA-256 over the texts in order (length-prefixed, so boundaries count)."""
+    """SHA-256 over the rows in order: texts, and ids and kept values where there are any.
+
+    Each part is length-prefixed, so boundaries count.
+    """
 
     def __init__(self) -> None:
         self.hash = hashlib.sha256()
 
-    def update(self, texts: Iterable[str]) -> None:
-        """Add ``texts`` (in order) to the digest."""
-        for text in texts:
-            data = text.encode("utf-8", "surrogatepass")
-            self.hash.update(len(data).to_bytes(8, "little"))
-            self.hash.update(data)
+    def update(self, rows: Iterable[Row]) -> None:
+        """Add ``rows`` (in order) to the digest."""
+        for row in rows:
+            parts = [row.text.encode("utf-8", "surrogatepass")]
+            if row.id is not None or row.kept:
+                parts.append(json.dumps([row.id, *row.kept], default=str).encode("utf-8"))
+            for data in parts:
+                self.hash.update(len(data).to_bytes(8, "little"))
+                self.hash.update(data)
 
     def hexdigest(self) -> str:
         """The digest so far, as hex."""

@@ -33,6 +33,7 @@ COMMANDS = (
     "tokens",
     "info",
     "bench",
+    "download",
 )
 """The subcommands, in the order ``localembed --help`` lists them: one line per module."""
 
@@ -43,6 +44,7 @@ examples:
   localembed tokens "Embeddings turn text into vectors."
   localembed info --json
   localembed bench --contenders "localembed fp32" --rounds 1 --no-stream
+  localembed download BAAI/bge-small-en-v1.5 --to models/bge-small
 
 Run `localembed COMMAND --help` for a command's options and examples."""
 

@@ -1,13 +1,17 @@
 """``localembed embed``: a file of texts to vectors, streaming and resumable.
 
-It reads the input in chunks of ``--chunk-size`` rows, embeds each chunk with the shared
-encoder and appends it to ``OUTPUT.partial``; after each chunk the data is flushed to disk and
-``OUTPUT.partial.json`` records the rows written (and a digest of their texts and the
-settings). ``OUTPUT`` appears, by rename, only when every row is written, so it is never
-half-written; an interrupted run leaves the partial output, which ``--resume`` continues: it
-re-reads the input, checks that the rows already written are the same texts under the same
-settings, skips them and embeds the rest in the same chunks, so the final file is the same as
-that of an uninterrupted run.
+The command is one :class:`EmbedJob` (a validated spec built from the arguments) run by
+:func:`run_job`. It reads the input in chunks of ``chunk_size`` rows, embeds each chunk with
+the shared encoder and appends it to ``OUTPUT.partial``; after each chunk the data is flushed
+to disk and ``OUTPUT.partial.json`` records the rows written (with a digest of their texts,
+ids and kept values, and the job's settings). ``OUTPUT`` appears, by rename, only when every
+row is written, so it is never half-written; an interrupted run leaves the partial output,
+which ``--resume`` continues: it re-reads the input, checks that the rows already written are
+the same rows under the same settings, skips them and embeds the rest in the same chunks, so
+the final file is the same as that of an uninterrupted run.
+
+Every check of the input's columns and of the output's place (suffix, folder, links, an
+existing file or partial output) happens before the model loads.
 """
 
 from __future__ import annotations
@@ -18,10 +22,14 @@ import itertools
 import json
 import logging
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from localembed.cli.common import (
     HANDLED,
@@ -34,6 +42,7 @@ from localembed.cli.common import (
     error_message,
     instruction_for,
 )
+from localembed.config import EncoderConfig
 from localembed.corpus import (
     INPUT_FORMATS,
     INPUT_SUFFIXES,
@@ -41,26 +50,151 @@ from localembed.corpus import (
     PartialOutput,
     Source,
     TextDigest,
+    check_output,
     chunks,
     differences,
     open_source,
 )
 
 if TYPE_CHECKING:
+    from tqdm import tqdm
+
     from localembed.cli.common import Commands
-    from localembed.encoder import LocalEncoder
 
 EXAMPLES = """\
 examples:
   localembed embed docs.txt -o docs.npy                 # one text per line -> (n, dim) float32
-  localembed embed docs.jsonl -o docs.parquet --column body
-  localembed embed reviews.csv -o reviews.jsonl --column review --progress
+  localembed embed docs.jsonl -o docs.parquet --column body --id-column doc_id
+  localembed embed reviews.csv -o reviews.jsonl --column review --keep-columns stars,date
   localembed embed queries.txt -o queries.npy --kind query --instruction "query: "
-  cat docs.txt | localembed embed - -o docs.npy --model ./my-model --pooling cls
+  cat docs.tsv | localembed embed - -o docs.npy --input-format tsv --model ./my-model
   localembed embed big.parquet -o big.npy --resume      # continue an interrupted run"""
 
 CHUNK_SIZE = 1024
 """Rows per chunk: the unit of streaming, progress and resume."""
+
+REFRESH_SECONDS = 0.5
+"""The progress bar is redrawn at least this often, also while a chunk is being embedded."""
+
+InputFormat = Literal["txt", "jsonl", "csv", "tsv", "parquet"]
+
+
+class EmbedJob(BaseModel):
+    """One ``localembed embed`` run: what to read, how to embed it, where to write it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str
+    """The input file; ``-`` for standard input."""
+    output: Path
+    """The output file: .npy, .jsonl or .parquet."""
+    input_format: InputFormat
+    """How to read the input (from its suffix unless named)."""
+    column: str = "text"
+    """The text column of a jsonl, csv, tsv or parquet input."""
+    id_column: str | None = None
+    """A column whose values become the output's ``id`` (default: the row number)."""
+    keep_columns: tuple[str, ...] = ()
+    """Input columns copied to a .jsonl or .parquet output."""
+    chunk_size: int = Field(default=CHUNK_SIZE, ge=1)
+    """Rows read, embedded and written at a time."""
+    kind: Literal["document", "query"] = "document"
+    """Embed the texts as documents or as queries (picks the instruction)."""
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    """The encoder's settings."""
+    resume: bool = False
+    """Continue the partial output of an interrupted run."""
+    overwrite: bool = False
+    """Replace an existing output (and, without ``resume``, an earlier partial output)."""
+    progress: bool = False
+    """Show the progress bar."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> EmbedJob:
+        """The job of parsed ``embed`` arguments; a wrong combination is a UsageError."""
+        fmt = args.input_format or INPUT_SUFFIXES.get(Path(args.input).suffix.lower(), "txt")
+        keep = tuple(key.strip() for key in (args.keep_columns or "").split(",") if key.strip())
+        output = Path(args.output)
+        problem = None
+        if output.suffix.lower() not in OUTPUTS:
+            problem = f"output must end in {', '.join(OUTPUTS)}, got {output.name}"
+        elif fmt == "txt" and (args.column or args.id_column or keep):
+            problem = (
+                "--column, --id-column and --keep-columns apply to .jsonl, .csv, .tsv and "
+                ".parquet inputs (.txt: a text a line)"
+            )
+        elif (args.id_column or keep) and not OUTPUTS.get(
+            output.suffix.lower(), PartialOutput
+        ).carries:
+            problem = "--id-column and --keep-columns need a .jsonl or .parquet output"
+        elif reserved := sorted({"id", "text", "embedding"} & set(keep)):
+            problem = f"--keep-columns: {reserved[0]!r} is an output column of its own"
+        elif len(set(keep)) < len(keep) or (args.id_column in keep):
+            problem = "--keep-columns: each column once (and not the --id-column)"
+        elif args.chunk_size < 1:
+            problem = "--chunk-size must be at least 1"
+        if problem is not None:
+            raise UsageError(problem)
+        show = not args.quiet and (args.progress or sys.stderr.isatty())
+        return cls.model_validate(
+            {
+                "input": args.input,
+                "output": output,
+                "input_format": fmt,
+                "column": args.column or "text",
+                "id_column": args.id_column,
+                "keep_columns": keep,
+                "chunk_size": args.chunk_size,
+                "kind": args.kind,
+                "encoder": config_from_args(args),
+                "resume": args.resume,
+                "overwrite": args.overwrite,
+                "progress": show,
+            }
+        )
+
+    def settings(self, dimension: int) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues (as JSON data)."""
+        settings = {
+            "input_format": self.input_format,
+            "column": self.column,
+            "id_column": self.id_column,
+            "keep_columns": list(self.keep_columns),
+            "kind": self.kind,
+            "chunk_size": self.chunk_size,
+            "dimension": dimension,
+            "encoder": self.encoder.encoder_options(),
+        }
+        data: dict[str, Any] = json.loads(json.dumps(settings))
+        return data
+
+    def open_source(self) -> Source:
+        """The input, opened; its first row is read (a bad file or column fails now)."""
+        source = open_source(
+            self.input,
+            self.input_format,
+            self.column,
+            id_column=self.id_column,
+            keep=self.keep_columns,
+            batch_rows=self.chunk_size,
+        )
+        first = list(itertools.islice(source.rows, 1))
+        source.rows = itertools.chain(first, source.rows)
+        return source
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a finished job did."""
+
+    output: Path
+    rows: int
+    """Rows in the output."""
+    resumed_at: int
+    """Rows an earlier run had written (0: a fresh start)."""
+    dimension: int
+    seconds: float
+    """Time spent embedding (not reading or writing)."""
 
 
 def register(commands: Commands) -> None:
@@ -83,13 +217,28 @@ def register(commands: Commands) -> None:
         help="vectors: .npy, .jsonl (id, text, embedding) or .parquet (id, text, embedding)",
     )
     parser.add_argument(
-        "--column", default=None, help='the text column of .jsonl/.csv/.parquet (default: "text")'
+        "--column",
+        default=None,
+        help='the text column of .jsonl/.csv/.tsv/.parquet inputs (default: "text")',
+    )
+    parser.add_argument(
+        "--id-column",
+        default=None,
+        metavar="COLUMN",
+        help="take each row's output id from this input column (default: the row number)",
+    )
+    parser.add_argument(
+        "--keep-columns",
+        default=None,
+        metavar="A,B",
+        help="copy these input columns (comma-separated) to a .jsonl or .parquet output",
     )
     parser.add_argument(
         "--input-format",
         choices=INPUT_FORMATS,
         default=None,
-        help="read INPUT as this format (default: by its suffix; other suffixes: txt)",
+        help="read INPUT as this format (default: by its suffix, .tsv/.tab are tsv; other "
+        "suffixes: txt); tsv is split on tabs with no quoting",
     )
     parser.add_argument(
         "--chunk-size",
@@ -108,103 +257,91 @@ def register(commands: Commands) -> None:
     )
     shown = parser.add_mutually_exclusive_group()
     shown.add_argument(
-        "--progress", action="store_true", help="show the progress bar (default: on a terminal)"
+        "--progress",
+        action="store_true",
+        help="show the progress bar: rows, total, rate, ETA (default: on a terminal)",
     )
     shown.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     add_model_options(parser)
 
 
-@contextlib.contextmanager
-def _quiet_truncation() -> Iterator[None]:
-    """Drop the encoder's per-call truncation warnings; the command reports a total once."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return "were truncated" not in record.getMessage()
-
-    logger = logging.getLogger("localembed")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run ``localembed embed``."""
-    output = Path(args.output)
-    writer_type = OUTPUTS.get(output.suffix.lower())
-    if writer_type is None:
-        msg = f"output must end in {', '.join(OUTPUTS)}, got {output.name}"
-        raise UsageError(msg)
-    fmt = args.input_format or INPUT_SUFFIXES.get(Path(args.input).suffix.lower(), "txt")
-    if fmt == "txt" and args.column is not None:
-        msg = "--column applies to .jsonl, .csv, .tsv and .parquet inputs (.txt: a text a line)"
-        raise UsageError(msg)
-    if args.chunk_size < 1:
-        msg = "--chunk-size must be at least 1"
-        raise UsageError(msg)
-    column = args.column or "text"
-    config = config_from_args(args)
-    source = open_source(args.input, fmt, column, args.chunk_size)
-    # Read the first row before loading the model: a missing column or a bad file fails fast.
-    first = list(itertools.islice(source.rows, 1))
-    source.rows = itertools.chain(first, source.rows)
-    encoder = config.load_encoder()
-    instruction = instruction_for(encoder, args.kind)
-    settings = json.loads(
-        json.dumps(
-            {
-                "input_format": fmt,
-                "column": column,
-                "kind": args.kind,
-                "chunk_size": args.chunk_size,
-                "dimension": encoder.dimension,
-                "encoder": config.encoder_options(),
-            }
+    """Run ``localembed embed``: build the job, run it, print the summary."""
+    job = EmbedJob.from_args(args)
+    result = run_job(job)
+    if not args.quiet:
+        added = result.rows - result.resumed_at
+        resumed = f"resumed at row {result.resumed_at}: " if result.resumed_at else ""
+        rate = f", {added / result.seconds:,.0f} rows/s" if result.seconds else ""
+        print(
+            f"{resumed}embedded {added} row{'s' * (added != 1)} in {result.seconds:.1f} s{rate}; "
+            f"wrote {result.output}: {result.rows} x {result.dimension} float32",
+            file=sys.stderr,
         )
-    )
+    return 0
+
+
+def run_job(job: EmbedJob) -> JobResult:
+    """Run ``job``: check, load, embed chunk by chunk, and rename the finished output."""
+    check_output(job.output, overwrite=job.overwrite, resume=job.resume)
+    source = job.open_source()
+    encoder = job.encoder.load_encoder()
+    instruction = instruction_for(encoder, job.kind)
     described = encoder.describe()
     metadata = {
         "model": encoder.source.name,
-        "kind": args.kind,
+        "kind": job.kind,
         "instruction": instruction,
         **{key: described[key] for key in ("pooling", "normalize", "max_length", "dtype")},
     }
-    writer = writer_type(output, encoder.dimension, metadata)
-    state = _check_outputs(writer, args, settings)
+    writer = OUTPUTS[job.output.suffix.lower()](
+        job.output, encoder.dimension, metadata, keep=job.keep_columns, types=source.types
+    )
+    settings = job.settings(encoder.dimension)
+    state = _resume_state(job, writer, settings)
     digest = TextDigest()
     if state is not None:
         skipped = list(itertools.islice(source.rows, state["rows"]))
         digest.update(skipped)
         if len(skipped) < state["rows"] or digest.hexdigest() != state["digest"]:
             msg = (
-                f"the input's first {state['rows']} texts are not those in "
+                f"the input's first {state['rows']} rows are not those in "
                 f"{writer.partial.name}: the input changed; pass --overwrite to start again"
             )
             raise ValueError(msg)
-    return _embed_chunks(args, source, encoder, instruction, writer, state, settings, digest)
+    start = 0 if state is None else int(state["rows"])
+    seconds = 0.0
+    try:
+        if state is None:
+            writer.begin()
+        else:
+            writer.reopen(state)
+        with _progress(job, source, start) as progress:
+            done = start
+            for chunk in chunks(source.rows, job.chunk_size):
+                began = time.perf_counter()
+                vectors = encoder.encode([row.text for row in chunk], instruction)
+                seconds += time.perf_counter() - began
+                writer.append(done, chunk, vectors)
+                digest.update(chunk)
+                done += len(chunk)
+                writer.commit(done, digest.hexdigest(), settings)
+                progress.update(len(chunk))
+        writer.finish()
+    except BaseException as error:
+        _report_failure(error, writer, state is not None, start)
+        raise
+    return JobResult(job.output, done, start, encoder.dimension, seconds)
 
 
-def _check_outputs(
-    writer: PartialOutput, args: argparse.Namespace, settings: dict[str, Any]
+def _resume_state(
+    job: EmbedJob, writer: PartialOutput, settings: dict[str, Any]
 ) -> dict[str, Any] | None:
-    """The state to resume from, or None to start; refuses to replace work by accident."""
-    if writer.output.exists() and not args.overwrite:
-        msg = f"{writer.output} exists; pass --overwrite to replace it"
-        raise ValueError(msg)
+    """The state to resume from, or None to start (an earlier partial output is discarded)."""
     if not writer.exists():
         return None
-    if not args.resume:
-        if args.overwrite:
-            writer.discard()
-            return None
-        msg = (
-            f"{writer.partial} holds rows of an interrupted run: pass --resume to continue it, "
-            f"or --overwrite to start again"
-        )
-        raise ValueError(msg)
-    if not writer.state_path.exists():
-        # Killed before its first chunk was committed: there is nothing to keep.
+    if not job.resume or not writer.state_path.exists():
+        # --overwrite, or killed before its first chunk was committed: nothing to keep.
         writer.discard()
         return None
     state = writer.read_state()
@@ -218,83 +355,62 @@ def _check_outputs(
     return state
 
 
-def _embed_chunks(
-    args: argparse.Namespace,
-    source: Source,
-    encoder: LocalEncoder,
-    instruction: str,
-    writer: PartialOutput,
-    state: dict[str, Any] | None,
-    settings: dict[str, Any],
-    digest: TextDigest,
-) -> int:
-    from tqdm import tqdm
+def _report_failure(error: BaseException, writer: PartialOutput, resumed: bool, start: int) -> None:
+    """Say what an interrupted or failed run kept; raise the CLI's error for ``error``."""
+    writer.close()
+    rows = max(writer.rows, start)
+    if resumed or rows:
+        kept = (
+            f"{writer.partial} keeps the first {rows} rows: run the same command "
+            f"with --resume to continue (or --overwrite to start again)"
+        )
+    else:
+        writer.discard()
+        kept = "no output was written"
+    if isinstance(error, KeyboardInterrupt):
+        print(f"localembed: interrupted after {rows} rows; {kept}", file=sys.stderr)
+        raise Interrupted from None
+    if isinstance(error, HANDLED):
+        msg = f"{error_message(error)}; {kept}"
+        raise CommandError(msg) from error
 
-    start = 0 if state is None else int(state["rows"])
-    show = not args.quiet and (args.progress or sys.stderr.isatty())
-    progress = tqdm(
-        total=source.count() if show else None,
+
+@contextlib.contextmanager
+def _progress(job: EmbedJob, source: Source, start: int) -> Iterator[tqdm]:
+    """The progress bar (rows, total, rate, ETA), redrawn every :data:`REFRESH_SECONDS`.
+
+    Rows advance a chunk at a time; in between, a thread redraws the bar so its time and
+    rate stay current. The encoder's log messages are written above the bar.
+    """
+    from tqdm import tqdm
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    total = source.count() if job.progress else None
+    bar = tqdm(
+        total=total,
         initial=start,
         desc="embedding",
         unit="row",
         file=sys.stderr,
-        disable=not show,
+        disable=not job.progress,
         dynamic_ncols=True,
+        mininterval=REFRESH_SECONDS,
+        smoothing=0.1,
     )
-    done, tokens, truncated, seconds = start, 0, 0, 0.0
-    try:
-        if state is None:
-            writer.begin()
-        else:
-            writer.reopen(state)
-        with progress, _quiet_truncation():
-            for chunk in chunks(source.rows, args.chunk_size):
-                began = time.perf_counter()
-                # Tokenizing again only to count tokens costs < 0.5% of embedding on the CPU
-                # (measured: 0.04 s against 10.7 s for 1,024 STS sentences on all-MiniLM-L6-v2).
-                tokenized = encoder.tokenize(chunk, instruction)
-                vectors = encoder.encode(chunk, instruction)
-                seconds += time.perf_counter() - began
-                tokens += sum(len(ids) for ids in tokenized.ids)
-                truncated += tokenized.truncated
-                writer.append(done, chunk, vectors)
-                digest.update(chunk)
-                done += len(chunk)
-                writer.commit(done, digest.hexdigest(), settings)
-                progress.set_postfix_str(f"{tokens / max(seconds, 1e-9):,.0f} tokens/s", False)
-                progress.update(len(chunk))
-            writer.finish()
-    except BaseException as error:
-        writer.close()
-        rows = max(writer.rows, start)
-        if state is not None or rows:
-            kept = (
-                f"{writer.partial} keeps the first {rows} rows: run the same command "
-                f"with --resume to continue (or --overwrite to start again)"
-            )
-        else:
-            writer.discard()
-            kept = "no output was written"
-        if isinstance(error, KeyboardInterrupt):
-            print(f"localembed: interrupted after {rows} rows; {kept}", file=sys.stderr)
-            raise Interrupted from None
-        if isinstance(error, HANDLED):
-            msg = f"{error_message(error)}; {kept}"
-            raise CommandError(msg) from error
-        raise
-    if not args.quiet:
-        resumed = f"resumed at row {start}: " if start else ""
-        rate = f"{tokens / seconds:,.0f} tokens/s" if seconds else "no tokens"
-        print(
-            f"{resumed}embedded {done - start} row{'s' * (done - start != 1)} ({tokens:,} "
-            f"tokens, {rate}) in "
-            f"{seconds:.1f} s; wrote {writer.output}: {done} x {encoder.dimension} float32",
-            file=sys.stderr,
-        )
-        if truncated:
-            print(
-                f"note: {truncated} texts were longer than {encoder.settings.max_length} tokens "
-                f"and were truncated (--long-text chunk embeds them whole)",
-                file=sys.stderr,
-            )
-    return 0
+    stop = threading.Event()
+
+    def redraw() -> None:
+        while not stop.wait(REFRESH_SECONDS):
+            bar.refresh()
+
+    ticker = threading.Thread(target=redraw, name="localembed-progress", daemon=True)
+    with bar, contextlib.ExitStack() as stack:
+        if job.progress:
+            stack.enter_context(logging_redirect_tqdm([logging.getLogger("localembed")]))
+            ticker.start()
+        try:
+            yield bar
+        finally:
+            stop.set()
+            if ticker.is_alive():
+                ticker.join()

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
     texts = list(args.texts)
     if args.file is not None:
-        texts += list(open_source(args.file, "txt", "text", 1024).rows)
+        texts += [row.text for row in open_source(args.file, "txt").rows]
     if not texts:
         msg = "give texts as arguments or with --file"
         raise UsageError(msg)
