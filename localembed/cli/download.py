@@ -79,8 +79,9 @@ def run(args: argparse.Namespace) -> int:
             f"(or it is private or gated: log in with `hf auth login`) ({type(error).__name__})"
         )
         raise CommandError(msg) from None
-    except (OSError, HfHubHTTPError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
+    except (OSError, HfHubHTTPError, RuntimeError, ValueError) as error:
+        # No network arrives as several types (wrapped connection errors, blocked sockets).
+        reason = f"{type(error).__name__}: {' '.join(str(error).split())}"
         msg = f"cannot download {args.model} from the Hugging Face hub (no network?): {reason}"
         raise CommandError(msg) from None
     files = [path for path in folder.rglob("*") if path.is_file() and ".cache" not in path.parts]
