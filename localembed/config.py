@@ -21,19 +21,10 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
-class EncoderConfig(BaseModel):
-    """Settings of a :class:`~localembed.LocalEncoder`; the same settings share one model.
+class ModelOptions(BaseModel):
+    """The options every local model shares (the encoder's and the reranker's), validated once.
 
-    Example:
-        >>> from localembed import EncoderConfig
-        >>> EncoderConfig(pooling="mean", batch_size=8).pooling
-        'mean'
-        >>> EncoderConfig(poolng="mean")
-        Traceback (most recent call last):
-        ...
-        pydantic_core._pydantic_core.ValidationError: 1 validation error for EncoderConfig
-          Value error, unknown option 'poolng' (did you mean 'pooling'?); valid options: ...
-
+    Subclasses add their own fields; unknown options are refused with a did-you-mean hint.
     """
 
     model_config = ConfigDict(
@@ -48,39 +39,20 @@ class EncoderConfig(BaseModel):
     model: str | None = Field(default=None, validation_alias=AliasChoices("model", "model_name"))
     """Local directory, hub id, or None for the embedded all-MiniLM-L6-v2 (alias: `model_name`)."""
 
-    pooling: str = "auto"
-    """How token vectors become one; "auto": the model's metadata, then its family preset."""
-
-    normalize: bool = True
-    """L2-normalize each vector, so that a dot product is the cosine similarity."""
-
-    query_instruction: str | None = None
-    """Prefix or "{text}" template for queries; None: saved prompts, then preset; "": none."""
-
-    document_instruction: str | None = None
-    """Prefix or "{text}" template for documents; None: saved prompts, then preset; "": none."""
-
     max_length: int | None = Field(default=None, gt=0)
-    """Tokens kept per text; longer texts are truncated and counted. None: the model's own limit."""
+    """Tokens kept per input (longer ones are truncated and counted); None: the model's limit."""
 
     batch_size: int = Field(default=32, gt=0)
-    """Texts per forward pass (texts are sorted by length first)."""
+    """Inputs per forward pass (inputs are sorted by length first)."""
 
     max_batch_tokens: int | None = Field(default=None, gt=0)
     """Most padded tokens per forward pass (rows x longest); None: 2048 on CPU, 16384 on CUDA."""
-
-    long_text: Literal["truncate", "chunk"] = "truncate"
-    """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
 
     device: str = "auto"
     """"auto" (cuda, then mps, then cpu), "cpu", "cuda", "cuda:N" or "mps"."""
 
     dtype: DType = "auto"
     """Weights and compute precision; "auto" is float32 on CPU and float16 on CUDA."""
-
-    backend: Literal["torch", "onnx", "flagembedding"] = "torch"
-    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
-    "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
 
     quantize: Literal["int8"] | None = None
     """"int8": dynamic int8 Linear layers on the CPU (faster, slightly less accurate)."""
@@ -114,20 +86,55 @@ class EncoderConfig(BaseModel):
     def _model_as_str(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Path) else value
 
-    @field_validator("pooling")
-    @classmethod
-    def _check_pooling(cls, value: str) -> str:
-        if value != "auto" and value not in POOLING_MODES:
-            msg = f"unknown pooling {value!r}; valid: auto, {', '.join(POOLING_MODES)}"
-            raise ValueError(msg)
-        return value
-
     @field_validator("device")
     @classmethod
     def _check_device(cls, value: str) -> str:
         kind, _, index = value.partition(":")
         if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
             msg = f"device must be one of {', '.join(DEVICE_KINDS)} or 'cuda:N', got {value!r}"
+            raise ValueError(msg)
+        return value
+
+
+class EncoderConfig(ModelOptions):
+    """Settings of a :class:`~localembed.LocalEncoder`; the same settings share one model.
+
+    Example:
+        >>> from localembed import EncoderConfig
+        >>> EncoderConfig(pooling="mean", batch_size=8).pooling
+        'mean'
+        >>> EncoderConfig(poolng="mean")
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for EncoderConfig
+          Value error, unknown option 'poolng' (did you mean 'pooling'?); valid options: ...
+
+    """
+
+    pooling: str = "auto"
+    """How token vectors become one; "auto": the model's metadata, then its family preset."""
+
+    normalize: bool = True
+    """L2-normalize each vector, so that a dot product is the cosine similarity."""
+
+    query_instruction: str | None = None
+    """Prefix or "{text}" template for queries; None: saved prompts, then preset; "": none."""
+
+    document_instruction: str | None = None
+    """Prefix or "{text}" template for documents; None: saved prompts, then preset; "": none."""
+
+    long_text: Literal["truncate", "chunk"] = "truncate"
+    """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
+
+    backend: Literal["torch", "onnx", "flagembedding"] = "torch"
+    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
+    "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
+
+    @field_validator("pooling")
+    @classmethod
+    def _check_pooling(cls, value: str) -> str:
+        if value != "auto" and value not in POOLING_MODES:
+            msg = f"unknown pooling {value!r}; valid: auto, {', '.join(POOLING_MODES)}"
             raise ValueError(msg)
         return value
 

@@ -30,6 +30,7 @@ from localembed.loading import (
 from localembed.pooling import pool
 from localembed.presets import apply_instruction, find_preset
 from localembed.runtimes import TorchRuntime
+from localembed.sharing import SharedModels
 
 if TYPE_CHECKING:
     import torch
@@ -150,6 +151,24 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     resolved: torch.dtype = getattr(torch, _DTYPES[dtype])
     return resolved
+
+
+def model_length_limit(tokenizer: Any, model_config: Any) -> int | None:
+    """The most tokens the model takes: its tokenizer's limit and its position embeddings.
+
+    RoBERTa-style models lose ``pad_token_id + 1`` positions (their position ids start after
+    the padding index). None when neither says.
+    """
+    limits = []
+    tokenizer_limit = tokenizer.model_max_length
+    if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:
+        limits.append(tokenizer_limit)
+    positions = getattr(model_config, "max_position_embeddings", None)
+    if positions:
+        if model_config.model_type in _OFFSET_POSITION_MODELS:
+            positions -= (model_config.pad_token_id or 0) + 1
+        limits.append(positions)
+    return min(limits) if limits else None
 
 
 @dataclass(frozen=True)
@@ -321,18 +340,6 @@ class LocalEncoder:
 
     # -- settings -------------------------------------------------------------------------
 
-    def _model_length_limit(self) -> int | None:
-        limits = []
-        tokenizer_limit = self.tokenizer.model_max_length
-        if isinstance(tokenizer_limit, int) and tokenizer_limit < 1_000_000:
-            limits.append(tokenizer_limit)
-        positions = getattr(self.model_config, "max_position_embeddings", None)
-        if positions:
-            if self.model_config.model_type in _OFFSET_POSITION_MODELS:
-                positions -= (self.model_config.pad_token_id or 0) + 1
-            limits.append(positions)
-        return min(limits) if limits else None
-
     def _resolve_settings(self, metadata: Any) -> ResolvedSettings:
         config = self.config
         names = [self.source.name, str(self.source.path)]
@@ -372,7 +379,7 @@ class LocalEncoder:
             else:
                 instructions[kind], sources[f"{kind}_instruction"] = "", "none"
 
-        limit = self._model_length_limit()
+        limit = model_length_limit(self.tokenizer, self.model_config)
         if config.max_length is not None:
             if limit is not None and config.max_length > limit:
                 msg = f"max_length={config.max_length} exceeds the model's limit of {limit} tokens"
@@ -765,11 +772,7 @@ class LocalEncoder:
         return combined.astype(np.float32)
 
 
-_encoders: dict[tuple[Any, ...], LocalEncoder] = {}
-_encoders_lock = threading.Lock()
-_loading_locks: dict[tuple[Any, ...], threading.Lock] = {}
-# Settings as spelled (plus the working directory) -> the resolved cache key.
-_resolved_keys: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+_encoders: SharedModels[LocalEncoder] = SharedModels()
 
 
 def _cache_key(config: EncoderConfig) -> tuple[Any, ...]:
@@ -801,35 +804,16 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
     # Adapters call this on every embed call: settings already seen skip re-resolving the
     # model path and device (which depend on the working directory and the machine only).
     spelled = (tuple(config.encoder_options().items()), os.getcwd())
-    key = _resolved_keys.get(spelled)
-    if key is None:
-        key = _cache_key(config)
-    with _encoders_lock:
-        encoder = _encoders.get(key)
-        if encoder is not None:
-            _resolved_keys[spelled] = key
-            return encoder
-        loading_lock = _loading_locks.setdefault(key, threading.Lock())
-    with loading_lock:
-        with _encoders_lock:
-            encoder = _encoders.get(key)
-        if encoder is None:
-            # The encoder keeps the settings alone, not the adapter it was asked through.
-            encoder = LocalEncoder(
-                config
-                if type(config) is EncoderConfig
-                else EncoderConfig(**config.explicit_options())
-            )
-            with _encoders_lock:
-                _encoders[key] = encoder
-                _loading_locks.pop(key, None)
-    with _encoders_lock:
-        _resolved_keys[spelled] = key
-    return encoder
+    return _encoders.get(spelled, lambda: _cache_key(config), lambda: _load(config))
+
+
+def _load(config: EncoderConfig) -> LocalEncoder:
+    # The encoder keeps the settings alone, not the adapter it was asked through.
+    if type(config) is not EncoderConfig:
+        config = EncoderConfig(**config.explicit_options())
+    return LocalEncoder(config)
 
 
 def clear_encoder_cache() -> None:
     """Forget every shared encoder (their memory is freed once nothing else holds them)."""
-    with _encoders_lock:
-        _encoders.clear()
-        _resolved_keys.clear()
+    _encoders.clear()

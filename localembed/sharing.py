@@ -1,0 +1,61 @@
+"""One loaded model per settings: the cache behind ``get_encoder`` and ``get_reranker``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class SharedModels(Generic[T]):
+    """Loaded models by resolved settings; equal settings get the same instance.
+
+    Thread-safe: concurrent first calls for one key load the model once, while other keys
+    load in parallel. Settings as spelled (plus anything they depend on, such as the working
+    directory) are remembered with their resolved key, so repeated calls skip resolving.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[Hashable, T] = {}
+        self._lock = threading.Lock()
+        self._loading: dict[Hashable, threading.Lock] = {}
+        self._resolved: dict[Hashable, Hashable] = {}
+
+    def get(
+        self, spelled: Hashable, resolve_key: Callable[[], Hashable], build: Callable[[], T]
+    ) -> T:
+        """The model for these settings: ``build()`` on first use, then the same instance.
+
+        Args:
+            spelled: the settings as given (cheap to compute).
+            resolve_key: the settings resolved (model path, device...), the sharing key.
+            build: loads the model.
+        """
+        key = self._resolved.get(spelled)
+        if key is None:
+            key = resolve_key()
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._resolved[spelled] = key
+                return item
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            with self._lock:
+                item = self._items.get(key)
+            if item is None:
+                item = build()
+                with self._lock:
+                    self._items[key] = item
+                    self._loading.pop(key, None)
+        with self._lock:
+            self._resolved[spelled] = key
+        return item
+
+    def clear(self) -> None:
+        """Forget every model (its memory is freed once nothing else holds it)."""
+        with self._lock:
+            self._items.clear()
+            self._resolved.clear()
