@@ -19,15 +19,25 @@ if TYPE_CHECKING:
         clear_encoder_cache,
         get_encoder,
     )
+    from localembed.reranker import (
+        LocalReranker,
+        RerankerConfig,
+        clear_reranker_cache,
+        get_reranker,
+    )
 
 __all__ = [
     "POOLING_MODES",
     "EncoderConfig",
     "LocalEncoder",
+    "LocalReranker",
+    "RerankerConfig",
     "TokenEmbeddings",
     "available_adapters",
     "clear_encoder_cache",
+    "clear_reranker_cache",
     "get_encoder",
+    "get_reranker",
     "load_adapter",
 ]
 __version__ = "0.1.0"
@@ -39,5 +49,9 @@ def __getattr__(name: str) -> Any:
         from localembed import encoder
 
         return getattr(encoder, name)
+    if name in {"LocalReranker", "RerankerConfig", "get_reranker", "clear_reranker_cache"}:
+        from localembed import reranker
+
+        return getattr(reranker, name)
     msg = f"module 'localembed' has no attribute {name!r}"
     raise AttributeError(msg)

@@ -28,6 +28,27 @@ def token_budget(max_batch_tokens: int | None, device: torch.device) -> int | No
     return max_batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type)
 
 
+def pad_right(
+    rows: Sequence[Sequence[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token id rows as one (rows, longest) tensor padded on the right, and its mask.
+
+    Right padding keeps absolute positions (BERT, XLM-RoBERTa) as they are for one text.
+
+    Returns:
+        ``(ids, attention_mask)`` on ``device``; the mask is 1 for real tokens.
+    """
+    import torch
+
+    width = max(len(ids) for ids in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, values in enumerate(rows):
+        ids[row, : len(values)] = torch.tensor(values, dtype=torch.long)
+        attention_mask[row, : len(values)] = 1
+    return ids.to(device), attention_mask.to(device)
+
+
 def plan_batches(lengths: Sequence[int], batch_size: int, budget: int | None) -> list[list[int]]:
     """Group item indices into batches, longest first, within batch size and token budget.
 

@@ -16,20 +16,18 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, overload
 
 import numpy as np
 
-from localembed.batching import plan_batches, run_batches, token_budget
+from localembed.batching import pad_right, plan_batches, run_batches, token_budget
 from localembed.config import EncoderConfig
 from localembed.loading import (
-    check_model_files,
     load_model_config,
     load_tokenizer,
-    load_transformer,
     locate_model,
     model_identity,
     read_sentence_transformers_metadata,
 )
 from localembed.pooling import pool
 from localembed.presets import apply_instruction, find_preset
-from localembed.runtimes import TorchRuntime
+from localembed.runtimes import check_speed_options, load_runtime
 from localembed.sharing import SharedModels
 
 if TYPE_CHECKING:
@@ -153,6 +151,14 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return resolved
 
 
+def padding_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its end-of-sequence token."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0  # padded positions are masked out, so any id works
+
+
 def model_length_limit(tokenizer: Any, model_config: Any) -> int | None:
     """The most tokens the model takes: its tokenizer's limit and its position embeddings.
 
@@ -267,76 +273,27 @@ class LocalEncoder:
         )
         self.settings = self._resolve_settings(metadata)
         self.dimension: int = int(self.model_config.hidden_size)
-        self._pad_id = self._padding_id()
+        self._pad_id = padding_id(self.tokenizer)
         self._forward_lock = threading.Lock()
         self._batcher: MicroBatcher | None = None
         # backend="flagembedding": FlagEmbedding's own model does the work (see localembed.m3).
         self.reference_backend: FlagEmbeddingBackend | None = None
         self.model: PreTrainedModel | None = None
         self.runtime: Runtime | None = None
-        self._check_speed_options()
+        check_speed_options(config, config.backend, self.device, self.dtype)
         if config.backend == "flagembedding":
             from localembed.m3 import FlagEmbeddingBackend
 
             self.reference_backend = FlagEmbeddingBackend(self)
-        elif config.backend == "onnx":
-            import torch
-
-            from localembed.runtimes import OnnxRuntime
-
-            path = metadata.transformer_path
-            check_model_files(path, trust_remote_code=config.trust_remote_code)
-            self.runtime = OnnxRuntime(
-                path,
-                self.model_config,
-                quantize=config.quantize,
-                # Eager attention traces into plain ops that keep the padding mask; the sdpa
-                # path can bake the example's mask decisions into the graph.
-                load_model=lambda: load_transformer(
-                    path,
-                    dtype=torch.float32,
-                    device=torch.device("cpu"),
-                    trust_remote_code=config.trust_remote_code,
-                    allow_pickle_weights=config.allow_pickle_weights,
-                    attn_implementation="eager",
-                ),
-            )
         else:
-            self.model = load_transformer(
+            self.runtime, self.model = load_runtime(
                 metadata.transformer_path,
-                dtype=self.dtype,
+                self.model_config,
+                config,
+                backend=config.backend,
                 device=self.device,
-                trust_remote_code=config.trust_remote_code,
-                allow_pickle_weights=config.allow_pickle_weights,
+                dtype=self.dtype,
             )
-            if config.quantize == "int8":
-                from localembed.runtimes import quantize_torch_int8
-
-                self.model = quantize_torch_int8(self.model)
-            self.runtime = TorchRuntime(self.model)
-
-    def _check_speed_options(self) -> None:
-        config, device = self.config, self.device
-        exact = config.dtype in {"auto", "float32"}
-        if config.backend == "onnx" and (device.type != "cpu" or not exact):
-            msg = "backend='onnx' runs float32 (or quantize='int8') on the CPU; use device='cpu'"
-            raise ValueError(msg)
-        if config.quantize == "int8" and device.type != "cpu":
-            msg = f"quantize='int8' is a CPU option; on {device.type} use dtype='float16'"
-            raise ValueError(msg)
-        if config.quantize == "int8" and not exact:
-            msg = "quantize='int8' quantizes float32 weights; leave dtype='auto' or 'float32'"
-            raise ValueError(msg)
-        precision = str(self.dtype).removeprefix("torch.")
-        if device.type == "cpu" and precision != "float32":
-            from localembed.runtimes import cpu_has_native_bfloat16
-
-            if precision == "float16" or not cpu_has_native_bfloat16():
-                logger.warning(
-                    "%s on this CPU has no native support (needs avx512_bf16 or AMX for "
-                    "bfloat16): expect it to be much slower than float32",
-                    precision,
-                )
 
     # -- settings -------------------------------------------------------------------------
 
@@ -405,12 +362,6 @@ class LocalEncoder:
             max_length=max_length,
             sources=sources,
         )
-
-    def _padding_id(self) -> int:
-        for candidate in (self.tokenizer.pad_token_id, self.tokenizer.eos_token_id):
-            if candidate is not None:
-                return int(candidate)
-        return 0  # padded positions are masked out, so any id works
 
     def describe(self) -> dict[str, Any]:
         """The resolved settings, as ``localembed info`` prints them."""
@@ -741,16 +692,7 @@ class LocalEncoder:
 
     def forward(self, windows: list[list[int]]) -> ForwardBatch:
         """Pad ``windows`` on the right and run the transformer once (no gradients)."""
-        import torch
-
-        width = max(len(ids) for ids in windows)
-        input_ids = torch.full((len(windows), width), self._pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(windows), width), dtype=torch.long)
-        for row, ids in enumerate(windows):
-            input_ids[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-            attention_mask[row, : len(ids)] = 1
-        input_ids = input_ids.to(self.device)
-        attention_mask = attention_mask.to(self.device)
+        input_ids, attention_mask = pad_right(windows, self._pad_id, self.device)
         assert self.runtime is not None, "the flagembedding backend has no forward pass"
         with self._forward_lock:
             hidden = self.runtime(input_ids, attention_mask)

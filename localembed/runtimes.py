@@ -21,6 +21,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from localembed.config import ModelOptions
+
 logger = logging.getLogger("localembed")
 
 # Architectures ONNX Runtime's transformer optimizer fuses as "bert" (attention, layer norms).
@@ -68,6 +70,93 @@ class TorchRuntime:
                 input_ids=input_ids, attention_mask=attention_mask, **extra
             )[0]
         return output
+
+
+def check_speed_options(
+    options: ModelOptions, backend: str, device: torch.device, dtype: torch.dtype
+) -> None:
+    """Refuse backend / quantize / dtype combinations that cannot run; warn about slow ones."""
+    exact = options.dtype in {"auto", "float32"}
+    if backend == "onnx" and (device.type != "cpu" or not exact):
+        msg = "backend='onnx' runs float32 (or quantize='int8') on the CPU; use device='cpu'"
+        raise ValueError(msg)
+    if options.quantize == "int8" and device.type != "cpu":
+        msg = f"quantize='int8' is a CPU option; on {device.type} use dtype='float16'"
+        raise ValueError(msg)
+    if options.quantize == "int8" and not exact:
+        msg = "quantize='int8' quantizes float32 weights; leave dtype='auto' or 'float32'"
+        raise ValueError(msg)
+    precision = str(dtype).removeprefix("torch.")
+    if (
+        device.type == "cpu"
+        and precision != "float32"
+        and (precision == "float16" or not cpu_has_native_bfloat16())
+    ):
+        logger.warning(
+            "%s on this CPU has no native support (needs avx512_bf16 or AMX for "
+            "bfloat16): expect it to be much slower than float32",
+            precision,
+        )
+
+
+def load_runtime(
+    path: Path,
+    model_config: PretrainedConfig,
+    options: ModelOptions,
+    *,
+    backend: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    auto_class: str = "AutoModel",
+    output: str = "last_hidden_state",
+) -> tuple[Runtime, PreTrainedModel | None]:
+    """The runtime of ``backend`` ("torch" or "onnx") over the checked model in ``path``.
+
+    Args:
+        path: the transformer's directory.
+        model_config: its configuration.
+        options: quantize, trust_remote_code and allow_pickle_weights come from here.
+        backend: "torch" or "onnx".
+        device: where the torch model runs.
+        dtype: the torch model's weights and compute precision.
+        auto_class: the transformers class that builds the model (see ``load_transformer``).
+        output: the model's first output ("last_hidden_state" or "logits"), for ONNX.
+
+    Returns:
+        The runtime, and the torch model (None for ONNX).
+    """
+    import torch
+
+    from localembed.loading import check_model_files, load_transformer
+
+    def load(**overrides: Any) -> PreTrainedModel:
+        settings: dict[str, Any] = {"dtype": dtype, "device": device, **overrides}
+        return load_transformer(
+            path,
+            trust_remote_code=options.trust_remote_code,
+            allow_pickle_weights=options.allow_pickle_weights,
+            auto_class=auto_class,
+            **settings,
+        )
+
+    if backend == "onnx":
+        check_model_files(path, trust_remote_code=options.trust_remote_code)
+        runtime = OnnxRuntime(
+            path,
+            model_config,
+            quantize=options.quantize,
+            # Eager attention traces into plain ops that keep the padding mask; the sdpa
+            # path can bake the example's mask decisions into the graph.
+            load_model=lambda: load(
+                dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager"
+            ),
+            output=output,
+        )
+        return runtime, None
+    model = load()
+    if options.quantize == "int8":
+        model = quantize_torch_int8(model)
+    return TorchRuntime(model), model
 
 
 def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:

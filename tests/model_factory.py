@@ -375,6 +375,7 @@ def build_tiny_bert(directory: Path, *, num_labels: int | None = None) -> Path:
     )
     torch.manual_seed(_SEED)
     model = BertForSequenceClassification(config) if num_labels else BertModel(config)
+    _spread_head(model)
     model.save_pretrained(directory, safe_serialization=True)
     return directory
 
@@ -425,9 +426,8 @@ def build_tiny_xlm_roberta(
         num_labels=num_labels or 2,
     )
     torch.manual_seed(_SEED)
-    model = (
-        XLMRobertaForSequenceClassification(config) if num_labels else XLMRobertaModel(config)
-    )
+    model = XLMRobertaForSequenceClassification(config) if num_labels else XLMRobertaModel(config)
+    _spread_head(model)
     model.save_pretrained(directory, safe_serialization=True)
     tokenizer.save_pretrained(directory)
     if with_m3_heads:
@@ -439,6 +439,22 @@ def build_tiny_xlm_roberta(
         torch.save(colbert_linear.state_dict(), directory / "colbert_linear.pt")
         torch.save(sparse_linear.state_dict(), directory / "sparse_linear.pt")
     return directory
+
+
+def _spread_head(model: torch.nn.Module) -> None:
+    """Widen a classification head's random weights so that scores differ by whole units.
+
+    With the default init (std 0.02) every logit is near 0 and a wrong segment id or
+    truncation would change scores by less than a test tolerance.
+    """
+    head = getattr(model, "classifier", None)
+    if head is None:
+        return
+    pooler = getattr(getattr(model, "bert", None), "pooler", None)  # BERT's head input
+    with torch.no_grad():
+        for module in (head, pooler):
+            for parameter in module.parameters() if module is not None else ():
+                torch.nn.init.normal_(parameter, mean=0.0, std=0.5)
 
 
 def build_tiny_bert_reranker(directory: Path, *, num_labels: int = 1) -> Path:

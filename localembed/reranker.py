@@ -1,0 +1,645 @@
+"""LocalReranker: score (query, document) pairs with a local cross-encoder, or with bge-m3.
+
+A cross-encoder (``AutoModelForSequenceClassification``: BERT, XLM-RoBERTa, ...) reads the
+query and the document together as two segments and its classification head gives the
+relevance. It goes through the core's stages: model location and safety checks
+(:mod:`localembed.loading`), input checks, length-sorted token-budget batches with the
+out-of-memory split (:mod:`localembed.batching`) and the torch / ONNX runtimes
+(:mod:`localembed.runtimes`). The arithmetic is sentence-transformers' ``CrossEncoder``:
+pairs truncated ``longest_first`` to ``max_length``, the model's logits, then its default
+activation (sigmoid for one label, else none).
+
+bge-m3 has no classification head; it reranks by the mix of its dense, sparse and ColBERT
+scores from one pass over each text (:func:`localembed.m3.hybrid_score`), as FlagEmbedding's
+``BGEM3FlagModel.compute_score`` does.
+
+``get_reranker`` returns one shared instance per configuration (the rule of
+``get_encoder``).
+
+Example:
+    >>> from localembed import get_reranker
+    >>> reranker = get_reranker(model="cross-encoder/ms-marco-MiniLM-L6-v2")  # doctest: +SKIP
+    >>> reranker.rerank("Where is Paris?", ["Paris is in France.", "Bananas."])  # doctest: +SKIP
+    [(0, 9.1), (1, -11.2)]
+
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from pydantic import AliasChoices, Field
+
+from localembed.batching import pad_right, run_batches
+from localembed.config import ModelOptions
+from localembed.encoder import (
+    CHARS_PER_TOKEN_BOUND,
+    check_text,
+    check_texts,
+    model_length_limit,
+    padding_id,
+    resolve_device,
+    resolve_dtype,
+)
+from localembed.loading import (
+    check_model_files,
+    load_model_config,
+    load_tokenizer,
+    locate_model,
+    model_identity,
+    read_sentence_transformers_metadata,
+)
+from localembed.presets import find_preset
+from localembed.sharing import SharedModels
+
+if TYPE_CHECKING:
+    import torch
+
+    from localembed.encoder import LocalEncoder
+    from localembed.m3 import M3Output
+    from localembed.runtimes import Runtime
+
+logger = logging.getLogger("localembed")
+
+__all__ = [
+    "ACTIVATIONS",
+    "LocalReranker",
+    "RerankerConfig",
+    "check_pairs",
+    "clear_reranker_cache",
+    "get_reranker",
+]
+
+ACTIVATIONS = ("auto", "sigmoid", "none")
+"""Values of the ``activation`` option."""
+
+_SAVED_ACTIVATIONS = {
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+    "torch.nn.Sigmoid": "sigmoid",
+    "torch.nn.modules.linear.Identity": "none",
+    "torch.nn.Identity": "none",
+}
+"""sentence-transformers' saved activation paths that localembed applies."""
+
+
+class RerankerConfig(ModelOptions):
+    """Settings of a :class:`LocalReranker`; the same settings share one model.
+
+    Example:
+        >>> from localembed.reranker import RerankerConfig
+        >>> RerankerConfig(model="BAAI/bge-reranker-base", activation="none").activation
+        'none'
+        >>> RerankerConfig(model="m", activaton="none")
+        Traceback (most recent call last):
+        ...
+        pydantic_core._pydantic_core.ValidationError: 1 validation error for RerankerConfig
+          Value error, unknown option 'activaton' (did you mean 'activation'?); valid options: ...
+
+    """
+
+    model: str = Field(validation_alias=AliasChoices("model", "model_name"))
+    """Local directory or hub id of a cross-encoder, or of bge-m3 (alias: `model_name`)."""
+
+    activation: Literal["auto", "sigmoid", "none"] = "auto"
+    """On the logits: "auto" (the model's saved choice, its preset, else sigmoid for one
+    label and none for several, as sentence-transformers' CrossEncoder), "sigmoid", or
+    "none" (raw logits)."""
+
+    backend: Literal["torch", "onnx"] = "torch"
+    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`)."""
+
+    scoring: Literal["auto", "cross-encoder", "bge-m3"] = "auto"
+    """"auto": a classification head makes a cross-encoder, bge-m3's sparse and ColBERT heads
+    make "bge-m3" (dense + sparse + ColBERT scores, see `m3_weights`)."""
+
+    m3_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """bge-m3 scoring: weights of (dense, sparse, ColBERT) in the mix; FlagEmbedding's
+    compute_score default [1, 1, 1] (its model card suggests [0.4, 0.2, 0.4])."""
+
+    m3_score: Literal["dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense"] = (
+        "colbert+sparse+dense"
+    )
+    """bge-m3 scoring: which of FlagEmbedding's compute_score results ranks."""
+
+    def reranker_options(self) -> dict[str, Any]:
+        """The reranker's settings alone (an adapter's own fields left out)."""
+        return {name: getattr(self, name) for name in RerankerConfig.model_fields}
+
+    def explicit_options(self) -> dict[str, Any]:
+        """The reranker settings given explicitly (defaults left out, so "auto" rules apply)."""
+        return {
+            name: getattr(self, name)
+            for name in sorted(self.model_fields_set)
+            if name in RerankerConfig.model_fields
+        }
+
+    def load_reranker(self) -> LocalReranker:
+        """The shared reranker for these settings (loaded on first use, then reused)."""
+        return get_reranker(self)
+
+
+@dataclass(frozen=True)
+class TokenizedPairs:
+    """Pairs as model-ready token rows (no padding)."""
+
+    ids: list[list[int]]
+    """Token ids of each pair: [CLS] query [SEP] document [SEP] (the model's template)."""
+    type_ids: list[list[int]] | None
+    """Segment ids (0 query, 1 document) where the model takes them, else None."""
+    truncated: int
+    """Pairs cut to max_length."""
+
+
+def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
+    """Split ``pairs`` into queries and documents, or raise TypeError naming the bad pair.
+
+    Each pair is a tuple or list of two str; a bare str, a mapping or a set is refused (as
+    :func:`~localembed.encoder.check_texts` refuses them), and invalid unicode is repaired
+    the same way.
+
+    Example:
+        >>> check_pairs([("q", "d1"), ["q", "d2"]])
+        (['q', 'q'], ['d1', 'd2'])
+        >>> check_pairs([("q", "d"), ("q", 3)])
+        Traceback (most recent call last):
+        ...
+        TypeError: pair 1: the document is int, not str
+
+    """
+    if isinstance(pairs, (str, bytes, bytearray)):
+        msg = f"expected a list of (query, document) pairs, got a single {type(pairs).__name__}"
+        raise TypeError(msg)
+    if isinstance(pairs, (Mapping, set, frozenset)):
+        msg = (
+            f"expected a list of (query, document) pairs, got {type(pairs).__name__}, whose "
+            f"items have no position for output row i to match; pass a list"
+        )
+        raise TypeError(msg)
+    try:
+        items = list(pairs)
+    except TypeError:
+        msg = f"expected a list of (query, document) pairs, got {type(pairs).__name__}"
+        raise TypeError(msg) from None
+    queries: list[str] = []
+    documents: list[str] = []
+    for index, pair in enumerate(items):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            msg = f"pair {index} is {type(pair).__name__}, not a (query, document) pair"
+            raise TypeError(msg)
+        for part, value in zip(("query", "document"), pair, strict=True):
+            if not isinstance(value, str):
+                msg = f"pair {index}: the {part} is {type(value).__name__}, not str"
+                raise TypeError(msg)
+        queries.append(pair[0])
+        documents.append(pair[1])
+    return check_texts(queries), check_texts(documents)
+
+
+def _saved_activation(directory: Path, model_config: Any) -> str | None:
+    """The activation a sentence-transformers CrossEncoder saved with the model, if any."""
+    path = None
+    saved = directory / "config_sentence_transformers.json"
+    if saved.is_file():
+        path = json.loads(saved.read_text(encoding="utf-8")).get("activation_fn")
+    settings = getattr(model_config, "sentence_transformers", None)
+    if path is None and isinstance(settings, dict):
+        path = settings.get("activation_fn")
+    if path is None:
+        path = getattr(model_config, "sbert_ce_default_activation_function", None)
+    if path is None:
+        return None
+    if path not in _SAVED_ACTIVATIONS:
+        msg = (
+            f"{directory}: the model's saved activation {path!r} is not one localembed applies "
+            f"(Sigmoid or Identity); pass activation='none' for raw logits or 'sigmoid'"
+        )
+        raise ValueError(msg)
+    return _SAVED_ACTIVATIONS[str(path)]
+
+
+class LocalReranker:
+    """A loaded cross-encoder (or bge-m3) that scores (query, document) pairs.
+
+    Use :func:`get_reranker` rather than this constructor, so that equal settings share
+    one model.
+    """
+
+    def __init__(self, config: RerankerConfig) -> None:
+        self.config = config
+        self.source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
+        metadata = read_sentence_transformers_metadata(self.source.path)
+        self.path: Path = metadata.transformer_path
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.sources: dict[str, str] = {}
+        self.scoring = self._scoring()
+        self.encoder: LocalEncoder | None = None
+        """bge-m3 scoring: the shared encoder that computes its three outputs."""
+        self.runtime: Runtime | None = None
+        self.model: Any = None
+        if self.scoring == "bge-m3":
+            self._init_m3()
+            return
+        if metadata.unsupported_modules:
+            msg = (
+                f"{self.source.name}: sentence-transformers modules "
+                f"{', '.join(metadata.unsupported_modules)} are not supported by the reranker "
+                f"(only a Transformer with its classification head)"
+            )
+            raise ValueError(msg)
+        trust = config.trust_remote_code
+        self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust)
+        self.model_config = load_model_config(self.path, trust_remote_code=trust)
+        self.num_labels: int = int(self.model_config.num_labels or 1)
+        """Outputs of the classification head (1 for rerankers)."""
+        self.max_length = self._resolve_max_length(metadata.max_seq_length)
+        self.activation = self._resolve_activation()
+        self._pad_id = padding_id(self.tokenizer)
+        self._segments = "token_type_ids" in self.tokenizer.model_input_names
+        self._forward_lock = threading.Lock()
+        from localembed.runtimes import check_speed_options, load_runtime
+
+        check_speed_options(config, config.backend, self.device, self.dtype)
+        self.runtime, self.model = load_runtime(
+            self.path,
+            self.model_config,
+            config,
+            backend=config.backend,
+            device=self.device,
+            dtype=self.dtype,
+            auto_class="AutoModelForSequenceClassification",
+            output="logits",
+        )
+
+    # -- settings -------------------------------------------------------------------------
+
+    def _names(self, model_config: Any = None) -> list[str]:
+        names = [self.source.name, str(self.source.path)]
+        name_or_path = getattr(model_config, "_name_or_path", "")
+        if name_or_path:
+            names.append(str(name_or_path))
+        return names
+
+    def _scoring(self) -> str:
+        if self.config.scoring != "auto":
+            self.sources["scoring"] = "argument"
+            return self.config.scoring
+        from localembed.m3 import COLBERT_HEAD_FILE, SPARSE_HEAD_FILE
+
+        saved = check_model_files(self.path, trust_remote_code=self.config.trust_remote_code)
+        architectures = [str(name) for name in saved.get("architectures") or []]
+        if any(name.endswith("ForSequenceClassification") for name in architectures):
+            self.sources["scoring"] = "classification head"
+            return "cross-encoder"
+        if all((self.path / name).is_file() for name in (SPARSE_HEAD_FILE, COLBERT_HEAD_FILE)):
+            self.sources["scoring"] = "bge-m3 heads"
+            return "bge-m3"
+        msg = (
+            f"{self.source.name!r} is not a reranker: config.json names no "
+            f"*ForSequenceClassification architecture ({', '.join(architectures) or 'none'}) "
+            f"and there are no bge-m3 heads ({SPARSE_HEAD_FILE}, {COLBERT_HEAD_FILE}); use a "
+            f"cross-encoder such as BAAI/bge-reranker-v2-m3 or "
+            f"cross-encoder/ms-marco-MiniLM-L6-v2, or pass scoring='cross-encoder' or 'bge-m3'"
+        )
+        raise ValueError(msg)
+
+    def _resolve_max_length(self, saved: int | None) -> int:
+        config = self.config
+        limit = model_length_limit(self.tokenizer, self.model_config)
+        preset = find_preset(*self._names(self.model_config), kind="reranker")
+        if config.max_length is not None:
+            if limit is not None and config.max_length > limit:
+                msg = f"max_length={config.max_length} exceeds the model's limit of {limit} tokens"
+                raise ValueError(msg)
+            length, self.sources["max_length"] = config.max_length, "argument"
+        elif saved:
+            length, self.sources["max_length"] = saved, "sentence-transformers"
+        elif preset and preset.max_length:
+            length, self.sources["max_length"] = preset.max_length, f"preset {preset.family}"
+        elif limit is not None:
+            length, self.sources["max_length"] = limit, "model"
+        else:
+            length, self.sources["max_length"] = 512, "fallback"
+        return min(length, limit) if limit is not None else length
+
+    def _resolve_activation(self) -> str:
+        if self.config.activation != "auto":
+            self.sources["activation"] = "argument"
+            return self.config.activation
+        saved = _saved_activation(self.path, self.model_config)
+        if saved is not None:
+            self.sources["activation"] = "sentence-transformers"
+            return saved
+        preset = find_preset(*self._names(self.model_config), kind="reranker")
+        if preset and preset.activation:
+            self.sources["activation"] = f"preset {preset.family}"
+            return preset.activation
+        self.sources["activation"] = "labels"
+        return "sigmoid" if self.num_labels == 1 else "none"
+
+    def _init_m3(self) -> None:
+        from localembed.encoder import get_encoder
+
+        config = self.config
+        if config.activation != "auto":
+            msg = "bge-m3 scores are similarities, not logits: leave activation='auto'"
+            raise ValueError(msg)
+        options = {
+            name: getattr(config, name)
+            for name in config.model_fields_set & set(ModelOptions.model_fields)
+        }
+        options["model"] = str(self.source.path)
+        if "backend" in config.model_fields_set:
+            options["backend"] = config.backend
+        self.encoder = get_encoder(**options)
+        from localembed.m3 import COLBERT_HEAD_FILE, SPARSE_HEAD_FILE
+
+        missing = [
+            n for n in (SPARSE_HEAD_FILE, COLBERT_HEAD_FILE) if not (self.path / n).is_file()
+        ]
+        if missing:
+            msg = f"scoring='bge-m3' needs {', '.join(missing)} in {self.path}"
+            raise FileNotFoundError(msg)
+        self.tokenizer = self.encoder.tokenizer
+        self.model_config = self.encoder.model_config
+        self.num_labels = 1
+        self.max_length = self.encoder.settings.max_length
+        self.sources["max_length"] = self.encoder.settings.sources["max_length"]
+        self.activation = "none"
+        self.sources["activation"] = "bge-m3 similarity"
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved settings, as ``localembed info`` prints them."""
+        return {
+            "model": self.source.name,
+            "path": str(self.source.path),
+            "architecture": self.model_config.model_type,
+            "scoring": self.scoring,
+            "labels": self.num_labels,
+            "activation": self.activation,
+            "max_length": self.max_length,
+            "device": str(self.device),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "sources": dict(self.sources),
+        }
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def score(
+        self, pairs: Sequence[tuple[str, str]], *, batch_size: int | None = None
+    ) -> np.ndarray:
+        """Relevance of each (query, document) pair; row i belongs to pairs[i].
+
+        Args:
+            pairs: (query, document) tuples or two-item lists; an empty list gives an empty
+                array without a model call.
+            batch_size: pairs per forward pass; default: the configured ``batch_size``.
+
+        Returns:
+            float32 scores: shape (len(pairs),) for a one-label model (rerankers), else
+            (len(pairs), labels). With the sigmoid activation each is in [0, 1].
+
+        Raises:
+            TypeError: ``pairs`` is not a list of (str, str) pairs; the message names the
+                first bad pair.
+            FloatingPointError: the model gave NaN or infinite scores (names the pairs).
+        """
+        queries, documents = check_pairs(pairs)
+        if self.encoder is not None:
+            return self._m3_scores(queries, documents)
+        if not queries:
+            shape = (0,) if self.num_labels == 1 else (0, self.num_labels)
+            return np.empty(shape, dtype=np.float32)
+        tokenized = self.tokenize(queries, documents)
+        scores = np.empty((len(queries), self.num_labels), dtype=np.float32)
+
+        def step(indices: list[int]) -> None:
+            type_ids = tokenized.type_ids
+            logits = self.forward(
+                [tokenized.ids[i] for i in indices],
+                None if type_ids is None else [type_ids[i] for i in indices],
+            ).float()
+            if self.activation == "sigmoid":
+                logits = logits.sigmoid()
+            scores[indices] = logits.cpu().numpy()
+
+        run_batches(
+            [len(ids) for ids in tokenized.ids],
+            step,
+            batch_size=batch_size or self.config.batch_size,
+            max_batch_tokens=self.config.max_batch_tokens,
+            device=self.device,
+            max_length=self.max_length,
+            description="reranking",
+            unit="pair",
+        )
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+        if len(bad):
+            msg = (
+                f"the model gave NaN or infinite scores for {len(bad)} pair(s) (first: "
+                f"{', '.join(map(str, bad[:5]))}); with dtype float16 the logits can overflow, "
+                f"use dtype='float32' or 'bfloat16'"
+            )
+            raise FloatingPointError(msg)
+        return scores[:, 0] if self.num_labels == 1 else scores
+
+    def rerank(
+        self,
+        query: str,
+        documents: Sequence[str],
+        top_n: int | None = None,
+        *,
+        batch_size: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """The documents' indices and scores, most relevant first (ties keep input order).
+
+        Args:
+            query: the query.
+            documents: the candidate documents; an empty list gives [] without a model call.
+            top_n: keep this many (None: all).
+            batch_size: pairs per forward pass; default: the configured ``batch_size``.
+
+        Returns:
+            ``[(index into documents, score), ...]`` sorted by score, highest first.
+
+        Raises:
+            TypeError: the query is not a str, ``documents`` is a bare str or not a list of
+                str (the message names the first bad index).
+            ValueError: a negative ``top_n``, or a model with several labels.
+        """
+        query = check_text(query, "query")
+        items = check_texts(documents)
+        if top_n is not None and (isinstance(top_n, bool) or top_n < 0):
+            msg = f"top_n must be None or a count >= 0, got {top_n!r}"
+            raise ValueError(msg)
+        if self.num_labels != 1:
+            msg = (
+                f"rerank needs a one-label model; {self.source.name} has {self.num_labels} labels: "
+                f"use score(pairs) for its per-label scores"
+            )
+            raise ValueError(msg)
+        if not items or top_n == 0:
+            return []
+        scores = self.score([(query, document) for document in items], batch_size=batch_size)
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return [(int(index), float(scores[index])) for index in order]
+
+    # -- stages ---------------------------------------------------------------------------
+
+    def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
+        """Tokenize pairs as two segments, truncated ``longest_first`` to ``max_length``.
+
+        Over-long pairs are counted and warned about (one warning per call).
+        """
+        limit = self.max_length * CHARS_PER_TOKEN_BOUND
+        cut_queries = [text[:limit] for text in queries]
+        cut_documents = [text[:limit] for text in documents]
+        # One token more than max_length shows which pairs overflow; those are tokenized
+        # again at max_length (the truncation sentence-transformers applies).
+        encoded = self._encode(cut_queries, cut_documents, self.max_length + 1)
+        ids, type_ids = encoded
+        over = [i for i, row in enumerate(ids) if len(row) > self.max_length]
+        cut = [
+            i
+            for i, row in enumerate(ids)
+            if len(row) <= self.max_length and max(len(queries[i]), len(documents[i])) > limit
+        ]
+        if cut:  # a cut text that no longer overflows (extremely long "words"): read it whole
+            whole = self._encode([queries[i] for i in cut], [documents[i] for i in cut], None)
+            for position, index in enumerate(cut):
+                ids[index] = whole[0][position]
+                if type_ids is not None and whole[1] is not None:
+                    type_ids[index] = whole[1][position]
+            over = sorted({*over, *(i for i in cut if len(ids[i]) > self.max_length)})
+        if over:
+            again = self._encode(
+                [cut_queries[i] for i in over], [cut_documents[i] for i in over], self.max_length
+            )
+            for position, index in enumerate(over):
+                ids[index] = again[0][position]
+                if type_ids is not None and again[1] is not None:
+                    type_ids[index] = again[1][position]
+            logger.warning(
+                "%d of %d pairs were longer than %d tokens and were truncated",
+                len(over),
+                len(ids),
+                self.max_length,
+            )
+        return TokenizedPairs(ids=ids, type_ids=type_ids, truncated=len(over))
+
+    def _encode(
+        self, queries: list[str], documents: list[str], max_length: int | None
+    ) -> tuple[list[list[int]], list[list[int]] | None]:
+        encoded = self.tokenizer(
+            queries,
+            documents,
+            truncation="longest_first" if max_length is not None else False,
+            max_length=max_length,
+            return_attention_mask=False,
+            return_token_type_ids=self._segments,
+        )
+        ids = [list(row) for row in encoded["input_ids"]]
+        type_ids = [list(row) for row in encoded["token_type_ids"]] if self._segments else None
+        return ids, type_ids
+
+    def forward(self, rows: list[list[int]], type_ids: list[list[int]] | None) -> torch.Tensor:
+        """Pad ``rows`` on the right and run the model once: (rows, labels) logits."""
+        input_ids, attention_mask = pad_right(rows, self._pad_id, self.device)
+        segments = None if type_ids is None else pad_right(type_ids, 0, self.device)[0]
+        assert self.runtime is not None, "bge-m3 scoring has no classification forward pass"
+        with self._forward_lock:
+            return self.runtime(input_ids, attention_mask, segments)
+
+    def _m3_scores(self, queries: list[str], documents: list[str]) -> np.ndarray:
+        """bge-m3: each query and document encoded once (dense, sparse, ColBERT), then mixed."""
+        from localembed.m3 import M3Output, hybrid_score
+
+        assert self.encoder is not None
+        scores = np.empty(len(queries), dtype=np.float32)
+        if not queries:
+            return scores
+        unique_queries = list(dict.fromkeys(queries))
+        unique_documents = list(dict.fromkeys(documents))
+        encoded_queries = self.encoder.encode_m3(
+            unique_queries, dense=True, sparse=True, colbert=True
+        )
+        encoded_documents = self.encoder.encode_m3(
+            unique_documents, dense=True, sparse=True, colbert=True
+        )
+        query_row = {text: i for i, text in enumerate(unique_queries)}
+        document_row = {text: i for i, text in enumerate(unique_documents)}
+
+        def rows(output: M3Output, picked: list[int]) -> M3Output:
+            assert output.dense is not None and output.sparse is not None
+            assert output.colbert is not None
+            return M3Output(
+                dense=output.dense[picked],
+                sparse=[output.sparse[i] for i in picked],
+                colbert=[output.colbert[i] for i in picked],
+            )
+
+        by_query: dict[int, list[int]] = {}
+        for index, query in enumerate(queries):
+            by_query.setdefault(query_row[query], []).append(index)
+        for query_index, pair_indices in by_query.items():
+            picked = [document_row[documents[i]] for i in pair_indices]
+            mixed = hybrid_score(
+                rows(encoded_queries, [query_index]),
+                rows(encoded_documents, picked),
+                weights=self.config.m3_weights,
+            )[self.config.m3_score]
+            scores[pair_indices] = mixed[0]
+        return scores
+
+
+_rerankers: SharedModels[LocalReranker] = SharedModels()
+
+
+def _cache_key(config: RerankerConfig) -> tuple[Any, ...]:
+    options = config.reranker_options()
+    options["model"] = model_identity(config.model)
+    device = resolve_device(config.device)
+    options["device"] = str(device)
+    options["dtype"] = str(resolve_dtype(config.dtype, device))
+    return tuple(sorted(options.items()))
+
+
+def get_reranker(config: RerankerConfig | None = None, /, **options: Any) -> LocalReranker:
+    """The shared reranker for these settings: loaded on first use, then the same instance.
+
+    Takes a :class:`RerankerConfig` (or an adapter, which is one), keyword options (the
+    same names), or both (options override the config). Thread-safe.
+
+    Example:
+        >>> from localembed import get_reranker
+        >>> a = get_reranker(model="BAAI/bge-reranker-base")  # doctest: +SKIP
+        >>> a is get_reranker(model="BAAI/bge-reranker-base")  # doctest: +SKIP
+        True
+
+    """
+    if config is None:
+        config = RerankerConfig(**options)
+    elif options:
+        config = RerankerConfig(**{**config.explicit_options(), **options})
+    spelled = (tuple(config.reranker_options().items()), os.getcwd())
+    return _rerankers.get(spelled, lambda: _cache_key(config), lambda: _load(config))
+
+
+def _load(config: RerankerConfig) -> LocalReranker:
+    # The reranker keeps the settings alone, not the adapter it was asked through.
+    if type(config) is not RerankerConfig:
+        config = RerankerConfig(**config.explicit_options())
+    return LocalReranker(config)
+
+
+def clear_reranker_cache() -> None:
+    """Forget every shared reranker (their memory is freed once nothing else holds them)."""
+    _rerankers.clear()
