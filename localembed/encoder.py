@@ -7,7 +7,6 @@ LlamaIndex adapter with the same settings hold one model in memory.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -22,7 +21,6 @@ from localembed.loading import (
     load_model_config,
     load_tokenizer,
     locate_model,
-    model_identity,
     read_sentence_transformers_metadata,
 )
 from localembed.pooling import pool
@@ -717,15 +715,6 @@ class LocalEncoder:
 _encoders: SharedModels[LocalEncoder] = SharedModels()
 
 
-def _cache_key(config: EncoderConfig) -> tuple[Any, ...]:
-    options = config.encoder_options()
-    options["model"] = model_identity(config.model)
-    device = resolve_device(config.device)
-    options["device"] = str(device)
-    options["dtype"] = str(resolve_dtype(config.dtype, device))
-    return tuple(sorted(options.items()))
-
-
 def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> LocalEncoder:
     """The shared encoder for these settings: loaded on first use, then the same instance.
 
@@ -743,10 +732,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         config = EncoderConfig(**options)
     elif options:
         config = EncoderConfig(**{**config.explicit_options(), **options})
-    # Adapters call this on every embed call: settings already seen skip re-resolving the
-    # model path and device (which depend on the working directory and the machine only).
-    spelled = (tuple(config.encoder_options().items()), os.getcwd())
-    return _encoders.get(spelled, lambda: _cache_key(config), lambda: _load(config))
+    return _encoders.for_settings(config.encoder_options(), lambda: _load(config))
 
 
 def _load(config: EncoderConfig) -> LocalEncoder:

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +53,6 @@ from localembed.loading import (
     load_model_config,
     load_tokenizer,
     locate_model,
-    model_identity,
     read_sentence_transformers_metadata,
 )
 from localembed.presets import find_preset
@@ -603,15 +601,6 @@ class LocalReranker:
 _rerankers: SharedModels[LocalReranker] = SharedModels()
 
 
-def _cache_key(config: RerankerConfig) -> tuple[Any, ...]:
-    options = config.reranker_options()
-    options["model"] = model_identity(config.model)
-    device = resolve_device(config.device)
-    options["device"] = str(device)
-    options["dtype"] = str(resolve_dtype(config.dtype, device))
-    return tuple(sorted(options.items()))
-
-
 def get_reranker(config: RerankerConfig | None = None, /, **options: Any) -> LocalReranker:
     """The shared reranker for these settings: loaded on first use, then the same instance.
 
@@ -629,8 +618,7 @@ def get_reranker(config: RerankerConfig | None = None, /, **options: Any) -> Loc
         config = RerankerConfig(**options)
     elif options:
         config = RerankerConfig(**{**config.explicit_options(), **options})
-    spelled = (tuple(config.reranker_options().items()), os.getcwd())
-    return _rerankers.get(spelled, lambda: _cache_key(config), lambda: _load(config))
+    return _rerankers.for_settings(config.reranker_options(), lambda: _load(config))
 
 
 def _load(config: RerankerConfig) -> LocalReranker:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -54,8 +55,32 @@ class SharedModels(Generic[T]):
             self._resolved[spelled] = key
         return item
 
+    def for_settings(self, options: dict[str, Any], build: Callable[[], T]) -> T:
+        """The model for these settings (model, device, dtype and the model's own options).
+
+        Settings that resolve alike (a relative and an absolute path, ``device="auto"`` and
+        the device it picks) share one model; see :func:`settings_key`.
+        """
+        # Adapters call this on every call: settings already seen skip re-resolving the
+        # model path and device (which depend on the working directory and the machine only).
+        spelled = (tuple(options.items()), os.getcwd())
+        return self.get(spelled, lambda: settings_key(options), build)
+
     def clear(self) -> None:
         """Forget every model (its memory is freed once nothing else holds it)."""
         with self._lock:
             self._items.clear()
             self._resolved.clear()
+
+
+def settings_key(options: dict[str, Any]) -> tuple[Any, ...]:
+    """The sharing key of ``options``: the model's identity, the resolved device and dtype."""
+    from localembed.encoder import resolve_device, resolve_dtype
+    from localembed.loading import model_identity
+
+    resolved = dict(options)
+    resolved["model"] = model_identity(options["model"])
+    device = resolve_device(options["device"])
+    resolved["device"] = str(device)
+    resolved["dtype"] = str(resolve_dtype(options["dtype"], device))
+    return tuple(sorted(resolved.items()))
