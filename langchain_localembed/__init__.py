@@ -1,15 +1,16 @@
-"""LangChain adapters for localembed: ``LocalEmbeddings`` and bge-m3's ``LocalSparseEmbeddings``."""
+"""LangChain adapters: ``LocalEmbeddings``, ``LocalCrossEncoder``, ``LocalSparseEmbeddings``."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from langchain_localembed.cross_encoder import LocalCrossEncoder
 from langchain_localembed.embeddings import LocalEmbeddings
 
 if TYPE_CHECKING:
     from langchain_localembed.sparse import LocalSparseEmbeddings, SparseVector
 
-__all__ = ["LocalEmbeddings", "LocalSparseEmbeddings", "SparseVector"]
+__all__ = ["LocalCrossEncoder", "LocalEmbeddings", "LocalSparseEmbeddings", "SparseVector"]
 
 
 def __getattr__(name: str) -> Any:

@@ -6,16 +6,21 @@ from importlib.metadata import entry_points
 from typing import Any
 
 ENTRY_POINT_GROUP = "localembed.adapters"
-_EXTRAS = {"langchain": "langchain", "llamaindex": "llamaindex"}
+_EXTRAS = {
+    "langchain": "langchain",
+    "llamaindex": "llamaindex",
+    "langchain-reranker": "langchain",
+    "llamaindex-reranker": "llamaindex",
+}
 
 
 def available_adapters() -> list[str]:
-    """Names of the installed framework adapters.
+    """Names of the installed framework adapters: embeddings and rerankers.
 
     Example:
         >>> from localembed import available_adapters
         >>> available_adapters()
-        ['langchain', 'llamaindex']
+        ['langchain', 'langchain-reranker', 'llamaindex', 'llamaindex-reranker']
 
     """
     return sorted(point.name for point in entry_points(group=ENTRY_POINT_GROUP))

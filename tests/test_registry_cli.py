@@ -10,7 +10,12 @@ from localembed import available_adapters, load_adapter
 
 
 def test_available_adapters() -> None:
-    assert available_adapters() == ["langchain", "llamaindex"]
+    assert available_adapters() == [
+        "langchain",
+        "langchain-reranker",
+        "llamaindex",
+        "llamaindex-reranker",
+    ]
 
 
 def test_load_adapter_builds_each_framework() -> None:
@@ -22,5 +27,7 @@ def test_load_adapter_builds_each_framework() -> None:
 
 
 def test_load_adapter_unknown_name() -> None:
-    with pytest.raises(ValueError, match="installed adapters: langchain, llamaindex"):
+    with pytest.raises(
+        ValueError, match="installed adapters: langchain, langchain-reranker, llamaindex"
+    ):
         load_adapter("haystack")
