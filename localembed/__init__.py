@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from localembed.config import EncoderConfig
+from localembed.config import EncoderConfig, RerankerConfig
 from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 
@@ -19,12 +19,7 @@ if TYPE_CHECKING:
         clear_encoder_cache,
         get_encoder,
     )
-    from localembed.reranker import (
-        LocalReranker,
-        RerankerConfig,
-        clear_reranker_cache,
-        get_reranker,
-    )
+    from localembed.reranker import LocalReranker, clear_reranker_cache, get_reranker
 
 __all__ = [
     "POOLING_MODES",
@@ -49,7 +44,7 @@ def __getattr__(name: str) -> Any:
         from localembed import encoder
 
         return getattr(encoder, name)
-    if name in {"LocalReranker", "RerankerConfig", "get_reranker", "clear_reranker_cache"}:
+    if name in {"LocalReranker", "get_reranker", "clear_reranker_cache"}:
         from localembed import reranker
 
         return getattr(reranker, name)

@@ -32,13 +32,12 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from pydantic import AliasChoices, Field
 
 from localembed.batching import pad_right, run_batches
-from localembed.config import ModelOptions
+from localembed.config import ModelOptions, RerankerConfig
 from localembed.encoder import (
     CHARS_PER_TOKEN_BOUND,
     check_text,
@@ -86,62 +85,6 @@ _SAVED_ACTIVATIONS = {
     "torch.nn.Identity": "none",
 }
 """sentence-transformers' saved activation paths that localembed applies."""
-
-
-class RerankerConfig(ModelOptions):
-    """Settings of a :class:`LocalReranker`; the same settings share one model.
-
-    Example:
-        >>> from localembed.reranker import RerankerConfig
-        >>> RerankerConfig(model="BAAI/bge-reranker-base", activation="none").activation
-        'none'
-        >>> RerankerConfig(model="m", activaton="none")
-        Traceback (most recent call last):
-        ...
-        pydantic_core._pydantic_core.ValidationError: 1 validation error for RerankerConfig
-          Value error, unknown option 'activaton' (did you mean 'activation'?); valid options: ...
-
-    """
-
-    model: str = Field(validation_alias=AliasChoices("model", "model_name"))
-    """Local directory or hub id of a cross-encoder, or of bge-m3 (alias: `model_name`)."""
-
-    activation: Literal["auto", "sigmoid", "none"] = "auto"
-    """On the logits: "auto" (the model's saved choice, its preset, else sigmoid for one
-    label and none for several, as sentence-transformers' CrossEncoder), "sigmoid", or
-    "none" (raw logits)."""
-
-    backend: Literal["torch", "onnx"] = "torch"
-    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`)."""
-
-    scoring: Literal["auto", "cross-encoder", "bge-m3"] = "auto"
-    """"auto": a classification head makes a cross-encoder, bge-m3's sparse and ColBERT heads
-    make "bge-m3" (dense + sparse + ColBERT scores, see `m3_weights`)."""
-
-    m3_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    """bge-m3 scoring: weights of (dense, sparse, ColBERT) in the mix; FlagEmbedding's
-    compute_score default [1, 1, 1] (its model card suggests [0.4, 0.2, 0.4])."""
-
-    m3_score: Literal["dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense"] = (
-        "colbert+sparse+dense"
-    )
-    """bge-m3 scoring: which of FlagEmbedding's compute_score results ranks."""
-
-    def reranker_options(self) -> dict[str, Any]:
-        """The reranker's settings alone (an adapter's own fields left out)."""
-        return {name: getattr(self, name) for name in RerankerConfig.model_fields}
-
-    def explicit_options(self) -> dict[str, Any]:
-        """The reranker settings given explicitly (defaults left out, so "auto" rules apply)."""
-        return {
-            name: getattr(self, name)
-            for name in sorted(self.model_fields_set)
-            if name in RerankerConfig.model_fields
-        }
-
-    def load_reranker(self) -> LocalReranker:
-        """The shared reranker for these settings (loaded on first use, then reused)."""
-        return get_reranker(self)
 
 
 @dataclass(frozen=True)

@@ -266,3 +266,38 @@ def test_bge_m3_reranks_like_flagembedding_compute_score(
         model=str(tiny_xlmr_dir), device="cpu", max_length=M3_MAX_LENGTH, m3_score="dense"
     )
     np.testing.assert_allclose(dense.score(PAIRS), theirs["dense"], atol=1e-5, rtol=0)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def test_cli_rerank_prints_the_ranking(
+    reranker_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from localembed.cli import main
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("\n".join(text or "-" for text in DOCUMENTS) + "\n", encoding="utf-8")
+    texts = docs.read_text(encoding="utf-8").splitlines()
+    path = str(reranker_dirs["xlm-roberta"])
+    expected = get_reranker(model=path, device="cpu").rerank(QUERY, texts, top_n=3)
+    common = [QUERY, "--file", str(docs), "--model", path, "--device", "cpu", "--top-n", "3"]
+    assert main(["rerank", *common]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["rank", "doc", "score", "document"]
+    assert [int(line.split()[1]) - 1 for line in lines[1:]] == [i for i, _ in expected]
+    assert main(["rerank", *common, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert [(r["index"], r["document"]) for r in report["results"]] == [
+        (i, texts[i]) for i, _ in expected
+    ]
+    np.testing.assert_allclose(
+        [r["relevance_score"] for r in report["results"]], [s for _, s in expected], atol=1e-6
+    )
+    assert main(["rerank", QUERY, "--model", path]) == 2  # no documents
+    assert "give documents" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: an unknown flag is a usage error
+        main(["rerank", QUERY, "--doc", "a", "--model", path, "--activaton", "none"])
+    assert main(["rerank", QUERY, "--doc", "a", "--model", path, "--top-n", "0"]) == 2

@@ -30,6 +30,7 @@ from localembed.hardware import configure_process
 COMMANDS = (
     "embed",
     "similarity",
+    "rerank",
     "tokens",
     "info",
     "bench",
@@ -41,6 +42,7 @@ OVERVIEW = """\
 examples:
   localembed embed docs.txt -o docs.npy
   localembed similarity "A cat sits on the mat." "A kitten rests on a rug."
+  localembed rerank "where do cats sleep?" --file docs.txt --model BAAI/bge-reranker-base
   localembed tokens "Embeddings turn text into vectors."
   localembed info --json
   localembed bench --contenders "localembed fp32" --rounds 1 --no-stream

@@ -12,7 +12,7 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from localembed.config import EncoderConfig
+from localembed.config import EncoderConfig, ModelOptions
 from localembed.pooling import POOLING_MODES
 
 if TYPE_CHECKING:
@@ -74,9 +74,9 @@ def add_command(
     return parser
 
 
-def _flag_options(name: str) -> dict[str, Any]:
-    """The argparse keywords for an EncoderConfig field: its help, type and choices."""
-    info = EncoderConfig.model_fields[name]
+def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[str, Any]:
+    """The argparse keywords for a field of ``config``: its help, type and choices."""
+    info = config.model_fields[name]
     text = " ".join((info.description or "").split()).replace("%", "%%")
     options: dict[str, Any] = {"dest": name, "default": None, "help": text}
     annotation = info.annotation
@@ -113,7 +113,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, model: bool = True) ->
     for flag, name in MODEL_FLAGS:
         if name == "model" and not model:
             continue
-        group.add_argument(flag, **_flag_options(name))
+        group.add_argument(flag, **flag_options(name))
     group.add_argument(
         "--instruction",
         default=None,
