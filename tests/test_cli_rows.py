@@ -26,6 +26,7 @@ import pytest
 from localembed import get_encoder
 from localembed.cli import main
 from localembed.encoder import LocalEncoder
+from tests.test_cli import InterruptedStdin
 
 NO_MODEL = "/nonexistent/model-folder"
 
@@ -249,20 +250,6 @@ def test_column_options_are_checked(tmp_path: Path, capsys: pytest.CaptureFixtur
     txt.write_text("a\n")
     code, _, err = run(capsys, "embed", txt, "-o", tmp_path / "o.jsonl", "--id-column", "x")
     assert code == 2 and "apply to .jsonl, .csv, .tsv and .parquet inputs" in err
-
-
-class InterruptedStdin(io.StringIO):
-    """Standard input on which Ctrl-C arrives after ``lines`` lines were read."""
-
-    def __init__(self, text: str, lines: int) -> None:
-        super().__init__(text)
-        self.left = lines
-
-    def __next__(self) -> str:
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return super().__next__()
 
 
 @pytest.mark.parametrize("output_format", ["jsonl", "parquet"])
