@@ -17,7 +17,12 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from localembed.benchmark import main
+from localembed.hardware import configure_process
+
+# The process settings of `localembed bench` (and of the CLI and server): before torch loads.
+configure_process()
+
+from localembed.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

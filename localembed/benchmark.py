@@ -194,31 +194,55 @@ class Contender:
     seconds: dict[str, list[float]] = field(default_factory=dict)
 
 
+GEMM_SHAPES = [(2048, 384, 1536), (2048, 1536, 384), (1024, 1024, 1024), (2048, 768, 3072)]
+"""(rows, inner, columns) of the ceiling's matrix products: transformer Linear shapes."""
+
+
 def gemm_ceiling(seconds: float = 2.0) -> float:
-    """Best fp32 GFLOP/s of torch matrix products of transformer-like shapes, in this process."""
+    """Best fp32 GFLOP/s of torch's matrix products on transformer shapes, in this process.
+
+    The best of torch's default (MKL on x86) and oneDNN, so that on CPUs where MKL leaves
+    kernels unused (AMD with AVX-512) the ceiling is the machine's, not MKL's.
+    """
+    return max(gemm_rates(seconds).values())
+
+
+def gemm_rates(seconds: float = 2.0) -> dict[str, float]:
+    """Best fp32 GFLOP/s over :data:`GEMM_SHAPES` of each kernel: "mkl" (torch.mm), "onednn"."""
     import torch
 
-    best = 0.0
-    for m, k, n in [(2048, 384, 1536), (2048, 1536, 384), (1024, 1024, 1024), (2048, 768, 3072)]:
+    from localembed.onednn import onednn_available
+
+    rates: dict[str, float] = {}
+    for m, k, n in GEMM_SHAPES:
         a, b = torch.randn(m, k), torch.randn(k, n)
-        torch.mm(a, b)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds / 4:
-            torch.mm(a, b)
-            count += 1
-        elapsed = time.perf_counter() - start
-        best = max(best, 2 * m * k * n * count / elapsed / 1e9)
-    return best
+        weight = b.t().contiguous()
+        kernels: dict[str, Callable[[], Any]] = {"mkl": partial(torch.mm, a, b)}
+        if onednn_available():
+            kernels["onednn"] = partial(
+                torch.ops.mkldnn._linear_pointwise, a, weight, None, "none", [], ""
+            )
+        for name, kernel in kernels.items():
+            kernel()
+            count, start = 0, time.perf_counter()
+            while time.perf_counter() - start < seconds / 4 / len(kernels):
+                kernel()
+                count += 1
+            rate = 2 * m * k * n * count / (time.perf_counter() - start) / 1e9
+            rates[name] = max(rates.get(name, 0.0), rate)
+    return rates
 
 
-def flops_per_token(model_config: Any, mean_length: float) -> float:
-    """Forward FLOPs per token: 2 x weights in the layers + attention scores and mixing."""
+def flops_per_token(model_config: Any) -> float:
+    """Linear-layer FLOPs per real token: 2 per weight of the layers' matrix products.
+
+    Attention's own products (and padding) are not counted: the share of the GEMM ceiling
+    is useful work only.
+    """
     hidden = model_config.hidden_size
     layers = model_config.num_hidden_layers
     inner = model_config.intermediate_size
-    weights = layers * (4 * hidden * hidden + 2 * hidden * inner)
-    attention = layers * 4 * hidden * mean_length
-    return float(2.0 * weights + attention)
+    return float(2.0 * layers * (4 * hidden * hidden + 2 * hidden * inner))
 
 
 def mixed_documents(sentences: list[str], count: int, seed: int = 0) -> list[str]:
@@ -495,14 +519,14 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         name: sum(len(ids) for ids in reference_encoder.tokenize(texts).ids)
         for name, texts in corpora.items()
     }
-    mean_length = {name: tokens[name] / len(texts) for name, texts in corpora.items()}
     contenders = build_contenders(args.model, names, notes)
     if not contenders:
         msg = "no contender can run here: " + "; ".join(notes)
         raise RuntimeError(msg)
     print(
         f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
-        f"cpu capability {torch.backends.cpu.get_cpu_capability()}"
+        f"cpu capability {torch.backends.cpu.get_cpu_capability()}; "
+        + ", ".join(f"{k}={v}" for k, v in process_settings().items())
     )
     print(
         f"# corpora: short {len(corpora['short'])} texts / {tokens['short']} tokens, "
@@ -511,16 +535,18 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     for note in notes:
         print(f"# {note}")
 
-    ceiling = gemm_ceiling()
+    rates = gemm_rates()
     for round_index in range(args.rounds):
         for contender in contenders:
             for corpus, texts in corpora.items():
                 gc.collect()
                 seconds = time_call(partial(contender.encode, texts))
                 contender.seconds.setdefault(corpus, []).append(seconds)
-        ceiling = max(ceiling, gemm_ceiling(1.0))
+        for kernel, rate in gemm_rates(1.0).items():
+            rates[kernel] = max(rates[kernel], rate)
         print(f"# round {round_index + 1}/{args.rounds} done")
 
+    ceiling = max(rates.values())
     reference = {name: reference_encoder.encode(texts) for name, texts in corpora.items()}
     latency, bare = query_latencies(contenders, bare_forward(args.model), queries)
     baseline = next((c for c in contenders if c.name == "sentence-transformers"), contenders[0])
@@ -532,8 +558,8 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
             row[f"{corpus}_docs_per_s"] = len(corpora[corpus]) / best
             row[f"{corpus}_tokens_per_s"] = tokens[corpus] / best
             row[f"{corpus}_ratio"] = min(baseline.seconds[corpus]) / best
-            gflops = flops_per_token(reference_encoder.model_config, mean_length[corpus])
-            row[f"{corpus}_ceiling_pct"] = 100 * gflops * tokens[corpus] / best / 1e9 / ceiling
+            flops = flops_per_token(reference_encoder.model_config)
+            row[f"{corpus}_ceiling_pct"] = 100 * flops * tokens[corpus] / best / 1e9 / ceiling
         row["max_1_minus_cos"] = max(
             cosine_gap(contender.encode(texts), reference[corpus])
             for corpus, texts in corpora.items()
@@ -545,9 +571,13 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
 
     _print_table(results, baseline.name)
     print(
-        f"# fp32 GEMM ceiling in this process: {ceiling:.0f} GFLOP/s; bare forward query "
+        f"# fp32 GEMM ceiling in this process: {ceiling:.0f} GFLOP/s ("
+        + ", ".join(f"{k} {v:.0f}" for k, v in rates.items())
+        + f"); % ceil counts 2 FLOPs per Linear weight per real token; bare forward query "
         f"{1000 * bare:.2f} ms"
     )
+    busy = _contention(args, corpora["mixed"], reference_encoder)
+    _summary(results, busy, baseline.name)
     stream = _stream(args, contenders)
     report = {
         "results": results,
@@ -555,6 +585,9 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         "data": str(args.data) if args.data is not None else None,
         "notes": notes,
         "gemm_ceiling_gflops": ceiling,
+        "gemm_rates_gflops": rates,
+        "process_settings": process_settings(),
+        "contention": busy,
         "bare_query_ms": 1000 * bare,
         "tokens": tokens,
         "stream": stream,
@@ -565,6 +598,63 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def process_settings() -> dict[str, str]:
+    """This process's thread policy and Linear kernel (as ``localembed info --hardware``)."""
+    from localembed import hardware
+
+    return {
+        hardware.WAIT_POLICY: os.environ.get(hardware.WAIT_POLICY, "unset"),
+        "Linear kernel": hardware.linear_kernel(),
+    }
+
+
+def _contention(args: argparse.Namespace, mixed: list[str], encoder: Any) -> list[dict[str, Any]]:
+    from localembed import contention
+
+    count = getattr(args, "contention", 0)
+    if not count:
+        return []
+    texts = mixed[:count]
+    results = contention.measure(str(encoder.source.path), texts, args.rounds)
+    return contention.report(results, len(texts), busy=1)
+
+
+def _summary(results: list[dict[str, Any]], busy: list[dict[str, Any]], baseline: str) -> None:
+    """One line per goal of the performance issue: measured value and goal."""
+    if baseline != "sentence-transformers":
+        return
+    rows = {row["name"]: row for row in results}
+    fp32 = rows.get("localembed fp32")
+    lines = []
+    if fp32 is not None:
+        lines.append(
+            f"fp32: {fp32['mixed_ratio']:.2f}x sentence-transformers (mixed), "
+            f"{fp32['mixed_ceiling_pct']:.0f}% of the GEMM ceiling (goal 80%), "
+            f"max 1-cos {fp32['max_1_minus_cos']:.1e}"
+        )
+    int8 = [row for name, row in rows.items() if "int8" in name]
+    if int8:
+        best = max(int8, key=lambda row: row["mixed_ratio"])
+        reference_sts = fp32["sts_spearman"] if fp32 is not None else None
+        delta = (
+            f", STS {best['sts_spearman'] - reference_sts:+.2f} vs fp32"
+            if best["sts_spearman"] is not None and reference_sts is not None
+            else ""
+        )
+        lines.append(
+            f"fastest int8: {best['name']} {best['mixed_ratio']:.2f}x sentence-transformers "
+            f"(mixed; goal 2.0x){delta} (goal within 1.0)"
+        )
+    for row in busy:
+        if row["busy_ratio"] is not None and row["name"] != "sentence-transformers":
+            lines.append(
+                f"beside a busy process: {row['name']} {row['busy_ratio']:.2f}x "
+                f"sentence-transformers (goal 1.3x)"
+            )
+    for line in lines:
+        print(f"# {line}")
 
 
 def peak_rss_mb() -> float | None:

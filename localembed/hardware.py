@@ -268,6 +268,25 @@ class ProcessSettings:
     kept: dict[str, str] = field(default_factory=dict)
 
 
+def recommended_settings(cpu: CpuInfo | None = None) -> dict[str, str]:
+    """The environment :func:`configure_process` sets (where the user has not).
+
+    Example:
+        >>> recommended_settings(CpuInfo(vendor="AuthenticAMD", flags=frozenset({"avx512f"})))
+        {'OMP_WAIT_POLICY': 'PASSIVE', 'LOCALEMBED_LINEAR_KERNEL': 'auto'}
+
+    """
+    wanted = {WAIT_POLICY: "PASSIVE"}
+    if (cpu or read_cpuinfo()).amd_avx512:
+        wanted[LINEAR_KERNEL] = "auto"
+    return wanted
+
+
+def configured() -> dict[str, str]:
+    """The variables :func:`configure_process` set in this process's environment."""
+    return dict(_CONFIGURED)
+
+
 _CONFIGURED: dict[str, str] = {}
 """The variables :func:`configure_process` set in this process (for describe_hardware)."""
 
@@ -299,10 +318,7 @@ def configure_process(
             stacklevel=2,
         )
         return settings
-    wanted = {WAIT_POLICY: "PASSIVE"}
-    if (cpu or read_cpuinfo()).amd_avx512:
-        wanted[LINEAR_KERNEL] = "auto"
-    for name, value in wanted.items():
+    for name, value in recommended_settings(cpu).items():
         if env.get(name):
             settings.kept[name] = env[name]
         else:

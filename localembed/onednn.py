@@ -39,6 +39,8 @@ def _linear_class() -> Any:
         def extra_repr(self) -> str:
             return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN"
 
+    OneDnnLinear.__module__ = __name__
+    OneDnnLinear.__qualname__ = "OneDnnLinear"
     return OneDnnLinear
 
 
@@ -74,3 +76,12 @@ def use_onednn_linear(model: Any) -> int:
                 setattr(parent, name, linear_class(child))
                 swapped += 1
     return swapped
+
+
+def __getattr__(name: str) -> Any:
+    # OneDnnLinear is made on first use (it subclasses torch.nn.Module, and this module
+    # imports no torch); naming it here lets pickle find it.
+    if name == "OneDnnLinear":
+        return _linear_class()
+    msg = f"module {__name__!r} has no attribute {name!r}"
+    raise AttributeError(msg)

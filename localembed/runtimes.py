@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
     from localembed.config import ModelOptions
+    from localembed.hardware import Threads
 
 logger = logging.getLogger("localembed")
 
@@ -50,10 +51,23 @@ class Runtime(Protocol):
 
 
 class TorchRuntime:
-    """The transformers model itself, in ``torch.inference_mode``."""
+    """The transformers model itself, in ``torch.inference_mode``.
 
-    def __init__(self, model: PreTrainedModel) -> None:
+    Loading sets torch's intra-op thread count from ``threads`` (process-wide, see
+    :func:`localembed.hardware.apply_threads`) and, where ``LOCALEMBED_LINEAR_KERNEL`` asks
+    for it (the CLI and server set "auto": AMD CPUs with AVX-512), runs the fp32 Linear
+    layers through oneDNN (:mod:`localembed.onednn`; the model is changed in place).
+    """
+
+    def __init__(self, model: PreTrainedModel, *, threads: Threads = "auto") -> None:
+        from localembed.hardware import apply_threads, linear_kernel
+        from localembed.onednn import use_onednn_linear
+
         self.model = model
+        self.threads = apply_threads(threads)
+        self.linear_kernel = linear_kernel()
+        if self.linear_kernel == "onednn":
+            use_onednn_linear(model)
 
     def __call__(
         self,
@@ -219,6 +233,7 @@ class OnnxRuntime:
         quantize: str | None,
         load_model: Callable[[], PreTrainedModel],
         output: str = "last_hidden_state",
+        threads: Threads = "auto",
     ) -> None:
         """Export (once, cached) and open the model in ``model_dir``.
 
@@ -230,6 +245,8 @@ class OnnxRuntime:
                 when no export is cached).
             output: the model's first output: ``"last_hidden_state"`` (a bare model) or
                 ``"logits"`` (a cross-encoder, exported with ``token_type_ids`` as well).
+            threads: the session's intra-op threads; "auto": torch's count capped at the
+                CPUs this process may use (affinity and cgroup quota).
         """
         try:
             import onnxruntime
@@ -239,7 +256,7 @@ class OnnxRuntime:
         self.output = output
         self.path = self._exported_file(model_dir, model_config, quantize, load_model, output)
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = _intra_op_threads()
+        options.intra_op_num_threads = _intra_op_threads(threads)
         options.inter_op_num_threads = 1
         # Spinning worker threads burn the core another thread needs when the machine is
         # busy; blocking costs little per call on small CPUs.
@@ -297,10 +314,12 @@ class OnnxRuntime:
         return target
 
 
-def _intra_op_threads() -> int:
+def _intra_op_threads(threads: Threads) -> int:
     import torch
 
-    return max(1, torch.get_num_threads())
+    from localembed.hardware import resolve_threads
+
+    return max(1, resolve_threads(threads, torch.get_num_threads()))
 
 
 def _export(

@@ -545,11 +545,23 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
         "--rounds",
         1,
         "--no-stream",
+        "--contention",
+        2,
         "--json",
         result,
     )
     assert code == 0
     report = json.loads(result.read_text())
+    busy = {row["name"]: row for row in report["contention"]}
+    assert set(busy) == {
+        "sentence-transformers",
+        "localembed fp32 (library defaults)",
+        "localembed fp32 (CLI/server settings)",
+    }
+    assert busy["localembed fp32 (CLI/server settings)"]["settings"]["OMP_WAIT_POLICY"] != "unset"
+    assert all(row["busy_docs_per_s"] > 0 and row["quiet_docs_per_s"] > 0 for row in busy.values())
+    assert busy["sentence-transformers"]["busy_ratio"] == 1.0
+    assert report["gemm_rates_gflops"]["mkl"] > 0
     assert report["baseline"] == "sentence-transformers" and report["stream"] == {}
     assert report["data"] is None and "STS Spearman skipped" in report["notes"][0]
     rows = {row["name"]: row for row in report["results"]}

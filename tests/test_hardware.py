@@ -236,3 +236,40 @@ def test_cli_sets_a_passive_wait_policy_unless_the_user_set_one(user_policy: str
     amd_avx512 = hardware.read_cpuinfo().amd_avx512
     assert ("fp32 Linear layers: onednn" in lines["GEMM kernels"]) is amd_avx512
     assert lines["features"].startswith("avx2 ")
+
+
+def test_encoder_runs_linear_layers_through_onednn_when_asked(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from localembed import get_encoder
+    from localembed.onednn import onednn_available
+
+    if not onednn_available():
+        pytest.skip("this torch has no oneDNN")
+    texts = ["alpha beta", "", "gamma " * 40, "delta epsilon zeta"]
+    reference = get_encoder(model=tiny_bert_dir, max_batch_tokens=999).encode(texts)
+    monkeypatch.setenv("LOCALEMBED_LINEAR_KERNEL", "onednn")
+    encoder = get_encoder(model=tiny_bert_dir, max_batch_tokens=998)  # its own model
+    kinds = {type(m).__name__ for m in encoder.model.modules()}
+    assert "OneDnnLinear" in kinds and "Linear" not in kinds
+    assert np.abs(encoder.encode(texts) - reference).max() < 1e-5
+    layer = next(m for m in encoder.model.modules() if type(m).__name__ == "OneDnnLinear")
+    copy = pickle.loads(pickle.dumps(layer))
+    inputs = torch.randn(3, layer.in_features)
+    assert torch.equal(copy(inputs), layer(inputs))
+
+
+def test_threads_auto_never_raises_the_count(tiny_bert_dir: Path) -> None:
+    import torch
+
+    from localembed import get_encoder
+
+    before = torch.get_num_threads()
+    get_encoder(model=tiny_bert_dir, max_batch_tokens=997)
+    assert torch.get_num_threads() <= before
+    assert torch.get_num_threads() <= hardware.usable_cpus(quota=hardware.cgroup_cpu_quota())

@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-stream", dest="stream", action="store_const", const=0, help="skip the RSS test"
     )
     parser.add_argument(
+        "--contention",
+        type=int,
+        default=100,
+        help="mixed documents for the run beside a CPU-burning process, each contender in its "
+        "own process (0: skip)",
+    )
+    parser.add_argument(
         "--contenders",
         default=",".join(ALL_CONTENDERS),
         help=f"comma-separated, from: {', '.join(ALL_CONTENDERS)} (default: all)",
