@@ -13,6 +13,11 @@ import pytest
 
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# One Linear kernel for the test process and the CLI processes it starts: the CLI would
+# otherwise choose oneDNN on AMD CPUs with AVX-512 (localembed.hardware.configure_process),
+# and its vectors would differ from in-process ones in the last bits. The oneDNN path has
+# its own tests (tests/test_hardware.py).
+os.environ.setdefault("LOCALEMBED_LINEAR_KERNEL", "mkl")
 
 from tests import model_factory
 
