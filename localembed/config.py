@@ -58,6 +58,11 @@ class ModelOptions(BaseModel):
     quantize: Literal["int8"] | None = None
     """"int8": dynamic int8 Linear layers on the CPU (faster, slightly less accurate)."""
 
+    threads: int | Literal["auto"] = "auto"
+    """CPU threads for the model (torch intra-op / ONNX Runtime); "auto": the CPUs this process
+    may use (affinity and cgroup quota), never more than torch's own count, and a count set
+    with OMP_NUM_THREADS is kept. torch's count is process-wide: the last model loaded sets it."""
+
     allow_pickle_weights: bool = False
     """Load pickle weights (.bin/.pt) when a model has no safetensors; only files you trust."""
 
@@ -86,6 +91,13 @@ class ModelOptions(BaseModel):
     @classmethod
     def _model_as_str(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Path) else value
+
+    @field_validator("threads", mode="before")
+    @classmethod
+    def _check_threads(cls, value: Any) -> Any:
+        from localembed.hardware import check_threads
+
+        return check_threads(value)
 
     @field_validator("device")
     @classmethod

@@ -129,7 +129,7 @@ def load_runtime(
     Args:
         path: the transformer's directory.
         model_config: its configuration.
-        options: quantize, trust_remote_code and allow_pickle_weights come from here.
+        options: quantize, threads, trust_remote_code and allow_pickle_weights come from here.
         backend: "torch" or "onnx".
         device: where the torch model runs.
         dtype: the torch model's weights and compute precision.
@@ -165,12 +165,13 @@ def load_runtime(
                 dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager"
             ),
             output=output,
+            threads=options.threads,
         )
         return runtime, None
     model = load()
     if options.quantize == "int8":
         model = quantize_torch_int8(model)
-    return TorchRuntime(model), model
+    return TorchRuntime(model, threads=options.threads), model
 
 
 def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:

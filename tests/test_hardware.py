@@ -273,3 +273,24 @@ def test_threads_auto_never_raises_the_count(tiny_bert_dir: Path) -> None:
     get_encoder(model=tiny_bert_dir, max_batch_tokens=997)
     assert torch.get_num_threads() <= before
     assert torch.get_num_threads() <= hardware.usable_cpus(quota=hardware.cgroup_cpu_quota())
+
+
+def test_threads_option_sets_torch_and_onnx_threads(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+
+    from localembed import EncoderConfig, get_encoder
+
+    before = torch.get_num_threads()
+    try:
+        get_encoder(model=tiny_bert_dir, threads=1, max_batch_tokens=996)
+        assert torch.get_num_threads() == 1  # process-wide: documented
+        monkeypatch.setenv("LOCALEMBED_CACHE", str(tmp_path))
+        onnx = get_encoder(model=tiny_bert_dir, backend="onnx", threads=1)
+        assert onnx.runtime.session.get_session_options().intra_op_num_threads == 1
+    finally:
+        torch.set_num_threads(before)
+    for bad in (0, -1, True, 1.5, "4"):
+        with pytest.raises(ValueError, match="'auto' or a positive int"):
+            EncoderConfig(threads=bad)
