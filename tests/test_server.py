@@ -1,0 +1,355 @@
+"""The OpenAI-compatible server app (localembed.server), in process: shapes, errors, metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import hypothesis
+import numpy as np
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+
+from localembed import get_encoder
+from localembed.encoder import LocalEncoder
+from localembed.server import ServerSettings, create_app
+
+TEXTS = ["Paris is the capital of France.", "Cats purr when content.", "", "x " * 30]
+KEY = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_bert_dir: Path) -> LocalEncoder:
+    return get_encoder(
+        model=str(tiny_bert_dir),
+        pooling="mean",
+        max_length=32,
+        query_instruction="query: ",
+        document_instruction="passage: ",
+    )
+
+
+def client_for(encoder: LocalEncoder, **settings: Any) -> TestClient:
+    return TestClient(create_app(encoder=encoder, settings=ServerSettings(**settings)))
+
+
+@pytest.fixture(scope="module")
+def client(encoder: LocalEncoder) -> Iterator[TestClient]:
+    with client_for(encoder, api_key="s3cret") as client:
+        yield client
+
+
+def embed(client: TestClient, **body: Any) -> httpx.Response:
+    return client.post("/v1/embeddings", json=body, headers=KEY)
+
+
+def vectors_of(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [item["index"] for item in data] == list(range(len(data)))
+    assert all(item["object"] == "embedding" for item in data)
+    return np.asarray([item["embedding"] for item in data], dtype=np.float32)
+
+
+def test_embeddings_match_the_encoder_row_for_row(
+    client: TestClient, encoder: LocalEncoder
+) -> None:
+    response = embed(client, input=TEXTS, model=encoder.source.name)
+    assert np.abs(vectors_of(response) - encoder.encode(TEXTS)).max() <= 1e-5
+    body = response.json()
+    tokens = sum(len(ids) for ids in encoder.tokenize(TEXTS).ids)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+    assert body["model"] == encoder.source.name and body["object"] == "list"
+    assert response.headers["X-Truncated-Inputs"] == "0"
+    # /embeddings (no /v1), a single string, and no model all work too.
+    single = client.post("/embeddings", json={"input": TEXTS[1]}, headers=KEY)
+    assert np.abs(vectors_of(single)[0] - encoder.encode(TEXTS[1:2])[0]).max() <= 1e-5
+
+
+def test_input_type_applies_the_model_s_instructions(
+    client: TestClient, encoder: LocalEncoder
+) -> None:
+    queries = vectors_of(embed(client, input=TEXTS, input_type="query"))
+    documents = vectors_of(embed(client, input=TEXTS, input_type="document"))
+    assert np.abs(queries - encoder.encode_queries(TEXTS)).max() <= 1e-5
+    assert np.abs(documents - encoder.encode_documents(TEXTS)).max() <= 1e-5
+
+
+def test_base64_is_little_endian_float32(client: TestClient) -> None:
+    floats = vectors_of(embed(client, input=TEXTS))
+    response = embed(client, input=TEXTS, encoding_format="base64")
+    decoded = np.stack(
+        [
+            np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+            for item in response.json()["data"]
+        ]
+    )
+    np.testing.assert_array_equal(decoded, floats)
+
+
+def test_dimensions_cut_then_renormalize(client: TestClient, encoder: LocalEncoder) -> None:
+    full = encoder.encode(TEXTS)
+    cut = vectors_of(embed(client, input=TEXTS, dimensions=8))
+    expected = full[:, :8] / np.linalg.norm(full[:, :8], axis=1, keepdims=True)
+    assert cut.shape == (len(TEXTS), 8)
+    assert np.abs(cut - expected).max() <= 1e-5
+    same = vectors_of(embed(client, input=TEXTS, dimensions=encoder.dimension))
+    assert np.abs(same - full).max() <= 1e-5
+    refused = embed(client, input=TEXTS, dimensions=encoder.dimension + 1)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "dimensions"
+    assert str(encoder.dimension) in refused.json()["error"]["message"]
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    error: dict[str, Any] = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    return error
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"input": ["fine", 3]}, "input[1]", "valid string"),
+        ({"input": []}, "input", "empty"),
+        ({"input": [[1, 2, 3]]}, "input", "token-id input is not supported"),
+        ({"input": "x", "encoding_format": "hex"}, "encoding_format", "float"),
+        ({"input": "x", "dimensions": 0}, "dimensions", "greater than 0"),
+        ({"input": "x", "dimension": 8}, "dimension", "Extra inputs"),
+        ({}, "input", "required"),
+        ({"input": "x", "input_type": "passage"}, "input_type", "query"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_parameter(
+    client: TestClient, body: dict[str, Any], param: str, words: str
+) -> None:
+    error = error_of(embed(client, **body), 400)
+    assert error["param"] == param
+    assert words in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+def test_bodies_that_are_not_json_objects_are_400(client: TestClient) -> None:
+    for content in (
+        b"{not json",
+        b"[1, 2]",
+        b"",
+        b"null",
+        "\udcff".encode("utf-8", "surrogatepass"),
+    ):
+        response = client.post(
+            "/v1/embeddings", content=content, headers={**KEY, "content-type": "application/json"}
+        )
+        error_of(response, 400)
+
+
+def test_an_unknown_model_is_a_404_naming_the_served_one(
+    client: TestClient, encoder: LocalEncoder
+) -> None:
+    error = error_of(embed(client, input="x", model="text-embedding-3-small"), 404)
+    assert error["code"] == "model_not_found" and encoder.source.name in error["message"]
+
+
+def test_api_key(client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        response = client.post("/v1/embeddings", json={"input": "x"}, headers=headers)
+        assert error_of(response, 401)["code"] == "invalid_api_key"
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+        error_of(client.get("/v1/models", headers=headers), 401)
+        error_of(client.get("/info", headers=headers), 401)
+    assert client.get("/health").status_code == 200  # public
+    assert client.get("/metrics").status_code == 200  # public
+    assert client.get("/v1/models", headers=KEY).status_code == 200
+
+
+def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from localembed.server.run import add_serve_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    monkeypatch.setenv("LOCALEMBED_API_KEY", "from-env")
+    assert settings_from_args(parser.parse_args([])).api_key == "from-env"
+    assert settings_from_args(parser.parse_args(["--api-key", "flag"])).api_key == "flag"
+    settings = settings_from_args(parser.parse_args(["--no-truncate", "--max-queue", "3"]))
+    assert settings.truncate is False and settings.max_queue == 3
+    monkeypatch.delenv("LOCALEMBED_API_KEY")
+    assert settings_from_args(parser.parse_args([])).api_key is None
+
+
+def test_too_many_inputs_or_too_large_a_body_is_413(encoder: LocalEncoder) -> None:
+    with client_for(encoder, max_client_batch=3, max_request_bytes=2000) as client:
+        assert client.post("/v1/embeddings", json={"input": ["a"] * 3}).status_code == 200
+        error = error_of(client.post("/v1/embeddings", json={"input": ["a"] * 4}), 413)
+        assert error["code"] == "too_many_inputs" and "at most 3" in error["message"]
+        error = error_of(client.post("/v1/embeddings", json={"input": "y" * 3000}), 413)
+        assert error["code"] == "request_too_large"
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+            yield b'{"input": "'
+            for _ in range(10):
+                yield b"z" * 500
+            yield b'"}'
+
+        response = client.post(
+            "/v1/embeddings", content=chunks(), headers={"content-type": "application/json"}
+        )
+        assert error_of(response, 413)["code"] == "request_too_large"
+
+
+def test_over_long_inputs_are_counted_or_refused(encoder: LocalEncoder) -> None:
+    texts = ["short", "word " * 100, "also short", "word " * 200]
+    with client_for(encoder) as client:
+        response = client.post("/v1/embeddings", json={"input": texts})
+        assert response.headers["X-Truncated-Inputs"] == "2"
+        assert np.abs(vectors_of(response) - encoder.encode(texts)).max() <= 1e-5
+    with client_for(encoder, truncate=False) as client:
+        error = error_of(client.post("/v1/embeddings", json={"input": texts}), 400)
+        assert error["param"] == "input[1]" and error["code"] == "input_too_long"
+        assert "over the model's limit of 32" in error["message"]
+        fits = client.post("/v1/embeddings", json={"input": texts[::2]})
+        assert fits.headers["X-Truncated-Inputs"] == "0"
+
+
+async def test_a_full_queue_is_429(encoder: LocalEncoder) -> None:
+    app = create_app(encoder=encoder, settings=ServerSettings(max_queue=1))
+    state = app.state.localembed
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        slow = asyncio.create_task(
+            client.post("/v1/embeddings", json={"input": [f"text {i} " * 8 for i in range(2000)]})
+        )
+        while state.in_flight == 0 and not slow.done():
+            await asyncio.sleep(0.001)
+        refused = await client.post("/v1/embeddings", json={"input": "x"})
+        assert not slow.done()
+        assert (await slow).status_code == 200
+        after = await client.post("/v1/embeddings", json={"input": "x"})
+    error = error_of(refused, 429)
+    assert error["code"] == "queue_full" and refused.headers["Retry-After"] == "1"
+    assert after.status_code == 200
+
+
+def test_503_while_loading_and_after_a_failed_load(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    import localembed.encoder as encoder_module
+    from localembed import EncoderConfig
+
+    config = EncoderConfig(model=str(tiny_bert_dir), pooling="cls", max_length=17)
+    with encoder_module._encoders_lock:  # get_encoder cannot finish while this is held
+        client = TestClient(create_app(config))
+        client.__enter__()
+        health = client.get("/health")
+        refused = client.post("/v1/embeddings", json={"input": "x"})
+    try:
+        assert health.status_code == 503 and health.json()["status"] == "loading"
+        assert error_of(refused, 503)["code"] == "model_loading"
+        for _ in range(600):
+            if client.get("/health").status_code == 200:
+                break
+            import time
+
+            time.sleep(0.05)
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+    finally:
+        client.__exit__(None, None, None)
+    with TestClient(create_app(EncoderConfig(model=str(tmp_path / "missing")))) as broken:
+        for _ in range(600):
+            if broken.get("/health").json()["status"] != "loading":
+                break
+            import time
+
+            time.sleep(0.05)
+        assert broken.get("/health").json()["status"] == "failed"
+        error = error_of(broken.post("/v1/embeddings", json={"input": "x"}), 503)
+        assert error["code"] == "model_load_failed" and "missing" in error["message"]
+
+
+def test_models_info_health(client: TestClient, encoder: LocalEncoder) -> None:
+    models = client.get("/v1/models", headers=KEY).json()
+    assert models["data"][0]["id"] == encoder.source.name and models["object"] == "list"
+    info = client.get("/info", headers=KEY).json()
+    assert info["encoder"]["max_length"] == 32 and info["encoder"]["pooling"] == "mean"
+    assert info["server"]["api_key"] == "set" and "s3cret" not in str(info)
+    assert client.get("/health").json()["status"] == "ok"
+
+
+def test_metrics(encoder: LocalEncoder) -> None:
+    with client_for(encoder, max_client_batch=2) as client:
+        client.post("/v1/embeddings", json={"input": ["a", "b"]})
+        client.post("/v1/embeddings", json={"input": ["a", "b", "c"]})
+        client.post("/v1/embeddings", json={"input": [1.5]})
+        client.get("/no/such/path")
+        text = client.get("/metrics").text
+    assert 'localembed_requests_total{endpoint="/v1/embeddings",status="200"} 1.0' in text
+    assert 'localembed_requests_total{endpoint="/v1/embeddings",status="413"} 1.0' in text
+    assert 'localembed_requests_total{endpoint="other",status="404"} 1.0' in text
+    assert 'localembed_request_failures_total{reason="too_many_inputs"} 1.0' in text
+    assert 'localembed_request_failures_total{reason="invalid_request"} 1.0' in text
+    assert "localembed_texts_total 2.0" in text
+    assert "localembed_queue_seconds_count 1.0" in text
+    assert "localembed_batch_size_count" in text and "localembed_batch_tokens_sum" in text
+    assert "localembed_queue_depth 0.0" in text
+    assert 'localembed_request_seconds_count{endpoint="/v1/embeddings"} 3.0' in text
+
+
+def test_sparse_endpoint_for_bge_m3(tiny_xlmr_dir: Path, encoder: LocalEncoder) -> None:
+    m3 = get_encoder(model=str(tiny_xlmr_dir), pooling="cls")
+    texts = ["the cat sat", "on the mat again"]
+    with TestClient(create_app(encoder=m3)) as client:
+        response = client.post("/v1/embeddings/sparse", json={"input": texts})
+        dense = client.post("/v1/embeddings", json={"input": texts})
+    assert response.status_code == 200, response.text
+    expected = m3.encode_m3(texts, dense=False, sparse=True).sparse
+    assert expected is not None
+    for item, weights in zip(response.json()["data"], expected, strict=True):
+        assert item["indices"] == sorted(weights)
+        assert np.allclose(item["values"], [weights[i] for i in sorted(weights)], atol=1e-6)
+    assert np.abs(vectors_of(dense) - m3.encode(texts)).max() <= 1e-5
+    with client_for(encoder) as client:  # not a bge-m3 model
+        error = error_of(client.post("/v1/embeddings/sparse", json={"input": "x"}), 400)
+        assert error["code"] == "sparse_not_supported"
+
+
+def test_no_request_gets_a_5xx(encoder: LocalEncoder) -> None:
+    """Schemathesis fuzzes every operation of the app's own OpenAPI document."""
+    settings = ServerSettings(api_key="s3cret", max_client_batch=64)
+    app = create_app(encoder=encoder, settings=settings)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app, headers=KEY)
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {operation.path for operation in operations} >= {
+        "/v1/embeddings",
+        "/v1/embeddings/sparse",
+    }
+    statuses: list[int] = []
+
+    from schemathesis.generation.modes import GenerationMode
+
+    runs = [(operation, GenerationMode.POSITIVE) for operation in operations]
+    # Invalid bodies too (GET operations take no input to break).
+    runs += [(op, GenerationMode.NEGATIVE) for op in operations if op.method.lower() == "post"]
+    for operation, mode in runs:
+
+        @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
+        @hypothesis.settings(
+            max_examples=25,
+            deadline=None,
+            database=None,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+        def no_server_error(case: Any) -> None:
+            for headers in (KEY, {}):  # with and without the key
+                response = case.call(headers=headers)
+                statuses.append(response.status_code)
+                assert response.status_code < 500, (case.body, response.text)
+                if response.status_code >= 400:
+                    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+        no_server_error()
+    assert 200 in statuses and 400 in statuses and 401 in statuses
