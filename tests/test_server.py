@@ -242,7 +242,7 @@ def test_503_while_loading_and_after_a_failed_load(tiny_bert_dir: Path, tmp_path
     from localembed import EncoderConfig
 
     config = EncoderConfig(model=str(tiny_bert_dir), pooling="cls", max_length=17)
-    with encoder_module._encoders_lock:  # get_encoder cannot finish while this is held
+    with encoder_module._encoders._lock:  # get_encoder cannot finish while this is held
         client = TestClient(create_app(config))
         client.__enter__()
         health = client.get("/health")

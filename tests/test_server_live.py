@@ -33,7 +33,7 @@ def free_port() -> int:
 
 
 class Server:
-    """``python -m localembed.server`` in a subprocess, waited for until healthy."""
+    """``localembed serve`` in a subprocess, waited for until healthy."""
 
     def __init__(self, *args: str) -> None:
         self.port = free_port()
@@ -41,7 +41,7 @@ class Server:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
         env["LOCALEMBED_API_KEY"] = KEY
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "localembed.server", "--port", str(self.port), *args],
+            [sys.executable, "-m", "localembed.cli", "serve", "--port", str(self.port), *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

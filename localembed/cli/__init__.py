@@ -31,6 +31,7 @@ COMMANDS = (
     "embed",
     "similarity",
     "rerank",
+    "serve",
     "tokens",
     "info",
     "bench",
@@ -43,6 +44,7 @@ examples:
   localembed embed docs.txt -o docs.npy
   localembed similarity "A cat sits on the mat." "A kitten rests on a rug."
   localembed rerank "where do cats sleep?" --file docs.txt --model BAAI/bge-reranker-base
+  localembed serve --model BAAI/bge-small-en-v1.5 --port 8000
   localembed tokens "Embeddings turn text into vectors."
   localembed info --json
   localembed bench --contenders "localembed fp32" --rounds 1 --no-stream

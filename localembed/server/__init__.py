@@ -1,7 +1,8 @@
 """``localembed serve``: an OpenAI-compatible embeddings server over the shared encoder.
 
 ``create_app(config, settings)`` builds the FastAPI app (extra ``serve``);
-:func:`localembed.server.run.serve` runs it with uvicorn and a graceful SIGTERM.
+:func:`localembed.server.run.serve` (``localembed serve``) runs it with uvicorn and a graceful
+SIGTERM.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ _FLAGS: tuple[tuple[str, str], ...] = (
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the server's flags (the model's come from ``localembed.cli.add_model_options``)."""
+    """Add the server's flags (the model's: ``localembed.cli.common.add_model_options``)."""
     fields = ServerSettings.model_fields
     group = parser.add_argument_group("server options")
     group.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
@@ -117,22 +117,3 @@ def serve(
 
 def _drained(signum: int, frame: FrameType | None) -> None:
     """Runs after uvicorn has drained: the exit status stays 0."""
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m localembed.server`` (the same flags as ``localembed serve``)."""
-    from localembed.cli import add_model_options, config_from_args
-
-    parser = argparse.ArgumentParser(
-        prog="localembed serve", description="OpenAI-compatible embeddings server"
-    )
-    add_model_options(parser)
-    add_serve_arguments(parser)
-    args = parser.parse_args(argv)
-    return serve(
-        config_from_args(args),
-        settings_from_args(args),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-    )
