@@ -123,9 +123,7 @@ class EmbedJob(BaseModel):
                 "--column, --id-column and --keep-columns apply to .jsonl, .csv, .tsv and "
                 ".parquet inputs (.txt: a text a line)"
             )
-        elif (args.id_column or keep) and not OUTPUTS.get(
-            output.suffix.lower(), PartialOutput
-        ).carries:
+        elif (args.id_column or keep) and not OUTPUTS[output.suffix.lower()].carries:
             problem = "--id-column and --keep-columns need a .jsonl or .parquet output"
         elif reserved := sorted({"id", "text", "embedding"} & set(keep)):
             problem = f"--keep-columns: {reserved[0]!r} is an output column of its own"
@@ -214,7 +212,7 @@ def register(commands: Commands) -> None:
         "-o",
         "--output",
         required=True,
-        help="vectors: .npy, .jsonl (id, text, embedding) or .parquet (id, text, embedding)",
+        help="vectors: .npy, or .jsonl / .parquet (id, text, the kept columns, embedding)",
     )
     parser.add_argument(
         "--column",
