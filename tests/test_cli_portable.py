@@ -126,3 +126,10 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from localembed import __version__
 
     assert capsys.readouterr().out.strip() == f"localembed {__version__}"
+
+
+def test_bench_contender_names_match_the_benchmark() -> None:
+    from localembed.benchmark import LOCALEMBED_OPTIONS
+    from localembed.cli.bench import LOCALEMBED_CONTENDERS
+
+    assert tuple(LOCALEMBED_OPTIONS) == LOCALEMBED_CONTENDERS
