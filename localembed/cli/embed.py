@@ -356,7 +356,10 @@ def _resume_state(
 def _report_failure(error: BaseException, writer: PartialOutput, resumed: bool, start: int) -> None:
     """Say what an interrupted or failed run kept; raise the CLI's error for ``error``."""
     writer.close()
-    rows = max(writer.rows, start)
+    # The state file is the truth: an interrupt can land after the state file names a chunk
+    # and before the writer's own count does.
+    committed = writer.read_state()["rows"] if writer.state_path.exists() else 0
+    rows = max(writer.rows, committed, start)
     if resumed or rows:
         kept = (
             f"{writer.partial} keeps the first {rows} rows: run the same command "
