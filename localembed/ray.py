@@ -1,4 +1,4 @@
-"""Ray Data integration: embed a text column of a Dataset on a pool of actors.
+"""Ray integration: Ray Data ingestion on a pool of actors, and the server on Ray Serve.
 
 Each actor loads the shared encoder once (one model per actor, on its own GPU when the
 cluster has GPUs) and embeds batches of rows with ``encode_documents`` (or
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
     from localembed.encoder import LocalEncoder
+    from localembed.server.settings import ServerSettings
 
 Kind = Literal["document", "query"]
 KINDS: tuple[Kind, ...] = ("document", "query")
@@ -217,3 +218,96 @@ class EmbedBatch:
             f"{reprlib.repr(row)}; drop or fill such rows first, e.g. "
             f"ds.filter(lambda row: isinstance(row[{self.column!r}], str))"
         )
+
+
+# -- Ray Serve: the HTTP server on replicas ------------------------------------------------
+
+
+def serve_application(
+    config: EncoderConfig | None = None,
+    settings: ServerSettings | None = None,
+    *,
+    num_replicas: int = 1,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+    target_ongoing_requests: float = 8,
+    max_ongoing_requests: int = 64,
+    num_cpus_per_replica: float | None = None,
+    num_gpus_per_replica: float | None = None,
+    name: str = "localembed",
+) -> Any:
+    """A Ray Serve application of the ``localembed serve`` app (same endpoints and errors).
+
+    Each replica loads the model once, in its constructor (so it is ready when Ray routes to
+    it), and runs the FastAPI app of :func:`localembed.server.create_app`, with its own
+    micro-batcher; Ray Serve's proxy spreads requests over the replicas. Settings are
+    checked here, in the driver.
+
+    Args:
+        config: the encoder's settings (default: the embedded model).
+        settings: the server's limits and key (:class:`~localembed.server.ServerSettings`).
+        num_replicas: a fixed number of replicas (ignored with min/max_replicas).
+        min_replicas: with ``max_replicas``: autoscale between these bounds.
+        max_replicas: the autoscaling upper bound.
+        target_ongoing_requests: autoscaling target of requests in progress per replica.
+        max_ongoing_requests: requests Ray hands one replica at once (its micro-batcher
+            merges them; keep it well above 1).
+        num_cpus_per_replica: CPUs Ray reserves per replica (None: Ray's default, 1).
+        num_gpus_per_replica: GPUs per replica (None: 0).
+        name: the deployment's name.
+
+    Returns:
+        A bound ``ray.serve`` application: ``serve.run(app, route_prefix="/")``.
+
+    Example:
+        >>> from ray import serve  # doctest: +SKIP
+        >>> serve.run(serve_application(min_replicas=1, max_replicas=4))  # doctest: +SKIP
+
+    """
+    from localembed.server.settings import ServerSettings
+
+    config = config or EncoderConfig()
+    settings = settings or ServerSettings()
+    if (min_replicas is None) != (max_replicas is None):
+        msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"
+        raise ValueError(msg)
+    if (
+        min_replicas is not None
+        and max_replicas is not None
+        and not 0 <= min_replicas <= max_replicas
+    ):
+        msg = f"need 0 <= min_replicas <= max_replicas, got {min_replicas} and {max_replicas}"
+        raise ValueError(msg)
+    try:
+        from ray import serve
+    except ImportError as error:
+        msg = 'serve_application needs Ray Serve: pip install "localembed[ray]" "ray[serve]"'
+        raise ImportError(msg) from error
+
+    def build_app() -> Any:  # runs on each replica
+        from localembed.encoder import get_encoder
+        from localembed.server.app import create_app
+
+        return create_app(encoder=get_encoder(config), settings=settings)
+
+    class LocalembedReplica:
+        """One replica: the app from ``build_app`` (Ray Serve calls it as the ingress)."""
+
+    options: dict[str, Any] = {"name": name, "max_ongoing_requests": max_ongoing_requests}
+    if min_replicas is not None:
+        options["autoscaling_config"] = {
+            "min_replicas": min_replicas,
+            "max_replicas": max_replicas,
+            "target_ongoing_requests": target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = num_replicas
+    actor_options: dict[str, Any] = {}
+    if num_cpus_per_replica is not None:
+        actor_options["num_cpus"] = num_cpus_per_replica
+    if num_gpus_per_replica is not None:
+        actor_options["num_gpus"] = num_gpus_per_replica
+    if actor_options:
+        options["ray_actor_options"] = actor_options
+    deployment: Any = serve.deployment(serve.ingress(build_app)(LocalembedReplica), **options)
+    return deployment.bind()

@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -377,6 +378,7 @@ def create_app(
             "options": config.explicit_options(),
             "server": server,
             "sparse": state.sparse_error is None,
+            "process": os.getpid(),
         }
 
     routes = {

@@ -1,0 +1,98 @@
+"""localembed.ray.serve_application on a real local Ray instance: 2 replicas on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from localembed import EncoderConfig, get_encoder
+from localembed.server import ServerSettings
+from tests.test_ray import assert_no_ray_processes_left, ray_env
+
+ray = pytest.importorskip("ray")
+serve = pytest.importorskip("ray.serve")
+
+pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
+
+KEY = {"Authorization": "Bearer ray-key"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def test_settings_are_checked_in_the_driver() -> None:
+    from localembed.ray import serve_application
+
+    with pytest.raises(ValueError, match="both min_replicas and max_replicas"):
+        serve_application(min_replicas=1)
+    with pytest.raises(ValueError, match="0 <= min_replicas <= max_replicas"):
+        serve_application(min_replicas=3, max_replicas=2)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_bert_dir: Path) -> Iterator[str]:
+    from localembed.ray import serve_application
+
+    marker = uuid.uuid4().hex
+    saved = {name: os.environ.get(name) for name in ray_env(marker)}
+    os.environ.update(ray_env(marker))
+    port = free_port()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        _node_ip_address="127.0.0.1",
+        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
+    )
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        app = serve_application(
+            EncoderConfig(model=str(tiny_bert_dir), pooling="mean", max_length=32),
+            ServerSettings(api_key="ray-key"),
+            num_replicas=2,
+            num_cpus_per_replica=0.5,
+        )
+        serve.run(app, name="localembed", route_prefix="/")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        assert_no_ray_processes_left(marker)
+
+
+def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Path) -> None:
+    texts = ["a cat on a mat", "the stock market fell", ""]
+    expected = get_encoder(model=str(tiny_bert_dir), pooling="mean", max_length=32).encode(texts)
+    status = serve.status().applications["localembed"].deployments["localembed"]
+    assert status.replica_states.get("RUNNING") == 2
+    processes = set()
+    for _ in range(40):
+        response = httpx.post(f"{served}/v1/embeddings", json={"input": texts}, headers=KEY)
+        assert response.status_code == 200, response.text
+        got = np.asarray([item["embedding"] for item in response.json()["data"]])
+        assert np.abs(got - expected).max() <= 1e-5
+        processes.add(httpx.get(f"{served}/info", headers=KEY).json()["process"])
+        if len(processes) == 2:
+            break
+        time.sleep(0.05)
+    assert len(processes) == 2  # both replicas answered
+    refused = httpx.post(f"{served}/v1/embeddings", json={"input": "x"})
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    assert httpx.get(f"{served}/health").json()["status"] == "ok"
