@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import pytest
 
 from localembed import EncoderConfig, get_encoder
 from localembed.server import ServerSettings
-from tests.test_ray import assert_no_ray_processes_left, ray_env
+from tests.test_ray import local_ray  # noqa: F401  (the shared local Ray instance fixture)
 
 ray = pytest.importorskip("ray")
 serve = pytest.importorskip("ray.serve")
@@ -42,22 +40,14 @@ def test_settings_are_checked_in_the_driver() -> None:
 
 
 @pytest.fixture(scope="module")
-def served(tiny_bert_dir: Path) -> Iterator[str]:
+def served(request: pytest.FixtureRequest, tiny_bert_dir: Path) -> Iterator[str]:
     from localembed.ray import serve_application
 
-    marker = uuid.uuid4().hex
-    saved = {name: os.environ.get(name) for name in ray_env(marker)}
-    os.environ.update(ray_env(marker))
+    request.getfixturevalue("local_ray")  # the shared local Ray instance of tests/test_ray.py
+
     port = free_port()
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        _node_ip_address="127.0.0.1",
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}},
-    )
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = serve_application(
             EncoderConfig(model=str(tiny_bert_dir), pooling="mean", max_length=32),
             ServerSettings(api_key="ray-key"),
@@ -68,13 +58,6 @@ def served(tiny_bert_dir: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
-        ray.shutdown()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        assert_no_ray_processes_left(marker)
 
 
 def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Path) -> None:
