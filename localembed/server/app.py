@@ -1,7 +1,8 @@
 """The OpenAI-compatible embeddings app: ``create_app(config, settings)`` -> an ASGI app.
 
 Endpoints: ``POST /v1/embeddings`` (and ``/embeddings``), ``POST /v1/embeddings/sparse``
-(bge-m3), ``GET /v1/models``, ``GET /health``, ``GET /metrics``, ``GET /info``. Every error
+(bge-m3), ``POST /v1/rerank`` (:mod:`localembed.server.rerank`),
+``GET /v1/models``, ``GET /health``, ``GET /metrics``, ``GET /info``. Every error
 is an OpenAI-style JSON body; request bodies never cause a 500 (the tests fuzz the app's own
 OpenAPI document). Embedding requests go through the encoder's micro-batcher, so concurrent
 requests share forward passes.
@@ -339,7 +340,9 @@ def create_app(
             headers={TRUNCATED_HEADER: str(tokenized.truncated)},
         )
 
-    # POST /v1/rerank (cross-encoders, localembed.reranker) is registered here by its module.
+    from localembed.server.rerank import add_rerank_route
+
+    add_rerank_route(app, state, admit, release)  # POST /v1/rerank (localembed.reranker)
 
     @app.get("/v1/models", response_model=ModelList, summary="The served model")
     async def models() -> dict[str, Any]:

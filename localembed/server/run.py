@@ -28,6 +28,7 @@ _FLAGS: tuple[tuple[str, str], ...] = (
     ("--max-queue", "max_queue"),
     ("--max-request-bytes", "max_request_bytes"),
     ("--model-name", "model_name"),
+    ("--reranker", "reranker"),
 )
 """Command-line flag -> ServerSettings field; help and type come from the field."""
 
@@ -45,7 +46,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, name in _FLAGS:
         info = fields[name]
-        kind = str if name == "model_name" else int
+        kind = str if name in {"model_name", "reranker"} else int
         group.add_argument(
             flag,
             dest=name,

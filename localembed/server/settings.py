@@ -37,5 +37,9 @@ class ServerSettings(BaseModel):
     """Over-long inputs: cut to the model's max_length and counted in the X-Truncated-Inputs
     header (True), or refused with a 400 naming the input (False)."""
 
+    reranker: str | None = None
+    """A cross-encoder (or bge-m3) for POST /v1/rerank, loaded on its first request; None: a
+    served bge-m3 reranks by its own dense + sparse + ColBERT mix, other models answer 404."""
+
     max_wait_ms: float = Field(default=0.0, ge=0.0)
     """How long the micro-batcher holds a lone request to gather more (0: never)."""
