@@ -17,8 +17,10 @@ Rules it keeps:
   (out of memory on one huge text) reaches only the caller that caused it.
 - A call whose future is cancelled (a cancelled coroutine) is dropped before its next
   window runs.
-- A lone caller does not wait: when the worker is idle a call starts at once, and calls
-  that arrive while a round runs are merged into the next round. ``max_wait`` (seconds,
+- A lone caller does not wait: a thread caller whose texts fit one batch, finding the
+  model idle, runs that batch in its own thread (no hand-off to the worker and back); a
+  coroutine's call starts at once on an idle worker; calls that arrive while a batch runs
+  are merged into the next round. ``max_wait`` (seconds,
   default 0) optionally holds the first call of an idle worker a little longer to gather
   more; it is a trade of lone-call latency for batch size.
 - Each round takes at most one batch's worth of windows from each call, so a large call
@@ -112,6 +114,8 @@ class MicroBatcher:
         self._queue: deque[_Call] = deque()
         self._condition = threading.Condition()
         self._closed = False
+        self._working = False  # the worker has calls in hand
+        self._inline = False  # a lone caller runs its own call in its thread
         self._thread: threading.Thread | None = None
         self._observers: list[RoundStatsObserver] = []
         weakref.finalize(encoder, self.close)
@@ -152,9 +156,29 @@ class MicroBatcher:
             if self._closed:
                 msg = "the micro-batcher is closed"
                 raise RuntimeError(msg)
-            self._queue.append(call)
-            self._ensure_worker()
-            self._condition.notify()
+            # A lone thread caller whose texts fit one batch runs them itself: no hand-off
+            # to the worker and back (two thread switches, slow on a busy machine). Calls
+            # arriving meanwhile queue up for the worker, which starts once it is done.
+            inline = (
+                tokenized is not None
+                and not (self._working or self._inline or self._queue)
+                and self.max_wait == 0
+                and len(encoder.batches(tokenized.ids)) == 1
+            )
+            if inline:
+                self._inline = True
+            else:
+                self._queue.append(call)
+                self._ensure_worker()
+                self._condition.notify()
+        if inline:
+            try:
+                self._round(encoder, [call])
+            finally:
+                with self._condition:
+                    self._inline = False
+                    if self._queue:
+                        self._condition.notify()
         return future
 
     def encode_call(self, texts: Sequence[str], instruction: str | None = None) -> Encoded:
@@ -216,10 +240,13 @@ class MicroBatcher:
     def _take(self, active: list[_Call]) -> bool:
         """Move queued calls into ``active``; False when the worker should stop."""
         with self._condition:
-            while not self._queue and not active:
-                if self._closed:
-                    return False
+            while self._inline or not (self._queue or active):
+                if not (self._queue or active):
+                    self._working = False
+                    if self._closed:
+                        return False
                 self._condition.wait()
+            self._working = True
             if not active and self.max_wait > 0:
                 deadline = self._queue[0].submitted + self.max_wait
                 while not self._closed and (remaining := deadline - time.perf_counter()) > 0:

@@ -167,3 +167,20 @@ def test_lone_call_starts_at_once_and_max_wait_holds_it(encoder: LocalEncoder) -
         batcher.close()
     with pytest.raises(RuntimeError, match="closed"):
         batcher.submit(["after close"])
+
+
+def test_a_lone_thread_caller_runs_its_batch_itself(encoder: LocalEncoder) -> None:
+    assert encoder.model is not None
+    threads: list[str] = []
+    handle = encoder.model.register_forward_pre_hook(
+        lambda *args: threads.append(threading.current_thread().name)
+    )
+    try:
+        vectors = encoder.encode_queries(["a lone query"])  # one batch: no hand-off
+        many = encoder.encode_queries(QUERIES * 2)  # several batches: the worker runs them
+    finally:
+        handle.remove()
+    assert threads[0] == threading.current_thread().name
+    assert set(threads[1:]) == {"localembed-microbatch"}
+    assert np.abs(vectors - encoder.encode(["a lone query"], "query: ")).max() <= 1e-5
+    assert many.shape == (2 * len(QUERIES), encoder.dimension)
