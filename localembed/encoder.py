@@ -728,18 +728,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         True
 
     """
-    if config is None:
-        config = EncoderConfig(**options)
-    elif options:
-        config = EncoderConfig(**{**config.explicit_options(), **options})
-    return _encoders.for_settings(config.encoder_options(), lambda: _load(config))
-
-
-def _load(config: EncoderConfig) -> LocalEncoder:
-    # The encoder keeps the settings alone, not the adapter it was asked through.
-    if type(config) is not EncoderConfig:
-        config = EncoderConfig(**config.explicit_options())
-    return LocalEncoder(config)
+    return _encoders.for_config(EncoderConfig, config, options, LocalEncoder)
 
 
 def clear_encoder_cache() -> None:

@@ -557,18 +557,7 @@ def get_reranker(config: RerankerConfig | None = None, /, **options: Any) -> Loc
         True
 
     """
-    if config is None:
-        config = RerankerConfig(**options)
-    elif options:
-        config = RerankerConfig(**{**config.explicit_options(), **options})
-    return _rerankers.for_settings(config.reranker_options(), lambda: _load(config))
-
-
-def _load(config: RerankerConfig) -> LocalReranker:
-    # The reranker keeps the settings alone, not the adapter it was asked through.
-    if type(config) is not RerankerConfig:
-        config = RerankerConfig(**config.explicit_options())
-    return LocalReranker(config)
+    return _rerankers.for_config(RerankerConfig, config, options, LocalReranker)
 
 
 def clear_reranker_cache() -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Hashable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from localembed.config import ModelOptions
 
 T = TypeVar("T")
+C = TypeVar("C", bound="ModelOptions")
 
 
 class SharedModels(Generic[T]):
@@ -66,6 +70,31 @@ class SharedModels(Generic[T]):
         spelled = (tuple(options.items()), os.getcwd())
         return self.get(spelled, lambda: settings_key(options), build)
 
+    def for_config(
+        self,
+        kind: type[C],
+        config: C | None,
+        options: dict[str, Any],
+        build: Callable[[C], T],
+    ) -> T:
+        """The model for ``config``, keyword ``options``, or both (options override the config).
+
+        ``config`` may be an adapter (a subclass of ``kind`` with fields of its own): the
+        model is shared by ``kind``'s settings alone, and ``build`` gets a plain ``kind``.
+        """
+        if config is None:
+            config = kind(**options)
+        elif options:
+            config = kind(**{**_explicit(config, kind), **options})
+        settings = {name: getattr(config, name) for name in kind.model_fields}
+        chosen = config
+
+        def load() -> T:
+            own = chosen if type(chosen) is kind else kind(**_explicit(chosen, kind))
+            return build(own)
+
+        return self.for_settings(settings, load)
+
     def clear(self) -> None:
         """Forget every model (its memory is freed once nothing else holds it)."""
         with self._lock:
@@ -84,3 +113,12 @@ def settings_key(options: dict[str, Any]) -> tuple[Any, ...]:
     resolved["device"] = str(device)
     resolved["dtype"] = str(resolve_dtype(options["dtype"], device))
     return tuple(sorted(resolved.items()))
+
+
+def _explicit(config: ModelOptions, kind: type[ModelOptions]) -> dict[str, Any]:
+    """The settings of ``kind`` given explicitly in ``config`` (so "auto" rules still apply)."""
+    return {
+        name: getattr(config, name)
+        for name in sorted(config.model_fields_set)
+        if name in kind.model_fields
+    }
