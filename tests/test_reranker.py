@@ -210,19 +210,18 @@ def test_missing_head_weights_are_an_error(
         get_reranker(model=str(target), device="cpu")
 
 
-def test_onnx_backend_matches_torch(reranker_dirs: dict[str, Path], tmp_path: Path) -> None:
+def test_onnx_backend_matches_torch(
+    reranker_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     pytest.importorskip("onnxruntime")
-    import os
-
-    os.environ["LOCALEMBED_CACHE"] = str(tmp_path)
-    try:
-        for name in ("bert", "xlm-roberta"):
-            path = str(reranker_dirs[name])
-            torch_scores = get_reranker(model=path, device="cpu", activation="none").score(PAIRS)
-            onnx = get_reranker(model=path, device="cpu", activation="none", backend="onnx")
-            np.testing.assert_allclose(onnx.score(PAIRS), torch_scores, atol=1e-4, rtol=0)
-    finally:
-        del os.environ["LOCALEMBED_CACHE"]
+    monkeypatch.setenv("LOCALEMBED_CACHE", str(tmp_path))
+    for name in ("bert", "xlm-roberta"):
+        path = str(reranker_dirs[name])
+        torch_scores = get_reranker(model=path, device="cpu", activation="none").score(PAIRS)
+        onnx = get_reranker(model=path, device="cpu", activation="none", backend="onnx")
+        assert onnx.model is None and onnx.runtime is not None
+        np.testing.assert_allclose(onnx.score(PAIRS), torch_scores, atol=1e-4, rtol=0)
+    assert list(tmp_path.rglob("model.onnx"))  # exported into the cache folder
 
 
 def test_int8_is_close(reranker_dirs: dict[str, Path]) -> None:
