@@ -353,3 +353,13 @@ def test_no_request_gets_a_5xx(encoder: LocalEncoder) -> None:
 
         no_server_error()
     assert 200 in statuses and 400 in statuses and 401 in statuses
+
+
+def test_a_draining_server_refuses_new_requests_with_503(encoder: LocalEncoder) -> None:
+    app = create_app(encoder=encoder, settings=ServerSettings(max_wait_ms=0))
+    with TestClient(app) as client:
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+        app.state.localembed.draining = True  # what SIGTERM sets (localembed.server.run)
+        response = client.post("/v1/embeddings", json={"input": "x"})
+        assert error_of(response, 503)["code"] == "shutting_down"
+        assert client.get("/health").status_code == 503
