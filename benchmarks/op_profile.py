@@ -13,6 +13,7 @@ the README's performance analysis.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import time
 from collections import defaultdict
@@ -31,7 +32,13 @@ from localembed.benchmark import (
 )
 
 FAMILIES = {
-    "matrix products": ("aten::addmm", "aten::mm", "aten::bmm", "aten::matmul"),
+    "matrix products": (
+        "aten::addmm",
+        "aten::mm",
+        "aten::bmm",
+        "aten::matmul",
+        "mkldnn::_linear_pointwise",  # oneDNN Linear (LOCALEMBED_LINEAR_KERNEL)
+    ),
     "attention": ("scaled_dot_product", "aten::softmax", "aten::_softmax"),
     "layer norm": ("layer_norm",),
     "gelu": ("aten::gelu",),
@@ -54,6 +61,10 @@ def matmul_flops(name: str, shapes: list[Any]) -> float:
         if name == "aten::mm":
             (m, k), (_, n) = shapes[0], shapes[1]
             return 2.0 * m * k * n
+        if name == "mkldnn::_linear_pointwise":  # (..., k) input, (n, k) weight
+            *rows, k = shapes[0]
+            n = shapes[1][0]
+            return 2.0 * math.prod(rows) * k * n
         if name == "aten::bmm":
             (b, m, k), (_, _, n) = shapes[0], shapes[1]
             return 2.0 * b * m * k * n
