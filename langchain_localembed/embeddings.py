@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 try:
     from langchain_core.embeddings import Embeddings
 except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
     raise ImportError(msg) from error
 
-from pydantic import ConfigDict
-
-from localembed.config import EncoderConfig
-from localembed.encoder import LocalEncoder, check_text
+from localembed.adapters import EncoderAdapter, ato_lists, check_text, to_lists
 
 
-class LocalEmbeddings(EncoderConfig, Embeddings):
+class LocalEmbeddings(EncoderAdapter, Embeddings):
     """Local embedding model for LangChain; takes every :class:`~localembed.EncoderConfig` option.
 
     The model loads when the object is built; adapters with equal settings (LangChain or
@@ -34,21 +29,9 @@ class LocalEmbeddings(EncoderConfig, Embeddings):
 
     """
 
-    model_config = ConfigDict(frozen=False, validate_assignment=True)
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Load the model now, so that a bad setting fails here and not on first use."""
-        self.load_encoder()
-
-    @property
-    def encoder(self) -> LocalEncoder:
-        """The shared encoder behind this adapter."""
-        return self.load_encoder()
-
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with the document instruction, if any); one vector per text."""
-        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
-        return vectors
+        return to_lists(self.encoder.encode_documents(texts))
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one search query (with the query instruction, if any)."""
@@ -57,8 +40,7 @@ class LocalEmbeddings(EncoderConfig, Embeddings):
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, merged with concurrent calls into shared batches."""
-        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
-        return vectors
+        return await ato_lists(await self.encoder.aencode_documents(texts))
 
     async def aembed_query(self, text: str) -> list[float]:
         """Async :meth:`embed_query`, merged with concurrent calls into shared batches."""

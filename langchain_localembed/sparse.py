@@ -12,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import importlib
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from localembed.config import EncoderConfig
-from localembed.encoder import LocalEncoder, check_text, check_texts
-from localembed.m3 import load_head
+from localembed.adapters import EncoderAdapter, check_text, check_texts
 
 __all__ = ["LANGCHAIN_QDRANT", "LocalSparseEmbeddings", "SparseVector"]
 
@@ -72,7 +70,7 @@ class SparseVector(_VectorBase):
     """Each index's token text (``convert_to_tokens=True``), for reading; else None."""
 
 
-class LocalSparseEmbeddings(EncoderConfig, _EmbeddingsBase):
+class LocalSparseEmbeddings(EncoderAdapter, _EmbeddingsBase):
     """bge-m3 sparse vectors for LangChain; takes every :class:`~localembed.EncoderConfig` option.
 
     The model must be a bge-m3 model (with ``sparse_linear.pt``); the weights are
@@ -93,21 +91,10 @@ class LocalSparseEmbeddings(EncoderConfig, _EmbeddingsBase):
 
     """
 
-    model_config = ConfigDict(frozen=False, validate_assignment=True)
+    required_heads: ClassVar[tuple[str, ...]] = ("sparse",)
 
     convert_to_tokens: bool = False
     """Also give each index's token text (``SparseVector.tokens``), for reading."""
-
-    def model_post_init(self, context: Any, /) -> None:
-        """Load the model and its sparse head now, so that a bad setting fails here."""
-        encoder = self.load_encoder()
-        if encoder.reference_backend is None:
-            load_head(encoder, "sparse")
-
-    @property
-    def encoder(self) -> LocalEncoder:
-        """The shared encoder behind this adapter."""
-        return self.load_encoder()
 
     def _vectors(self, texts: list[str], instruction: str) -> list[SparseVector]:
         encoder = self.encoder

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
 except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
     raise ImportError(msg) from error
 
-from llamaindex_localembed.settings import LlamaIndexEncoderConfig
-from localembed.encoder import LocalEncoder, check_text, check_texts
+from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
+from localembed.adapters import ato_lists, check_text, check_texts, to_lists
 
 
-class LocalEmbedding(LlamaIndexEncoderConfig, BaseEmbedding):
+class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
     """Local embedding model for LlamaIndex; takes every :class:`~localembed.EncoderConfig` option.
 
     Use it as ``Settings.embed_model = LocalEmbedding()``. The model loads when the object is
@@ -30,35 +28,10 @@ class LocalEmbedding(LlamaIndexEncoderConfig, BaseEmbedding):
 
     """
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Load the model now, so that a bad setting fails here and not on first use."""
-        self.load_encoder()
-
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex stores in ``to_dict`` and looks up in ``from_dict``."""
         return "LocalEmbedding"
-
-    @property
-    def encoder(self) -> LocalEncoder:
-        """The shared encoder behind this adapter."""
-        return self.load_encoder()
-
-    def get_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False, **kwargs: Any
-    ) -> list[list[float]]:
-        """Embed a list of texts (checked first: LlamaIndex would iterate a bare str)."""
-        return super().get_text_embedding_batch(
-            check_texts(texts), show_progress=show_progress, **kwargs
-        )
-
-    async def aget_text_embedding_batch(
-        self, texts: list[str], show_progress: bool = False
-    ) -> list[list[float]]:
-        """Async :meth:`get_text_embedding_batch`, computed in a worker thread."""
-        return await super().aget_text_embedding_batch(
-            check_texts(texts), show_progress=show_progress
-        )
 
     def _get_query_embedding(self, query: str) -> list[float]:
         vector: list[float] = self.encoder.encode_queries([check_text(query)])[0].tolist()
@@ -69,8 +42,7 @@ class LocalEmbedding(LlamaIndexEncoderConfig, BaseEmbedding):
         return vector
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = self.encoder.encode_documents(texts).tolist()
-        return vectors
+        return to_lists(self.encoder.encode_documents(check_texts(texts)))
 
     # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).
     async def _aget_query_embedding(self, query: str) -> list[float]:
@@ -84,5 +56,4 @@ class LocalEmbedding(LlamaIndexEncoderConfig, BaseEmbedding):
         return vector
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        vectors: list[list[float]] = (await self.encoder.aencode_documents(texts)).tolist()
-        return vectors
+        return await ato_lists(await self.encoder.aencode_documents(check_texts(texts)))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import ClassVar
 
 try:
     from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding
@@ -11,12 +11,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
     raise ImportError(msg) from error
 
-from llamaindex_localembed.settings import LlamaIndexEncoderConfig
-from localembed.encoder import LocalEncoder, check_text, check_texts
-from localembed.m3 import lexical_tokens, load_head
+from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
+from localembed.adapters import check_text, check_texts
+from localembed.m3 import lexical_tokens
 
 
-class LocalSparseEmbedding(LlamaIndexEncoderConfig, BaseSparseEmbedding):
+class LocalSparseEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseSparseEmbedding):
     """bge-m3 sparse vectors for LlamaIndex: ``{token_id: weight}`` per text.
 
     Takes every :class:`~localembed.EncoderConfig` option; the model must be a bge-m3 model
@@ -31,21 +31,12 @@ class LocalSparseEmbedding(LlamaIndexEncoderConfig, BaseSparseEmbedding):
 
     """
 
-    def model_post_init(self, context: Any, /) -> None:
-        """Load the model and its sparse head now, so that a bad setting fails here."""
-        encoder = self.load_encoder()
-        if encoder.reference_backend is None:
-            load_head(encoder, "sparse")
+    required_heads: ClassVar[tuple[str, ...]] = ("sparse",)
 
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex stores when it serializes the component."""
         return "LocalSparseEmbedding"
-
-    @property
-    def encoder(self) -> LocalEncoder:
-        """The shared encoder behind this adapter."""
-        return self.load_encoder()
 
     def as_tokens(self, embedding: dict[int, float]) -> dict[str, float]:
         """The same weights keyed by token text, for reading.

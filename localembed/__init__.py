@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig, RerankerConfig
+from localembed.faults import EncoderOutOfMemoryError, NonFiniteEmbeddingError
+from localembed.loading import ModelFileError, ModelNotFoundError
 from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 
@@ -24,8 +26,12 @@ if TYPE_CHECKING:
 __all__ = [
     "POOLING_MODES",
     "EncoderConfig",
+    "EncoderOutOfMemoryError",
     "LocalEncoder",
     "LocalReranker",
+    "ModelFileError",
+    "ModelNotFoundError",
+    "NonFiniteEmbeddingError",
     "RerankerConfig",
     "TokenEmbeddings",
     "available_adapters",

@@ -4,13 +4,19 @@ Used by every model the core runs (the encoder's texts, the reranker's pairs): i
 grouped longest first within a batch size and a padded-token budget, each batch is handed to
 a ``step`` callable, and a batch that runs out of memory is split in halves and retried, down
 to one item (see :mod:`localembed.faults`).
+
+Stage API: :func:`plan_batches` (the plan), :func:`run_batches` (run a plan with the
+out-of-memory split), :func:`pad_right` (right-padded ``input_ids`` / ``attention_mask``)
+and :class:`ForwardBatch` (what a transformer pass returns to the heads). A micro-batcher
+merges the windows of several callers into one plan (see :mod:`localembed.microbatch`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -23,9 +29,24 @@ keep a pass in cache and cut padding on mixed lengths (measured 1.3x the docs/s 
 32-text batch on all-MiniLM-L6-v2); a GPU wants larger passes."""
 
 
-def token_budget(max_batch_tokens: int | None, device: torch.device) -> int | None:
-    """The padded tokens allowed per forward pass: the setting, else the device's default."""
-    return max_batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type)
+@dataclass(frozen=True)
+class ForwardBatch:
+    """One forward pass: the transformer's last hidden states and what went in."""
+
+    hidden: torch.Tensor
+    """(rows, width, hidden) last hidden states; padded positions are meaningless."""
+    attention_mask: torch.Tensor
+    """(rows, width), 1 for real tokens; padding is on the right."""
+    input_ids: torch.Tensor
+    """(rows, width) token ids."""
+
+
+def padding_id(tokenizer: Any) -> int:
+    """The id to pad with: the tokenizer's pad token, else its end-of-sequence token."""
+    for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if candidate is not None:
+            return int(candidate)
+    return 0  # padded positions are masked out, so any id works
 
 
 def pad_right(

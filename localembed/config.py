@@ -92,6 +92,17 @@ class ModelOptions(BaseModel):
     def _model_as_str(cls, value: Any) -> Any:
         return str(value) if isinstance(value, Path) else value
 
+    @field_validator("model")
+    @classmethod
+    def _check_model(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            msg = (
+                "model must name a directory or a hub id, got an empty string; "
+                "pass model=None for the embedded default model"
+            )
+            raise ValueError(msg)
+        return value
+
     @field_validator("threads", mode="before")
     @classmethod
     def _check_threads(cls, value: Any) -> Any:
@@ -127,8 +138,9 @@ class EncoderConfig(ModelOptions):
     pooling: str = "auto"
     """How token vectors become one; "auto": the model's metadata, then its family preset."""
 
-    normalize: bool = True
-    """L2-normalize each vector, so that a dot product is the cosine similarity."""
+    normalize: bool | None = None
+    """L2-normalize each vector (a dot product is then the cosine similarity); None: follow the
+    model (its sentence-transformers Normalize module, else its family preset, else True)."""
 
     query_instruction: str | None = None
     """Prefix or "{text}" template for queries; None: saved prompts, then preset; "": none."""

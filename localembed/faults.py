@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["OUT_OF_MEMORY_MESSAGES", "EncoderOutOfMemoryError", "is_out_of_memory"]
+__all__ = [
+    "OUT_OF_MEMORY_MESSAGES",
+    "EncoderOutOfMemoryError",
+    "NonFiniteEmbeddingError",
+    "is_out_of_memory",
+]
 
 OUT_OF_MEMORY_MESSAGES = (
     "out of memory",
@@ -38,6 +43,28 @@ class EncoderOutOfMemoryError(MemoryError):
         """Padded tokens of that batch (rows x longest window)."""
         self.device = device
         """The device the model runs on."""
+
+
+class NonFiniteEmbeddingError(ValueError):
+    """Some texts came out with NaN or infinite values (overflow in float16, damaged weights).
+
+    Never returned silently: the message names the rows (input indices) and the fix.
+    """
+
+    def __init__(self, rows: list[int], *, count: int, dtype: str) -> None:
+        shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
+        advice = (
+            "the model overflows in "
+            + dtype
+            + ": use dtype='float32' (or 'bfloat16', which has float32's range)"
+            if dtype in {"float16", "bfloat16"}
+            else "the model's weights or inputs give non-finite values; check the model files"
+        )
+        super().__init__(
+            f"{len(rows)} of {count} texts gave NaN or infinite values (rows {shown}); {advice}"
+        )
+        self.rows = rows
+        """Indices of the texts whose output is not finite."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -11,6 +11,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,11 @@ ST_POOLING_FLAGS = {
     "pooling_mode_lasttoken": "last_token",
     "pooling_mode_weightedmean_tokens": "weighted_mean",
 }
+
+
+ST_MODULE_PREFIX = "sentence_transformers."
+"""Module classes in modules.json must be sentence-transformers' own
+(``sentence_transformers.models.X`` or its newer module paths); a custom class is refused."""
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -166,6 +172,12 @@ def locate_model(model: str | None, *, allow_pickle_weights: bool = False) -> Mo
 
     """
     tried: list[str] = []
+    if model is not None and not model.strip():
+        msg = (
+            "model is an empty string; pass a model directory or hub id, or model=None for the "
+            "embedded default model"
+        )
+        raise ModelNotFoundError(msg)
     if model is None or model in DEFAULT_MODEL_NAMES:
         default = _default_model_dir()
         if default is not None:
@@ -212,33 +224,89 @@ def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = Fa
         raise ModelNotFoundError(msg) from error
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_json(path: Path) -> Any:
     try:
         with path.open(encoding="utf-8") as file:
-            data = json.load(file)
+            return json.load(file)
     except (OSError, ValueError) as error:
         msg = f"cannot read {display_path(path)}: {scrub(str(error))}; {fix_for(path)}"
         raise ModelFileError(msg) from error
-    return data if isinstance(data, dict) else {"items": data}
+
+
+def _bad_field(path: Path, field: str, expected: str, value: Any) -> ModelFileError:
+    shown = repr(value) if len(repr(value)) <= 80 else repr(value)[:77] + "..."
+    msg = (
+        f"{display_path(path)}: {field} must be {expected}, got {shown} "
+        f"({type(value).__name__}); {fix_for(path)}"
+    )
+    return ModelFileError(msg)
+
+
+def _read_object(path: Path) -> dict[str, Any]:
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise _bad_field(path, "the file", "a JSON object", data)
+    return data
+
+
+def _module_directory(directory: Path, modules_file: Path, index: int, relative: Any) -> Path:
+    """The folder of module ``index`` of modules.json, which must lie inside ``directory``."""
+    field = f"module {index} 'path'"
+    if not isinstance(relative, str):
+        raise _bad_field(modules_file, field, "a relative folder name (str)", relative)
+    candidate = Path(relative)
+    if candidate.is_absolute() or ".." in candidate.parts or relative.startswith("~"):
+        raise _bad_field(modules_file, field, "a folder inside the model directory", relative)
+    resolved = (directory / candidate).resolve()
+    if not resolved.is_relative_to(directory.resolve()):
+        raise _bad_field(
+            modules_file, field, "a folder inside the model directory (a link leaves it)", relative
+        )
+    return directory / candidate
 
 
 def read_sentence_transformers_metadata(directory: Path) -> SentenceTransformersMetadata:
-    """Read modules.json, the Pooling config, max_seq_length and saved prompts when present."""
+    """Read modules.json, the Pooling config, max_seq_length and saved prompts when present.
+
+    Every file and field is checked: a wrong JSON type, a ``max_seq_length`` that is not a
+    positive integer, prompts that are not strings, a module folder outside the model
+    directory, or a module class that is not sentence-transformers' own is a
+    :class:`ModelFileError` naming the file and the field.
+    """
     modules_file = directory / "modules.json"
     if not modules_file.is_file():
         return SentenceTransformersMetadata(transformer_path=directory)
-    modules = _read_json(modules_file)["items"]
+    modules = _read_json(modules_file)
+    if not isinstance(modules, list):
+        raise _bad_field(modules_file, "the file", "a JSON list of modules", modules)
     transformer_path = directory
     pooling = None
     normalize = False
     unsupported = []
-    for module in modules:
-        kind = str(module.get("type", "")).rsplit(".", 1)[-1]
-        module_dir = directory / module.get("path", "")
+    for index, module in enumerate(modules):
+        if not isinstance(module, dict):
+            raise _bad_field(modules_file, f"module {index}", "a JSON object", module)
+        module_type = module.get("type")
+        if not isinstance(module_type, str) or not module_type:
+            raise _bad_field(modules_file, f"module {index} 'type'", "a class name", module_type)
+        if not module_type.startswith(ST_MODULE_PREFIX):
+            msg = (
+                f"{display_path(modules_file)}: module {index} 'type' is {module_type!r}, a "
+                f"custom class, not one of sentence-transformers' own ({ST_MODULE_PREFIX}...); "
+                f"localembed does not run a model's own code and will not treat it as the "
+                f"stock class (it may compute something else)"
+            )
+            raise ModelFileError(msg)
+        kind = module_type.rsplit(".", 1)[-1]
+        module_dir = _module_directory(directory, modules_file, index, module.get("path", ""))
         if kind == "Transformer":
             transformer_path = module_dir
         elif kind == "Pooling":
-            config = _read_json(module_dir / "config.json")
+            pooling_file = module_dir / "config.json"
+            config = _read_object(pooling_file)
+            for key, value in config.items():
+                if key.startswith("pooling_mode_") and not isinstance(value, bool):
+                    raise _bad_field(pooling_file, repr(key), "true or false", value)
             modes = [mode for flag, mode in ST_POOLING_FLAGS.items() if config.get(flag)]
             others = [k for k, v in config.items() if k.startswith("pooling_mode_") and v]
             if len(modes) != 1 or len(others) != 1:
@@ -251,13 +319,25 @@ def read_sentence_transformers_metadata(directory: Path) -> SentenceTransformers
             unsupported.append(kind)
     max_seq_length = None
     for name in ("sentence_bert_config.json", "sentence_xlnet_config.json"):
-        if (transformer_path / name).is_file():
-            max_seq_length = _read_json(transformer_path / name).get("max_seq_length")
+        config_file = transformer_path / name
+        if config_file.is_file():
+            value = _read_object(config_file).get("max_seq_length")
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise _bad_field(config_file, "'max_seq_length'", "a positive integer", value)
+            max_seq_length = value
             break
     prompts: dict[str, str] = {}
-    if (directory / "config_sentence_transformers.json").is_file():
-        saved = _read_json(directory / "config_sentence_transformers.json").get("prompts") or {}
-        prompts = {str(k): str(v) for k, v in saved.items()}
+    prompts_file = directory / "config_sentence_transformers.json"
+    if prompts_file.is_file():
+        saved = _read_object(prompts_file).get("prompts")
+        if saved is not None and not isinstance(saved, dict):
+            raise _bad_field(prompts_file, "'prompts'", "an object of name: prompt", saved)
+        for key, value in (saved or {}).items():
+            if not isinstance(value, str):
+                raise _bad_field(prompts_file, f"prompt {key!r}", "a string", value)
+            prompts[str(key)] = value
     return SentenceTransformersMetadata(
         transformer_path=transformer_path,
         pooling=pooling,
@@ -542,7 +622,10 @@ def load_transformer(
         else f"{display_path(directory)} ({', '.join(path.name for path in weights)})"
     )
     try:
-        with _quiet_weight_loading():
+        # transformers builds the model under torch.set_default_dtype(dtype), a process-wide
+        # setting: loads run one at a time, so that concurrent loads of different dtypes do
+        # not build parts of each other's models, and the default is restored afterwards.
+        with _LOAD_LOCK, _quiet_weight_loading(), _default_dtype_kept():
             model, info = getattr(transformers, auto_class).from_pretrained(
                 str(directory),
                 dtype=dtype,
@@ -588,6 +671,21 @@ def load_transformer(
                 )
                 raise ModelFileError(msg)
     return loaded
+
+
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _default_dtype_kept() -> Iterator[None]:
+    import torch
+
+    before = torch.get_default_dtype()
+    try:
+        yield
+    finally:
+        if torch.get_default_dtype() != before:
+            torch.set_default_dtype(before)
 
 
 @contextlib.contextmanager

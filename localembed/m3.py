@@ -34,28 +34,28 @@ Example:
 
 from __future__ import annotations
 
-import threading
-import weakref
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from localembed.encoder import check_texts
 from localembed.pooling import pool
-from localembed.presets import apply_instruction
+from localembed.windows import combine_windows
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import torch
 
-    from localembed.encoder import ForwardBatch, LocalEncoder, Tokenized
+    from localembed.batching import ForwardBatch
+    from localembed.loading import ModelSource
+    from localembed.windows import Tokenized
 
 __all__ = [
     "COLBERT_HEAD_FILE",
     "SPARSE_HEAD_FILE",
-    "FlagEmbeddingBackend",
     "M3Output",
     "batch_outputs",
     "colbert_score",
@@ -64,14 +64,15 @@ __all__ = [
     "lexical_matching_score",
     "lexical_tokens",
     "load_head",
+    "read_head",
 ]
 
 SPARSE_HEAD_FILE = "sparse_linear.pt"
 """The sparse (lexical weight) head: ``Linear(hidden, 1)`` state dict."""
 COLBERT_HEAD_FILE = "colbert_linear.pt"
 """The multi-vector head: ``Linear(hidden, colbert_dim)`` state dict."""
-_HEAD_FILES = {"sparse": SPARSE_HEAD_FILE, "colbert": COLBERT_HEAD_FILE}
-_FLAGEMBEDDING_POOLING = ("cls", "mean", "last_token")
+HEAD_FILES = {"sparse": SPARSE_HEAD_FILE, "colbert": COLBERT_HEAD_FILE}
+"""Head name -> the file it is saved in, next to the model's weights."""
 
 SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
 """Keys :func:`hybrid_score` can return (FlagEmbedding's ``compute_score`` keys)."""
@@ -105,6 +106,45 @@ class M3Output:
             raise ValueError(msg)
         return self.dense
 
+    def combine(self, tokenized: Tokenized, *, normalize: bool) -> M3Output:
+        """One result per text from per-window results (``long_text="chunk"``).
+
+        Dense: the encoder's rule (token-count-weighted mean, then normalized if asked);
+        sparse: each token id's largest weight; ColBERT: the windows' vectors in order.
+        """
+        count, owners = tokenized.count, tokenized.owners
+        dense = None
+        if self.dense is not None:
+            dense = combine_windows(self.dense, tokenized, normalize=normalize)
+        sparse: list[dict[int, float]] | None = None
+        if self.sparse is not None:
+            sparse = [{} for _ in range(count)]
+            for owner, weights in zip(owners, self.sparse, strict=True):
+                merged = sparse[owner]
+                for token, weight in weights.items():
+                    if weight > merged.get(token, 0.0):
+                        merged[token] = weight
+        colbert: list[np.ndarray] | None = None
+        if self.colbert is not None:
+            parts: list[list[np.ndarray]] = [[] for _ in range(count)]
+            for owner, vectors in zip(owners, self.colbert, strict=True):
+                parts[owner].append(vectors)
+            colbert = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
+        return M3Output(dense=dense, sparse=sparse, colbert=colbert)
+
+    def non_finite_rows(self) -> list[int]:
+        """Indices of texts with a NaN or infinite value in any output."""
+        bad: set[int] = set()
+        if self.dense is not None:
+            bad.update(np.flatnonzero(~np.isfinite(self.dense).all(axis=1)).tolist())
+        for index, weights in enumerate(self.sparse or []):
+            if not all(math.isfinite(weight) for weight in weights.values()):
+                bad.add(index)
+        for index, vectors in enumerate(self.colbert or []):
+            if not np.isfinite(vectors).all():
+                bad.add(index)
+        return sorted(bad)
+
     def __len__(self) -> int:
         for output in (self.dense, self.sparse, self.colbert):
             if output is not None:
@@ -114,81 +154,104 @@ class M3Output:
 
 # -- heads ---------------------------------------------------------------------------------
 
-_heads: weakref.WeakKeyDictionary[LocalEncoder, dict[str, torch.nn.Linear]] = (
-    weakref.WeakKeyDictionary()
-)
-_heads_lock = threading.Lock()
+
+class HeadOwner(Protocol):
+    """Whatever holds a model's heads (an encoder, a backend)."""
+
+    def load_head(self, name: str) -> torch.nn.Linear | None:
+        """The head, loaded on first use; None when the backend keeps its own heads."""
+        ...
 
 
-def _not_m3_message(encoder: LocalEncoder, missing: Sequence[str]) -> str:
+def not_m3_message(source: ModelSource, missing: Sequence[str]) -> str:
+    """The error for a model without the bge-m3 head files ``missing``."""
+    from localembed.loading import display_path
+
     return (
-        f"{', '.join(missing)} not found in {encoder.source.path}: {encoder.source.name!r} is "
+        f"{', '.join(missing)} not found in {display_path(source.path)}: {source.name!r} is "
         f"not a bge-m3 model (sparse and ColBERT outputs need {SPARSE_HEAD_FILE} and "
         f"{COLBERT_HEAD_FILE} next to the weights); ask for dense vectors only, or use a bge-m3 "
         f"model such as BAAI/bge-m3"
     )
 
 
-def load_head(encoder: LocalEncoder, name: str) -> torch.nn.Linear:
-    """The ``"sparse"`` or ``"colbert"`` head of ``encoder``'s model, loaded on first use.
-
-    The head is read with ``torch.load(..., weights_only=True)`` (no pickled code runs), put
-    on the encoder's device and dtype, and cached for as long as the encoder lives.
+def load_head(owner: HeadOwner, name: str) -> torch.nn.Linear:
+    """The ``"sparse"`` or ``"colbert"`` head of ``owner``'s model, loaded on first use.
 
     Args:
-        encoder: a torch-backend encoder of a bge-m3 model.
+        owner: a torch-backend encoder of a bge-m3 model (or its backend).
         name: ``"sparse"`` or ``"colbert"``.
 
     Returns:
-        The head as a ``torch.nn.Linear`` in eval mode.
+        The head as a ``torch.nn.Linear`` in eval mode, on the model's device and dtype.
 
     Raises:
         FileNotFoundError: the head's file is missing (the model is not a bge-m3 model).
-        ValueError: unknown ``name``, or the head does not fit the model's hidden size.
+        ModelFileError: the head file is truncated, corrupt, holds NaN/inf or does not fit.
+        ValueError: unknown ``name``, or the backend keeps its heads to itself.
+    """
+    head = owner.load_head(name)
+    if head is None:
+        msg = "backend='flagembedding' keeps its heads inside FlagEmbedding; use backend='torch'"
+        raise ValueError(msg)
+    return head
+
+
+def read_head(
+    path: Path, dimension: int, *, device: torch.device, dtype: torch.dtype
+) -> torch.nn.Linear:
+    """Read a head file (a ``Linear`` state dict) with the checks weights get.
+
+    The file is read with ``torch.load(..., weights_only=True)`` (no pickled code runs).
+
+    Raises:
+        ModelFileError: the file is truncated or corrupt, is not a Linear layer's state
+            dict, expects another hidden size, or holds NaN or infinite values.
     """
     import torch
 
-    if name not in _HEAD_FILES:
-        msg = f"unknown head {name!r}; valid: {', '.join(_HEAD_FILES)}"
-        raise ValueError(msg)
-    with _heads_lock:
-        cached = _heads.setdefault(encoder, {})
-        head = cached.get(name)
-        if head is not None:
-            return head
-        path = Path(encoder.source.path) / _HEAD_FILES[name]
-        if not path.is_file():
-            raise FileNotFoundError(_not_m3_message(encoder, [_HEAD_FILES[name]]))
+    from localembed.loading import ModelFileError, display_path, fix_for, scrub
+
+    shown = display_path(path)
+    try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        weight = state.get("weight") if isinstance(state, dict) else None
-        if not isinstance(weight, torch.Tensor) or weight.dim() != 2:
-            msg = f"{path} is not a Linear layer's state dict (no 2-d 'weight')"
-            raise ValueError(msg)
-        out_features, in_features = weight.shape
-        if in_features != encoder.dimension:
+    except Exception as error:  # zipfile, pickle and EOF errors: all mean a damaged file
+        msg = (
+            f"cannot read the head {shown}: {type(error).__name__}: {scrub(str(error))}; the "
+            f"file is truncated or corrupt; {fix_for(path)}"
+        )
+        raise ModelFileError(msg) from error
+    weight = state.get("weight") if isinstance(state, dict) else None
+    bias = state.get("bias") if isinstance(state, dict) else None
+    if (
+        not isinstance(weight, torch.Tensor)
+        or weight.dim() != 2
+        or not (bias is None or isinstance(bias, torch.Tensor))
+    ):
+        msg = f"{shown} is not a Linear layer's state dict (no 2-d 'weight'); {fix_for(path)}"
+        raise ModelFileError(msg)
+    out_features, in_features = weight.shape
+    if in_features != dimension:
+        msg = (
+            f"{shown} expects hidden size {in_features}, but the model's hidden size is "
+            f"{dimension}; {fix_for(path)}"
+        )
+        raise ModelFileError(msg)
+    for key, tensor in state.items():
+        if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
             msg = (
-                f"{path} expects hidden size {in_features}, but the model's hidden size is "
-                f"{encoder.dimension}"
+                f"the head {shown} is corrupt: {key} holds NaN or infinite values; {fix_for(path)}"
             )
-            raise ValueError(msg)
-        head = torch.nn.Linear(in_features, out_features, bias="bias" in state)
+            raise ModelFileError(msg)
+    head = torch.nn.Linear(in_features, out_features, bias=bias is not None)
+    try:
         head.load_state_dict(state)
-        head = head.to(device=encoder.device, dtype=encoder.dtype).eval()
-        head.requires_grad_(False)
-        cached[name] = head
-        return head
-
-
-def _unused_token_ids(encoder: LocalEncoder) -> frozenset[int]:
-    # FlagEmbedding's _process_token_weights drops the cls, eos, pad and unk tokens.
-    tokenizer = encoder.tokenizer
-    ids = (
-        tokenizer.cls_token_id,
-        tokenizer.eos_token_id,
-        tokenizer.pad_token_id,
-        tokenizer.unk_token_id,
-    )
-    return frozenset(int(i) for i in ids if i is not None)
+    except RuntimeError as error:
+        msg = f"{shown} does not fit a Linear layer: {error}; {fix_for(path)}"
+        raise ModelFileError(msg) from error
+    head = head.to(device=device, dtype=dtype).eval()
+    head.requires_grad_(False)
+    return head
 
 
 # -- one forward batch -> outputs ---------------------------------------------------------
@@ -241,10 +304,10 @@ def batch_outputs(
     real = [row.nonzero().flatten() for row in mask.cpu()]
     with torch.inference_mode():
         if pooling is not None:
-            vectors = pool(pooling, hidden, mask)
+            vectors = pool(pooling, hidden, mask).float()
             if normalize if normalize_dense is None else normalize_dense:
                 vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            dense = vectors.float().cpu().numpy()
+            dense = vectors.cpu().numpy()
         if sparse_head is not None:
             weights = torch.relu(sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
             ids = batch.input_ids.cpu().numpy()
@@ -267,8 +330,26 @@ def batch_outputs(
 # -- encoding -------------------------------------------------------------------------------
 
 
+class M3Encoder(Protocol):
+    """Anything with :meth:`localembed.LocalEncoder.encode_m3`."""
+
+    def encode_m3(
+        self,
+        texts: Sequence[str],
+        *,
+        dense: bool = True,
+        sparse: bool = False,
+        colbert: bool = False,
+        instruction: str | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> M3Output:
+        """bge-m3's outputs of ``texts``."""
+        ...
+
+
 def encode_m3(
-    encoder: LocalEncoder,
+    encoder: M3Encoder,
     texts: Sequence[str],
     *,
     dense: bool = True,
@@ -278,123 +359,20 @@ def encode_m3(
     batch_size: int | None = None,
     show_progress: bool = False,
 ) -> M3Output:
-    """bge-m3's dense, sparse and ColBERT outputs of ``texts``, from one forward pass per batch.
+    """bge-m3's dense, sparse and ColBERT outputs of ``texts``: ``encoder.encode_m3(...)``.
 
-    Batching (length-sorted, ``batch_size``, ``max_batch_tokens``) and long texts
-    (``long_text``) follow the encoder's settings; see the module docstring for how chunked
-    windows are combined. With ``backend="flagembedding"`` FlagEmbedding's own model does the
-    work.
-
-    Args:
-        encoder: the encoder of a bge-m3 model (sparse and ColBERT need its heads).
-        texts: the texts; an empty list gives empty outputs without a model call.
-        dense: compute dense vectors.
-        sparse: compute lexical weights.
-        colbert: compute ColBERT vectors.
-        instruction: a prefix, or a template containing ``{text}``, applied to every text
-            (bge-m3 uses none).
-        batch_size: windows per forward pass; default: the configured ``batch_size``.
-        show_progress: show a tqdm progress bar.
-
-    Returns:
-        An :class:`M3Output`; outputs not requested are None.
-
-    Raises:
-        ValueError: no output was requested.
-        TypeError: ``texts`` is not a list of str.
-        FileNotFoundError: sparse or ColBERT was requested and the model has no such head.
+    Batching and long texts follow the encoder's settings; see the module docstring for how
+    chunked windows are combined.
     """
-    if not (dense or sparse or colbert):
-        msg = "request at least one output: dense=True, sparse=True or colbert=True"
-        raise ValueError(msg)
-    if encoder.reference_backend is not None:
-        items = [apply_instruction(instruction or "", text) for text in check_texts(texts)]
-        return encoder.reference_backend.encode_m3(
-            items,
-            dense=dense,
-            sparse=sparse,
-            colbert=colbert,
-            batch_size=batch_size,
-            show_progress=show_progress,
-        )
-    sparse_head = load_head(encoder, "sparse") if sparse else None
-    colbert_head = load_head(encoder, "colbert") if colbert else None
-    tokenized = encoder.tokenize(texts, instruction)
-    windows = len(tokenized.ids)
-    normalize = encoder.settings.normalize
-    dense_rows = np.empty((windows, encoder.dimension), dtype=np.float32) if dense else None
-    sparse_rows: list[dict[int, float]] = [{} for _ in range(windows if sparse else 0)]
-    colbert_rows: list[np.ndarray] = []
-    if colbert:
-        colbert_rows = [np.empty((0, 0), dtype=np.float32)] * windows
-    unused = _unused_token_ids(encoder)
-
-    def consume(indices: list[int], batch: ForwardBatch) -> None:
-        batch_dense, batch_sparse, batch_colbert = batch_outputs(
-            batch,
-            pooling=encoder.settings.pooling if dense else None,
-            normalize=normalize,
-            # Chunked texts' dense vectors are normalized after their windows are combined.
-            normalize_dense=normalize and not tokenized.chunked,
-            sparse_head=sparse_head,
-            colbert_head=colbert_head,
-            unused_ids=unused,
-        )
-        if dense_rows is not None and batch_dense is not None:
-            dense_rows[indices] = batch_dense
-        if batch_sparse is not None:
-            for index, weights in zip(indices, batch_sparse, strict=True):
-                sparse_rows[index] = weights
-        if batch_colbert is not None:
-            for index, vectors in zip(indices, batch_colbert, strict=True):
-                colbert_rows[index] = vectors
-
-    if windows:
-        encoder.run_batches(tokenized, consume, batch_size=batch_size, show_progress=show_progress)
-    if not tokenized.chunked:
-        return M3Output(
-            dense=dense_rows,
-            sparse=sparse_rows if sparse else None,
-            colbert=colbert_rows if colbert else None,
-        )
-    return _combine_windows(
-        encoder,
-        tokenized,
-        dense_rows,
-        sparse_rows if sparse else None,
-        colbert_rows if colbert else None,
+    return encoder.encode_m3(
+        texts,
+        dense=dense,
+        sparse=sparse,
+        colbert=colbert,
+        instruction=instruction,
+        batch_size=batch_size,
+        show_progress=show_progress,
     )
-
-
-def _combine_windows(
-    encoder: LocalEncoder,
-    tokenized: Tokenized,
-    dense_rows: np.ndarray | None,
-    sparse_rows: list[dict[int, float]] | None,
-    colbert_rows: list[np.ndarray] | None,
-) -> M3Output:
-    count, owners = tokenized.count, tokenized.owners
-    dense_out = None
-    if dense_rows is not None:
-        # The encoder's rule: token-count-weighted mean of the windows, then normalized.
-        dense_out = encoder.combine_windows(dense_rows, tokenized)
-    sparse_out: list[dict[int, float]] | None = None
-    if sparse_rows is not None:
-        sparse_out = [{} for _ in range(count)]
-        for owner, weights in zip(owners, sparse_rows, strict=True):
-            merged = sparse_out[owner]
-            for token, weight in weights.items():
-                if weight > merged.get(token, 0.0):
-                    merged[token] = weight
-    colbert_out: list[np.ndarray] | None = None
-    if colbert_rows is not None:
-        parts: list[list[np.ndarray]] = [[] for _ in range(count)]
-        for owner, vectors in zip(owners, colbert_rows, strict=True):
-            parts[owner].append(vectors)
-        colbert_out = [
-            part[0] if len(part) == 1 else np.concatenate(part, axis=0) for part in parts
-        ]
-    return M3Output(dense=dense_out, sparse=sparse_out, colbert=colbert_out)
 
 
 # -- scores ---------------------------------------------------------------------------------
@@ -480,12 +458,22 @@ def hybrid_score(
         ``{mode: (n_queries, n_documents) float64 array}``.
 
     Raises:
-        ValueError: not three weights, or no output that both sides have.
+        ValueError: not three weights, weights that are not finite or sum to zero, or no
+            output that both sides have.
     """
     if len(weights) != 3:
         msg = f"weights must be (dense, sparse, colbert), got {len(weights)} values"
         raise ValueError(msg)
     w_dense, w_sparse, w_colbert = (float(w) for w in weights)
+    if not all(math.isfinite(w) for w in (w_dense, w_sparse, w_colbert)):
+        msg = f"weights must be finite numbers, got {tuple(weights)}"
+        raise ValueError(msg)
+    if w_dense + w_sparse == 0 or w_dense + w_sparse + w_colbert == 0:
+        msg = (
+            f"weights {tuple(weights)} sum to zero (dense + sparse, or all three): the combined "
+            f"scores would divide by zero; give the modes you combine a positive total weight"
+        )
+        raise ValueError(msg)
     scores: dict[str, np.ndarray] = {}
     if queries.dense is not None and documents.dense is not None:
         scores["dense"] = (
@@ -537,162 +525,15 @@ def lexical_tokens(weights: dict[int, float], tokenizer: Any) -> dict[str, float
     return readable
 
 
-# -- FlagEmbedding as the backend ---------------------------------------------------------
+def __getattr__(name: str) -> Any:
+    # The FlagEmbedding backend lives in localembed.flagembedding (imported on use).
+    if name in {
+        "FLAGEMBEDDING_TRANSFORMERS",
+        "FlagEmbeddingBackend",
+        "flagembedding_import_message",
+    }:
+        from localembed import flagembedding
 
-
-FLAGEMBEDDING_TRANSFORMERS = ">=4.48,<5.24"
-"""The transformers releases FlagEmbedding 1.4.2 imports under (the ``m3`` extra's range):
-5.24 removed ``transformers.modeling_attn_mask_utils``, which its package ``__init__`` imports."""
-
-
-def flagembedding_import_message(error: ImportError) -> str:
-    """Say why ``from FlagEmbedding import BGEM3FlagModel`` failed, and what fixes it.
-
-    A missing package needs the ``m3`` extra; an installed FlagEmbedding that fails on a
-    transformers module needs a transformers release it supports, not a reinstall.
-    """
-    import importlib.util
-
-    if importlib.util.find_spec("FlagEmbedding") is None:
-        return "backend='flagembedding' needs FlagEmbedding: pip install 'localembed[m3]'"
-    missing = getattr(error, "name", None) or ""
-    if missing.split(".")[0] == "transformers":
-        import transformers
-
-        return (
-            f"FlagEmbedding is installed but cannot import {missing!r} from transformers "
-            f"{transformers.__version__} ({error}); FlagEmbedding 1.4.2 works with transformers"
-            f"{FLAGEMBEDDING_TRANSFORMERS}: pip install 'transformers{FLAGEMBEDDING_TRANSFORMERS}'"
-            " (or use backend='torch', which computes the same bge-m3 outputs)"
-        )
-    return f"FlagEmbedding is installed but failed to import: {error}"
-
-
-class FlagEmbeddingBackend:
-    """FlagEmbedding's ``BGEM3FlagModel`` behind localembed's API (``backend="flagembedding"``).
-
-    The reference code path: FlagEmbedding tokenizes, batches and runs the model. Model
-    directory, pooling, normalization, device, dtype, ``max_length`` and ``batch_size`` come
-    from the encoder. FlagEmbedding casts the model to float32 whenever it runs on the CPU,
-    so ``bfloat16``/``float16`` only take effect on accelerators. It has no token budget, no
-    chunking and no quantization: ``max_batch_tokens``, ``long_text="chunk"`` and
-    ``quantize`` are refused.
-
-    Args:
-        encoder: the encoder whose settings to use (its own transformer is not loaded).
-
-    Raises:
-        ImportError: FlagEmbedding is not installed (extra ``m3``).
-        FileNotFoundError: the model directory lacks a head file or safetensors weights.
-        ValueError: a setting FlagEmbedding cannot honour.
-    """
-
-    def __init__(self, encoder: LocalEncoder) -> None:
-        import torch
-
-        config, settings = encoder.config, encoder.settings
-        if config.long_text == "chunk":
-            msg = "backend='flagembedding' truncates long texts; long_text='chunk' needs 'torch'"
-            raise ValueError(msg)
-        if config.max_batch_tokens is not None:
-            msg = "backend='flagembedding' has no token budget; max_batch_tokens needs 'torch'"
-            raise ValueError(msg)
-        if settings.pooling not in _FLAGEMBEDDING_POOLING:
-            msg = (
-                f"backend='flagembedding' supports pooling {', '.join(_FLAGEMBEDDING_POOLING)}, "
-                f"not {settings.pooling!r}"
-            )
-            raise ValueError(msg)
-        path = Path(encoder.source.path)
-        missing = [name for name in _HEAD_FILES.values() if not (path / name).is_file()]
-        if missing:
-            # FlagEmbedding would silently initialize missing heads at random.
-            raise FileNotFoundError(_not_m3_message(encoder, missing))
-        if getattr(config, "quantize", None) is not None:
-            msg = "backend='flagembedding' runs FlagEmbedding's own model; quantize needs 'torch'"
-            raise ValueError(msg)
-        if not any(path.glob("*.safetensors")) and not getattr(
-            config, "allow_pickle_weights", False
-        ):
-            msg = (
-                f"no .safetensors weights in {path}; pickle weights load only with "
-                "allow_pickle_weights=True"
-            )
-            raise FileNotFoundError(msg)
-        try:
-            from FlagEmbedding import BGEM3FlagModel
-        except ImportError as error:
-            raise ImportError(flagembedding_import_message(error)) from error
-        self._encoder = encoder
-        self._lock = threading.Lock()
-        self.model: Any = BGEM3FlagModel(
-            str(path),
-            normalize_embeddings=settings.normalize,
-            use_fp16=encoder.dtype == torch.float16,
-            use_bf16=encoder.dtype == torch.bfloat16,
-            devices=str(encoder.device),
-            pooling_method=settings.pooling,
-            trust_remote_code=config.trust_remote_code,
-            batch_size=config.batch_size,
-            query_max_length=settings.max_length,
-            passage_max_length=settings.max_length,
-        )
-        """The ``FlagEmbedding.BGEM3FlagModel``."""
-
-    def encode_m3(
-        self,
-        texts: Sequence[str],
-        *,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> M3Output:
-        """Run ``BGEM3FlagModel.encode`` on ``texts`` (instructions already applied).
-
-        Args:
-            texts: the texts.
-            dense: compute dense vectors.
-            sparse: compute lexical weights.
-            colbert: compute ColBERT vectors.
-            batch_size: texts per forward pass; default: the configured ``batch_size``.
-            show_progress: unused (FlagEmbedding shows its own bars on large inputs).
-
-        Returns:
-            An :class:`M3Output` in localembed's types (int token ids, float32 arrays).
-        """
-        del show_progress
-        items = check_texts(texts)
-        if not (dense or sparse or colbert):
-            msg = "request at least one output: dense=True, sparse=True or colbert=True"
-            raise ValueError(msg)
-        encoder = self._encoder
-        if not items:
-            return M3Output(
-                dense=np.empty((0, encoder.dimension), dtype=np.float32) if dense else None,
-                sparse=[] if sparse else None,
-                colbert=[] if colbert else None,
-            )
-        encoder.tokenize(items)  # counts (and warns about) texts over max_length, as "torch" does
-        with self._lock:
-            result = self.model.encode(
-                items,
-                batch_size=batch_size or encoder.config.batch_size,
-                max_length=encoder.settings.max_length,
-                return_dense=dense,
-                return_sparse=sparse,
-                return_colbert_vecs=colbert,
-            )
-        return M3Output(
-            dense=np.asarray(result["dense_vecs"], dtype=np.float32) if dense else None,
-            sparse=[
-                {int(token): float(weight) for token, weight in weights.items()}
-                for weights in result["lexical_weights"]
-            ]
-            if sparse
-            else None,
-            colbert=[np.asarray(v, dtype=np.float32) for v in result["colbert_vecs"]]
-            if colbert
-            else None,
-        )
+        return getattr(flagembedding, name)
+    msg = f"module 'localembed.m3' has no attribute {name!r}"
+    raise AttributeError(msg)

@@ -12,6 +12,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from localembed.texts import apply_instruction
+
+__all__ = ["PRESETS", "WEB_SEARCH_TASK", "Preset", "apply_instruction", "find_preset"]
+
 WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 """The retrieval task the gte-Qwen2 and Qwen3-Embedding cards use in their examples."""
 
@@ -170,18 +174,3 @@ def find_preset(*names: str, kind: str = "embedding") -> Preset | None:
         if any(re.search(preset.pattern, name, flags=re.IGNORECASE) for name in names if name):
             return preset
     return None
-
-
-def apply_instruction(instruction: str, text: str) -> str:
-    """Put ``text`` into ``instruction``: a template when it has ``{text}``, else a prefix.
-
-    Example:
-        >>> apply_instruction("query: ", "cats")
-        'query: cats'
-        >>> apply_instruction("Q: {text} (short)", "cats")
-        'Q: cats (short)'
-
-    """
-    if "{text}" in instruction:
-        return instruction.replace("{text}", text)
-    return instruction + text

@@ -36,17 +36,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from localembed.batching import pad_right, run_batches
+from localembed.batching import pad_right, padding_id, run_batches
 from localembed.config import ModelOptions, RerankerConfig
-from localembed.encoder import (
-    CHARS_PER_TOKEN_BOUND,
-    check_text,
-    check_texts,
-    model_length_limit,
-    padding_id,
-    resolve_device,
-    resolve_dtype,
-)
 from localembed.loading import (
     check_model_files,
     load_model_config,
@@ -55,7 +46,11 @@ from localembed.loading import (
     read_sentence_transformers_metadata,
 )
 from localembed.presets import find_preset
+from localembed.runtimes import resolve_device, resolve_dtype
+from localembed.settings import model_length_limit
 from localembed.sharing import SharedModels
+from localembed.texts import check_text, check_texts
+from localembed.windows import CHARS_PER_TOKEN_BOUND
 
 if TYPE_CHECKING:
     import torch

@@ -3,7 +3,8 @@
 ``torch`` (default) runs the transformers model, optionally with dynamic int8 Linear layers;
 ``onnx`` exports the model once with ``torch.onnx.export``, fuses it with ONNX Runtime's
 transformer optimizer, optionally quantizes it to int8, caches the file, and runs it in an
-ONNX Runtime session. Pooling and normalization stay in the encoder, shared by all.
+ONNX Runtime session. Pooling and normalization stay in the heads, shared by all.
+:func:`resolve_device` and :func:`resolve_dtype` turn "auto" into what runs here.
 """
 
 from __future__ import annotations
@@ -26,11 +27,46 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("localembed")
 
+_DTYPES = ("float32", "bfloat16", "float16")
+
 # Architectures ONNX Runtime's transformer optimizer fuses as "bert" (attention, layer norms).
 _ORT_BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "distilbert"})
 ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-3
 """Largest |difference| between ONNX and torch hidden states accepted when a model is exported."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """Turn "auto" into cuda, then mps, then cpu; check that a named accelerator exists."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        msg = f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'"
+        raise ValueError(msg)
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        msg = f"device {device!r} requested but MPS is not available; use device='cpu' or 'auto'"
+        raise ValueError(msg)
+    return resolved
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """Turn "auto" into float32 on CPU/MPS (exact) and float16 on CUDA."""
+    import torch
+
+    if dtype == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        msg = f"unknown dtype {dtype!r}; valid: auto, {', '.join(_DTYPES)}"
+        raise ValueError(msg)
+    resolved: torch.dtype = getattr(torch, dtype)
+    return resolved
 
 
 class Runtime(Protocol):

@@ -104,8 +104,8 @@ class SharedModels(Generic[T]):
 
 def settings_key(options: dict[str, Any]) -> tuple[Any, ...]:
     """The sharing key of ``options``: the model's identity, the resolved device and dtype."""
-    from localembed.encoder import resolve_device, resolve_dtype
     from localembed.loading import model_identity
+    from localembed.runtimes import resolve_device, resolve_dtype
 
     resolved = dict(options)
     resolved["model"] = model_identity(options["model"])

@@ -46,10 +46,14 @@ def test_sentence_transformers_metadata_is_read_and_matches(st_dir: Path) -> Non
     assert encoder.settings.document_instruction == "saved doc: "
     assert encoder.settings.sources["pooling"] == "sentence-transformers"
     texts = ["a short one", "a much longer text that goes on and on past twenty four tokens " * 3]
-    reference = SentenceTransformer(str(st_dir), device="cpu").encode(
-        texts, normalize_embeddings=True
-    )
-    np.testing.assert_allclose(encoder.encode(texts), reference, atol=1e-5)
+    # No Normalize module in modules.json: the vectors are not normalized, as in
+    # sentence-transformers.
+    assert encoder.settings.normalize is False
+    assert encoder.settings.sources["normalize"] == "sentence-transformers"
+    st_model = SentenceTransformer(str(st_dir), device="cpu")
+    np.testing.assert_allclose(encoder.encode(texts), st_model.encode(texts), atol=1e-5)
+    forced = get_encoder(model=str(st_dir), normalize=True).encode(texts)
+    np.testing.assert_allclose(forced, st_model.encode(texts, normalize_embeddings=True), atol=1e-5)
 
 
 def test_preset_applies_by_directory_name(bge_named_dir: Path) -> None:

@@ -344,9 +344,9 @@ def test_get_encoder_loads_once_under_concurrent_first_use(tiny_bert_dir: Path) 
     loads: list[int] = []
     original = LocalEncoder.__init__
 
-    def counting_init(self, config) -> None:
+    def counting_init(self, config, backend=None) -> None:
         loads.append(1)
-        original(self, config)
+        original(self, config, backend)
 
     barrier = threading.Barrier(12)
 

@@ -80,10 +80,11 @@ def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[
     text = " ".join((info.description or "").split()).replace("%", "%%")
     options: dict[str, Any] = {"dest": name, "default": None, "help": text}
     annotation = info.annotation
-    if annotation is bool:
-        # None when not given, so the config's default (and its "default" source) stays.
-        options["action"] = "store_false" if info.default else "store_true"
-        if info.default:
+    if annotation in (bool, bool | None):
+        # None when not given, so the config's default (and its "default" source) stays;
+        # a default of True or None ("follow the model") is turned off by a --no- flag.
+        options["action"] = "store_true" if info.default is False else "store_false"
+        if info.default is not False:
             options["help"] = f"turn off: {text}"
         return options
     if name == "pooling":

@@ -1,0 +1,101 @@
+"""Texts stage: input checks and instructions, before anything is tokenized.
+
+Stage API (pure Python, no model):
+
+- :func:`check_texts` turns any caller's input into ``list[str]`` or raises TypeError naming
+  the bad index (a bare ``str`` is never iterated character by character);
+- :func:`check_text` checks one text (a query);
+- :func:`apply_instruction` puts a text into an instruction (prefix or ``{text}`` template).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger("localembed")
+
+
+def check_texts(texts: Any) -> list[str]:
+    r"""Return ``texts`` as a list of str, or raise TypeError naming the first bad item.
+
+    A bare str or bytes (which would otherwise be embedded character by character), a
+    mapping or a set (no input order to match the output rows to), None and other
+    non-iterables are a TypeError. Lone surrogates (invalid unicode, e.g. from
+    ``errors="surrogateescape"`` or a broken ``\ud83d`` JSON escape), which tokenizers
+    cannot encode, are replaced with U+FFFD (a surrogate pair becomes its character) and
+    counted in one warning per call.
+
+    Example:
+        >>> check_texts(["a", 1])
+        Traceback (most recent call last):
+        ...
+        TypeError: item 1 is int, not str; every text must be a str
+        >>> check_texts(["ok", "bad \udc80 byte"])
+        ['ok', 'bad \ufffd byte']
+
+    """
+    from collections.abc import Mapping
+
+    if isinstance(texts, (str, bytes, bytearray)):
+        msg = f"expected a list of str, got a single {type(texts).__name__}; wrap it: [text]"
+        raise TypeError(msg)
+    if isinstance(texts, (Mapping, set, frozenset)):
+        msg = (
+            f"expected a list of str, got {type(texts).__name__}, whose items have no position "
+            f"for output row i to match; pass a list"
+        )
+        raise TypeError(msg)
+    try:
+        items = list(texts)
+    except TypeError:
+        msg = f"expected a list of str, got {type(texts).__name__}"
+        raise TypeError(msg) from None
+    repaired = 0
+    for index, item in enumerate(items):
+        if not isinstance(item, str):
+            msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
+            raise TypeError(msg)
+        if not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                # UTF-16 round trip: a high+low surrogate pair becomes the character it
+                # encodes, and every lone surrogate becomes U+FFFD.
+                surrogates = item.encode("utf-16-le", "surrogatepass")
+                items[index] = surrogates.decode("utf-16-le", "replace")
+                repaired += 1
+    if repaired:
+        logger.warning(
+            "%d of %d texts contained invalid unicode (lone surrogates); "
+            "each was replaced with U+FFFD before embedding",
+            repaired,
+            len(items),
+        )
+    return items
+
+
+def check_text(text: Any, what: str = "query") -> str:
+    """Return ``text`` if it is a str, else raise TypeError naming ``what``.
+
+    Invalid unicode in it is repaired later, by :func:`check_texts` (the encoder's entry).
+    """
+    if not isinstance(text, str):
+        msg = f"{what} must be a str, got {type(text).__name__}"
+        raise TypeError(msg)
+    return text
+
+
+def apply_instruction(instruction: str, text: str) -> str:
+    """Put ``text`` into ``instruction``: a template when it has ``{text}``, else a prefix.
+
+    Example:
+        >>> apply_instruction("query: ", "cats")
+        'query: cats'
+        >>> apply_instruction("Q: {text} (short)", "cats")
+        'Q: cats (short)'
+
+    """
+    if "{text}" in instruction:
+        return instruction.replace("{text}", text)
+    return instruction + text
