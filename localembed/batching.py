@@ -41,6 +41,11 @@ class ForwardBatch:
     """(rows, width) token ids."""
 
 
+def token_budget(max_batch_tokens: int | None, device: torch.device) -> int | None:
+    """The padded tokens allowed per forward pass: the setting, else the device's default."""
+    return max_batch_tokens or DEFAULT_BATCH_TOKENS.get(device.type)
+
+
 def padding_id(tokenizer: Any) -> int:
     """The id to pad with: the tokenizer's pad token, else its end-of-sequence token."""
     for candidate in (tokenizer.pad_token_id, tokenizer.eos_token_id):

@@ -29,11 +29,11 @@ import numpy as np
 from localembed.backends import (
     Backend,
     CallOptions,
+    ModelFiles,
     TokenEmbeddings,
     load_backend,
     read_model_files,
 )
-from localembed.backends import ModelFiles
 from localembed.batching import (
     DEFAULT_BATCH_TOKENS,
     ForwardBatch,
