@@ -523,17 +523,3 @@ def lexical_tokens(weights: dict[int, float], tokenizer: Any) -> dict[str, float
         if token not in readable or weight > readable[token]:
             readable[token] = weight
     return readable
-
-
-def __getattr__(name: str) -> Any:
-    # The FlagEmbedding backend lives in localembed.flagembedding (imported on use).
-    if name in {
-        "FLAGEMBEDDING_TRANSFORMERS",
-        "FlagEmbeddingBackend",
-        "flagembedding_import_message",
-    }:
-        from localembed import flagembedding
-
-        return getattr(flagembedding, name)
-    msg = f"module 'localembed.m3' has no attribute {name!r}"
-    raise AttributeError(msg)

@@ -47,7 +47,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from localembed.encoder import ForwardBatch, LocalEncoder, Tokenized
+    from localembed.batching import ForwardBatch
+    from localembed.encoder import LocalEncoder
+    from localembed.windows import Tokenized
 
 
 @dataclass(frozen=True)
@@ -140,7 +142,7 @@ class MicroBatcher:
             TypeError: ``texts`` is not a list of str (the message names the bad index).
             RuntimeError: the batcher is closed.
         """
-        from localembed.encoder import check_texts
+        from localembed.texts import check_texts
 
         encoder = self._require_encoder()
         items = check_texts(texts)
@@ -323,8 +325,8 @@ class MicroBatcher:
     def _run(self, encoder: LocalEncoder, calls: list[_Call], taken: list[list[int]]) -> None:
         import torch
 
-        from localembed.encoder import Tokenized
         from localembed.pooling import pool
+        from localembed.windows import Tokenized
 
         # The merged windows of this round, and where each row goes back to.
         ids: list[list[int]] = []

@@ -14,7 +14,7 @@ import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from localembed.m3 import FLAGEMBEDDING_TRANSFORMERS
+from localembed.flagembedding import FLAGEMBEDDING_TRANSFORMERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = ROOT / "requirements" / "lock.txt"
@@ -80,7 +80,7 @@ def test_flagembedding_import_error_names_the_transformers_cause() -> None:
     # transformers 5.24 removed this module; hide it as such a release would.
     code = (
         "import sys; sys.modules['transformers.modeling_attn_mask_utils'] = None\n"
-        "from localembed.m3 import flagembedding_import_message\n"
+        "from localembed.flagembedding import flagembedding_import_message\n"
         "try:\n"
         "    from FlagEmbedding import BGEM3FlagModel\n"
         "except ImportError as error:\n"
@@ -99,7 +99,7 @@ def test_flagembedding_missing_says_which_extra() -> None:
         "import sys; sys.modules['FlagEmbedding'] = None\n"
         "import importlib.util\n"
         "importlib.util.find_spec = lambda name, *a: None\n"
-        "from localembed.m3 import flagembedding_import_message\n"
+        "from localembed.flagembedding import flagembedding_import_message\n"
         "print(flagembedding_import_message(ImportError('No module named FlagEmbedding')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
