@@ -8,7 +8,12 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
     raise ImportError(msg) from error
 
+from typing import TYPE_CHECKING, Any, ClassVar
+
 from localembed.adapters import EncoderAdapter, ato_lists, check_text, to_lists
+
+if TYPE_CHECKING:
+    from langchain_text_splitters import TextSplitter
 
 
 class LocalEmbeddings(EncoderAdapter, Embeddings):
@@ -29,14 +34,52 @@ class LocalEmbeddings(EncoderAdapter, Embeddings):
 
     """
 
+    huggingface_anchor: ClassVar[str | None] = "langchain"
+
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """Embed documents (with the document instruction, if any); one vector per text."""
-        return to_lists(self.encoder.encode_documents(texts))
+        return to_lists(self.encoder.encode_documents(texts, show_progress=self.show_progress))
 
     def embed_query(self, text: str) -> list[float]:
         """Embed one search query (with the query instruction, if any)."""
         vector: list[float] = self.encoder.encode_queries([check_text(text)])[0].tolist()
         return vector
+
+    def embed_late_chunks(self, text: str, chunks: list[str]) -> list[list[float]]:
+        """Late chunking: each chunk's vector pooled from one pass over the whole ``text``.
+
+        ``chunks`` are consecutive substrings of ``text``, e.g.
+        ``self.text_splitter().split_text(text)``; store them with these vectors
+        (``vector_store.add_embeddings(zip(chunks, vectors))``). See
+        :meth:`localembed.LocalEncoder.encode_late_chunks`.
+        """
+        return to_lists(self.encoder.encode_late_chunks(text, chunks))
+
+    def text_splitter(self, chunk_overlap: int = 0, **kwargs: Any) -> TextSplitter:
+        """A LangChain text splitter whose chunks this model embeds whole (never truncated).
+
+        A ``RecursiveCharacterTextSplitter`` (paragraphs, then lines, then words) counting
+        tokens with this model's tokenizer, sized to its window minus the special and
+        document-instruction tokens (``encoder.chunk_size()``).
+
+        Args:
+            chunk_overlap: tokens shared by consecutive chunks.
+            **kwargs: other ``RecursiveCharacterTextSplitter`` arguments (``separators``...).
+        """
+        try:
+            from langchain_text_splitters import RecursiveCharacterTextSplitter
+        except ImportError as error:  # pragma: no cover - depends on the environment
+            msg = (
+                "text_splitter needs langchain-text-splitters: pip install 'localembed[langchain]'"
+            )
+            raise ImportError(msg) from error
+        encoder = self.encoder
+        return RecursiveCharacterTextSplitter(
+            chunk_size=encoder.chunk_size("document"),
+            chunk_overlap=chunk_overlap,
+            length_function=encoder.count_tokens,
+            **kwargs,
+        )
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, merged with concurrent calls into shared batches."""

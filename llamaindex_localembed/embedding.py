@@ -8,8 +8,14 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
     raise ImportError(msg) from error
 
+from typing import TYPE_CHECKING, Any, ClassVar
+
 from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
 from localembed.adapters import ato_lists, check_text, check_texts, to_lists
+
+if TYPE_CHECKING:
+    from llama_index.core.node_parser import NodeParser, SentenceSplitter
+    from llama_index.core.schema import BaseNode, Document
 
 
 class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
@@ -28,6 +34,8 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
 
     """
 
+    huggingface_anchor: ClassVar[str | None] = "llamaindex"
+
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex stores in ``to_dict`` and looks up in ``from_dict``."""
@@ -42,7 +50,48 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
         return vector
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return to_lists(self.encoder.encode_documents(check_texts(texts)))
+        vectors = self.encoder.encode_documents(
+            check_texts(texts), show_progress=self.show_progress
+        )
+        return to_lists(vectors)
+
+    def node_parser(self, chunk_overlap: int = 0, **kwargs: Any) -> SentenceSplitter:
+        """A LlamaIndex node parser whose nodes this model embeds whole (never truncated).
+
+        A ``SentenceSplitter`` counting tokens with this model's tokenizer, sized to its
+        window minus the special and document-instruction tokens (``encoder.chunk_size()``);
+        it also leaves room for the metadata LlamaIndex embeds with each node.
+
+        Args:
+            chunk_overlap: tokens shared by consecutive nodes.
+            **kwargs: other ``SentenceSplitter`` arguments (``paragraph_separator``...).
+        """
+        from llama_index.core.node_parser import SentenceSplitter
+
+        encoder = self.encoder
+        return SentenceSplitter(
+            chunk_size=encoder.chunk_size("document"),
+            chunk_overlap=chunk_overlap,
+            tokenizer=encoder.token_ids,
+            **kwargs,
+        )
+
+    def late_chunk_nodes(
+        self, document: Document, node_parser: NodeParser | None = None
+    ) -> list[BaseNode]:
+        """``document``'s nodes, each embedded by late chunking (pooled from the whole text).
+
+        The nodes come from ``node_parser`` (default: :meth:`node_parser`) and carry their
+        ``embedding``, so ``VectorStoreIndex(nodes)`` stores them without embedding again.
+        See :meth:`localembed.LocalEncoder.encode_late_chunks`.
+        """
+        parser = node_parser or self.node_parser()
+        nodes = parser.get_nodes_from_documents([document])
+        text = document.get_content()
+        vectors = self.encoder.encode_late_chunks(text, [node.get_content() for node in nodes])
+        for node, vector in zip(nodes, to_lists(vectors), strict=True):
+            node.embedding = vector
+        return nodes
 
     # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).
     async def _aget_query_embedding(self, query: str) -> list[float]:

@@ -13,7 +13,7 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import ConfigDict
+from pydantic import ConfigDict, model_validator
 
 from localembed.config import EncoderConfig
 from localembed.texts import check_text, check_texts
@@ -80,6 +80,9 @@ class EncoderAdapter(EncoderConfig):
     required_heads: ClassVar[tuple[str, ...]] = ()
     """bge-m3 heads the adapter needs, loaded with the model (e.g. ``("sparse",)``)."""
 
+    show_progress: bool = False
+    """Show a tqdm progress bar over the texts of each embedding call."""
+
     def model_post_init(self, context: Any, /) -> None:
         """Load the model (and its heads) now, so that a bad setting fails here."""
         encoder = self.load_encoder()
@@ -90,3 +93,17 @@ class EncoderAdapter(EncoderConfig):
     def encoder(self) -> LocalEncoder:
         """The shared encoder behind this adapter."""
         return self.load_encoder()
+
+    huggingface_anchor: ClassVar[str | None] = None
+    """Whose arguments this adapter also accepts (``"langchain"``: langchain-huggingface's
+    ``HuggingFaceEmbeddings``, ``"llamaindex"``: llama-index's ``HuggingFaceEmbedding``),
+    translated by :mod:`localembed.migration`; None: none."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_huggingface(cls, data: Any) -> Any:
+        if cls.huggingface_anchor is None or not isinstance(data, dict):
+            return data
+        from localembed.migration import HUGGINGFACE_ANCHORS
+
+        return HUGGINGFACE_ANCHORS[cls.huggingface_anchor](data)

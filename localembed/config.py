@@ -148,6 +148,10 @@ class EncoderConfig(ModelOptions):
     document_instruction: str | None = None
     """Prefix or "{text}" template for documents; None: saved prompts, then preset; "": none."""
 
+    truncate_dim: int | None = Field(default=None, gt=0)
+    """Matryoshka: keep each vector's first N dimensions (cut after pooling, then normalized);
+    at most the model's dimension. None: all. Encoders differing only here share one model."""
+
     long_text: Literal["truncate", "chunk"] = "truncate"
     """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
 

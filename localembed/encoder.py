@@ -44,6 +44,7 @@ from localembed.batching import (
 )
 from localembed.config import EncoderConfig
 from localembed.faults import NonFiniteEmbeddingError
+from localembed.precision import Precision, check_precision, quantize
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
 from localembed.sharing import SharedModels
@@ -88,8 +89,18 @@ logger = logging.getLogger("localembed")
 Output = Literal["sentence_embedding", "token_embeddings"]
 OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
 
+TRUNCATED_ROWS_NAMED = 5
+"""The truncation warning names the first this many truncated rows."""
+
 CALL_TIME_OPTIONS = frozenset(
-    {"batch_size", "max_batch_tokens", "long_text", "query_instruction", "document_instruction"}
+    {
+        "batch_size",
+        "max_batch_tokens",
+        "long_text",
+        "query_instruction",
+        "document_instruction",
+        "truncate_dim",
+    }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
 
@@ -121,13 +132,21 @@ class LocalEncoder:
         self.tokenizer = files.tokenizer
         """The model's tokenizer, free to use (the encoder tokenizes with a private copy)."""
         self.model_config = files.model_config
+        width = int(files.model_config.hidden_size)
+        if config.truncate_dim is not None and config.truncate_dim > width:
+            msg = (
+                f"truncate_dim {config.truncate_dim} is larger than {self.source.name}'s "
+                f"dimension {width}; use at most {width} (or None for all)"
+            )
+            raise ValueError(msg)
         self.settings = _settings(config, files)
         self._windows = files.windows
         self.backend: Backend = backend or load_backend(files, config, self.settings)
         self.backend.check_options(self._options(None))
         self.device: torch.device = self.backend.device
         self.dtype: torch.dtype = self.backend.dtype
-        self.dimension: int = self.backend.dimension
+        self.dimension: int = config.truncate_dim or self.backend.dimension
+        """Output dimension: ``truncate_dim`` when set, else the model's."""
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
 
@@ -185,6 +204,8 @@ class LocalEncoder:
         output: Literal["sentence_embedding"] = "sentence_embedding",
         batch_size: int | None = None,
         show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray: ...
 
     @overload
@@ -196,6 +217,8 @@ class LocalEncoder:
         output: Literal["token_embeddings"],
         batch_size: int | None = None,
         show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> list[TokenEmbeddings]: ...
 
     def encode(
@@ -206,6 +229,8 @@ class LocalEncoder:
         output: Output = "sentence_embedding",
         batch_size: int | None = None,
         show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray | list[TokenEmbeddings]:
         """Embed ``texts`` as they are (or through ``instruction``); row i belongs to texts[i].
 
@@ -217,14 +242,22 @@ class LocalEncoder:
                 :class:`TokenEmbeddings`; for analysis and plots).
             batch_size: texts per forward pass; default: the configured ``batch_size``.
             show_progress: show a tqdm progress bar over the texts.
+            precision: ``"float32"`` (default), ``"float16"``, ``"int8"``, ``"uint8"``,
+                ``"binary"`` or ``"ubinary"``: sentence-transformers' ``quantize_embeddings``
+                (see :mod:`localembed.precision`).
+            ranges: int8/uint8 calibration ranges, (2, dimension), from
+                :func:`localembed.precision.calibration_ranges` over a corpus; None: from
+                these texts' vectors (at least two).
 
         Returns:
-            A float32 array of shape (len(texts), dimension), or with
-            ``output="token_embeddings"`` a list with one :class:`TokenEmbeddings` per text.
+            An array of shape (len(texts), dimension) in ``precision`` (binary: dimension / 8
+            bytes), or with ``output="token_embeddings"`` a list with one
+            :class:`TokenEmbeddings` per text.
 
         Raises:
             TypeError: ``texts`` is not a list of str; the message names the first bad index.
-            ValueError: an unknown ``output``, or token output where it is not defined.
+            ValueError: an unknown ``output`` or ``precision``, token output where it is not
+                defined, or int8/uint8 for a single text without ``ranges``.
 
         Example:
             >>> from localembed import get_encoder
@@ -236,6 +269,7 @@ class LocalEncoder:
         if output not in OUTPUTS:
             msg = f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}"
             raise ValueError(msg)
+        check_precision(precision)
         options = self._options(batch_size, show_progress)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
@@ -258,7 +292,7 @@ class LocalEncoder:
             tokenize=self._tokenize_items,
             forward=self.forward,
         )
-        return self._checked(result).dense_array()
+        return self.finish(self._checked(result).dense_array(), precision, ranges)
 
     def encode_m3(
         self,
@@ -303,6 +337,8 @@ class LocalEncoder:
         *,
         batch_size: int | None = None,
         show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray:
         """Embed search queries with the query instruction (see :meth:`encode`).
 
@@ -310,12 +346,16 @@ class LocalEncoder:
         (see :attr:`batcher`).
         """
         if batch_size is None and not show_progress and self.runtime is not None:
-            return self._finite(self.batcher.encode(texts, self.settings.query_instruction))
+            check_precision(precision)
+            vectors = self._finite(self.batcher.encode(texts, self.settings.query_instruction))
+            return self.finish(vectors, precision, ranges)
         return self.encode(
             texts,
             self.settings.query_instruction,
             batch_size=batch_size,
             show_progress=show_progress,
+            precision=precision,
+            ranges=ranges,
         )
 
     def encode_documents(
@@ -324,6 +364,8 @@ class LocalEncoder:
         *,
         batch_size: int | None = None,
         show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> np.ndarray:
         """Embed documents with the document instruction (see :meth:`encode`).
 
@@ -331,12 +373,16 @@ class LocalEncoder:
         (see :attr:`batcher`).
         """
         if batch_size is None and not show_progress and self.runtime is not None:
-            return self._finite(self.batcher.encode(texts, self.settings.document_instruction))
+            check_precision(precision)
+            vectors = self._finite(self.batcher.encode(texts, self.settings.document_instruction))
+            return self.finish(vectors, precision, ranges)
         return self.encode(
             texts,
             self.settings.document_instruction,
             batch_size=batch_size,
             show_progress=show_progress,
+            precision=precision,
+            ranges=ranges,
         )
 
     async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
@@ -352,7 +398,7 @@ class LocalEncoder:
             import asyncio
 
             return await asyncio.to_thread(self.encode, texts, instruction)
-        return self._finite(await self.batcher.aencode(texts, instruction))
+        return self.finish(self._finite(await self.batcher.aencode(texts, instruction)))
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -368,6 +414,28 @@ class LocalEncoder:
                 if self._batcher is None:
                     self._batcher = MicroBatcher(self)
         return self._batcher
+
+    def finish(
+        self,
+        vectors: np.ndarray,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Pooled float vectors -> the output: the one place both steps happen.
+
+        The ``truncate_dim`` cut (then normalized again when normalizing), then ``precision``.
+        Vectors already cut pass through unchanged (the micro-batcher finishes its results).
+        """
+        cut = self.config.truncate_dim
+        if cut is not None and cut < vectors.shape[1]:
+            vectors = vectors[:, :cut]
+            if self.settings.normalize:
+                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+                vectors = vectors / np.maximum(norms, 1e-12)
+            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if precision == "float32":
+            return vectors
+        return quantize(vectors, precision, ranges)
 
     def _checked(self, result: M3Output) -> M3Output:
         bad = result.non_finite_rows()
@@ -416,13 +484,153 @@ class LocalEncoder:
             items, max_length=self.settings.max_length, long_text=self.config.long_text
         )
         if tokenized.truncated:
+            rows = tokenized.truncated_rows
+            named = ", ".join(map(str, rows[:TRUNCATED_ROWS_NAMED]))
+            more = ", ..." if len(rows) > TRUNCATED_ROWS_NAMED else ""
             logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated",
+                "%d of %d texts (rows %s%s) were longer than %d tokens and were truncated; "
+                "split documents into chunks that fit with LocalEmbeddings.text_splitter() "
+                "(LangChain) or LocalEmbedding.node_parser() (LlamaIndex), or embed them "
+                "whole with long_text='chunk'",
                 tokenized.truncated,
                 tokenized.count,
+                named,
+                more,
                 self.settings.max_length,
             )
         return tokenized
+
+    # -- chunks that fit, late chunking ---------------------------------------------------
+
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of ``text``'s own tokens (no special tokens, no instruction, no cut).
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> get_encoder().token_ids("Cats purr")
+            [8870, 16405, 12171]
+
+        """
+        return self._windows.token_ids(check_text(text, "text"))
+
+    def count_tokens(self, text: str) -> int:
+        """How many tokens ``text`` has for this model (a text splitter's length function).
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> get_encoder().count_tokens("Cats purr")
+            3
+
+        """
+        return len(self.token_ids(text))
+
+    def chunk_size(self, kind: Literal["document", "query"] = "document") -> int:
+        """The most tokens a chunk may have and be embedded whole as a ``kind``.
+
+        ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
+        most this many tokens (by :meth:`count_tokens`) is never truncated. Text splitters
+        sized with it: ``LocalEmbeddings.text_splitter()``, ``LocalEmbedding.node_parser()``.
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> get_encoder().chunk_size()  # 256 tokens - [CLS] - [SEP]
+            254
+
+        """
+        if kind not in ("document", "query"):
+            msg = f"kind must be 'document' or 'query', got {kind!r}"
+            raise ValueError(msg)
+        instruction = getattr(self.settings, f"{kind}_instruction")
+        used = self._windows.special_tokens + self.count_tokens(
+            apply_instruction(instruction, "") if instruction else ""
+        )
+        size = self.settings.max_length - used
+        if size < 1:
+            msg = (
+                f"max_length {self.settings.max_length} leaves no room for text after "
+                f"{used} special and instruction tokens"
+            )
+            raise ValueError(msg)
+        return size
+
+    def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
+        """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
+
+        Each chunk's vector is the model's pooling over its own tokens, whose vectors have
+        attended to the rest of the document (with the document instruction); a document
+        longer than ``max_length`` runs in overlapping windows, each token taking its vector
+        from the window where it has the most context. See :mod:`localembed.late_chunks`.
+
+        Args:
+            text: the whole document.
+            chunks: consecutive substrings of ``text`` (e.g. from a text splitter); they may
+                overlap or skip whitespace between them.
+
+        Returns:
+            A float32 (len(chunks), dimension) array, normalized when ``normalize`` is on and
+            cut to ``truncate_dim``.
+
+        Raises:
+            ValueError: a chunk not found in the text in order (named), or a backend without
+                token vectors (``backend="flagembedding"``).
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> text = "Berlin is in Germany. It has 3.8 million people."
+            >>> get_encoder().encode_late_chunks(text, ["Berlin is in Germany.", "It has"]).shape
+            (2, 384)
+
+        """
+        import torch
+
+        from localembed.late_chunks import (
+            DocumentTokens,
+            chunk_char_spans,
+            gather_token_vectors,
+            plan_late_chunks,
+        )
+        from localembed.pooling import pool
+
+        text = check_texts([check_text(text, "text")])[0]
+        spans = chunk_char_spans(text, chunks)
+        if self.backend.runtime is None:
+            msg = "encode_late_chunks needs token vectors: backend='torch' or 'onnx'"
+            raise ValueError(msg)
+        instruction = self.settings.document_instruction
+        instructed = apply_instruction(instruction, text) if instruction else text
+        # Where the text starts in the instructed string: after a prefix, or at "{text}".
+        text_start = instruction.find("{text}") if "{text}" in instruction else len(instruction)
+        try:
+            ids, offsets, special = self._windows.encode_whole(instructed)
+        except NotImplementedError as error:
+            msg = "late chunking needs a fast tokenizer (character offsets)"
+            raise ValueError(msg) from error
+        plan = plan_late_chunks(
+            DocumentTokens(ids, offsets, special),
+            spans,
+            text_start=text_start,
+            max_length=self.settings.max_length,
+        )
+        windows = Tokenized(
+            ids=plan.windows,
+            owners=list(range(len(plan.windows))),
+            count=len(plan.windows),
+            truncated=0,
+            chunked=False,
+        )
+        outputs = self.backend.token_embeddings(
+            windows, self.settings, self._options(None), self.forward
+        )
+        tokens = torch.from_numpy(gather_token_vectors(plan, [o.vectors for o in outputs]))
+        rows = np.empty((len(plan.spans), self.backend.dimension), dtype=np.float32)
+        for row, (start, stop) in enumerate(plan.spans):
+            span = tokens[start:stop].unsqueeze(0)
+            mask = torch.ones((1, stop - start), dtype=torch.long)
+            pooled = pool(self.settings.pooling, span, mask)
+            if self.settings.normalize:
+                pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            rows[row] = pooled[0].numpy()
+        return self.finish(self._finite(rows))
 
     def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
         """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""

@@ -150,7 +150,9 @@ class MicroBatcher:
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not items:
             future.set_result(
-                Encoded(np.empty((0, encoder.dimension), np.float32), 0, 0, queue_seconds=0.0)
+                Encoded(
+                    np.empty((0, encoder.backend.dimension), np.float32), 0, 0, queue_seconds=0.0
+                )
             )
             return future
         call = _Call(items, instruction, tokenized, future, time.perf_counter())
@@ -278,7 +280,7 @@ class MicroBatcher:
                 _fail(call, error)
                 return False
         tokenized = call.tokenized
-        call.rows = np.empty((len(tokenized.ids), encoder.dimension), dtype=np.float32)
+        call.rows = np.empty((len(tokenized.ids), encoder.backend.dimension), dtype=np.float32)
         # The call's own batches, longest first, as a lone encode() runs them.
         call.groups = deque(encoder.batches(tokenized.ids))
         return True
@@ -386,7 +388,7 @@ def _finish(encoder: LocalEncoder, call: _Call) -> None:
     assert tokenized is not None and rows is not None
     vectors = encoder.combine_windows(rows, tokenized) if tokenized.chunked else rows
     result = Encoded(
-        vectors,
+        encoder.finish(vectors),
         tokens=sum(len(window) for window in tokenized.ids),
         truncated=tokenized.truncated,
         queue_seconds=(call.started or call.submitted) - call.submitted,

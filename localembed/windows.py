@@ -22,7 +22,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -64,6 +64,8 @@ class Tokenized:
     """Texts cut to max_length (long_text="truncate")."""
     chunked: bool
     """Whether some text was split into several windows (long_text="chunk")."""
+    truncated_rows: tuple[int, ...] = ()
+    """Indices of the texts cut to max_length (ascending)."""
 
     @classmethod
     def concat(cls, parts: list[Tokenized]) -> Tokenized:
@@ -79,10 +81,12 @@ class Tokenized:
         """
         ids: list[list[int]] = []
         owners: list[int] = []
+        truncated_rows: list[int] = []
         count = 0
         for part in parts:
             ids.extend(part.ids)
             owners.extend(owner + count for owner in part.owners)
+            truncated_rows.extend(row + count for row in part.truncated_rows)
             count += part.count
         return cls(
             ids=ids,
@@ -90,6 +94,7 @@ class Tokenized:
             count=count,
             truncated=sum(part.truncated for part in parts),
             chunked=any(part.chunked for part in parts),
+            truncated_rows=tuple(truncated_rows),
         )
 
     @staticmethod
@@ -129,6 +134,39 @@ class WindowTokenizer:
         """The one token of a text that tokenizes to nothing (an empty text, with a tokenizer
         that adds no special tokens), so that every text gets a real vector."""
 
+    def encode_whole(self, text: str) -> tuple[list[int], list[tuple[int, int]], list[int]]:
+        """``text`` tokenized whole (no truncation), with character offsets.
+
+        Returns the ids (special tokens included), each token's character offsets ((0, 0)
+        for special tokens) and the special-tokens mask.
+        """
+        encoded = self._whole(text, special=True)
+        offsets = [(int(start), int(stop)) for start, stop in encoded["offset_mapping"]]
+        return list(encoded["input_ids"]), offsets, list(encoded["special_tokens_mask"])
+
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of ``text``'s own tokens: no special tokens, no truncation."""
+        return list(self._whole(text, special=False)["input_ids"])
+
+    def _whole(self, text: str, *, special: bool) -> Any:
+        with self._lock:
+            return self._tokenizer(
+                text,
+                truncation=False,
+                padding=False,
+                add_special_tokens=special,
+                return_offsets_mapping=special,
+                return_special_tokens_mask=special,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+                verbose=False,  # no "longer than the maximum" warning: the text is not cut
+            )
+
+    @property
+    def special_tokens(self) -> int:
+        """Special tokens added to one text ([CLS] and [SEP]: 2)."""
+        return int(self._tokenizer.num_special_tokens_to_add(pair=False))
+
     def __call__(self, items: list[str], *, max_length: int, long_text: LongText) -> Tokenized:
         """Tokenize checked (and instructed) ``items`` into windows.
 
@@ -158,16 +196,17 @@ class WindowTokenizer:
             msg = "the tokenizer returned no window for some texts"
             raise RuntimeError(msg)
         windows = [ids if ids else [self.filler_id] for ids in windows]
-        over_long = sum(count > 1 for count in Counter(owners).values())
+        over_long = [owner for owner, count in sorted(Counter(owners).items()) if count > 1]
         if chunked:
-            return Tokenized(windows, owners, len(items), truncated=0, chunked=over_long > 0)
+            return Tokenized(windows, owners, len(items), truncated=0, chunked=bool(over_long))
         first = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
         return Tokenized(
             ids=[windows[i] for i in first],
             owners=list(range(len(items))),
             count=len(items),
-            truncated=over_long,
+            truncated=len(over_long),
             chunked=False,
+            truncated_rows=tuple(over_long),
         )
 
     def _windows(

@@ -29,6 +29,7 @@ MODEL_FLAGS: tuple[tuple[str, str], ...] = (
     ("--pooling", "pooling"),
     ("--dtype", "dtype"),
     ("--max-length", "max_length"),
+    ("--truncate-dim", "truncate_dim"),
     ("--batch-size", "batch_size"),
     ("--max-batch-tokens", "max_batch_tokens"),
     ("--device", "device"),
