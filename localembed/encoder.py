@@ -19,6 +19,7 @@ instructions) share one loaded model, so adapters with such settings hold one mo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
@@ -329,7 +330,10 @@ class LocalEncoder:
             tokenize=self._tokenize_items,
             forward=self.forward,
         )
-        return self._checked(result)
+        result = self._checked(result)
+        if result.dense is not None and self.config.truncate_dim is not None:
+            result = dataclasses.replace(result, dense=self.finish(result.dense))
+        return result
 
     def encode_queries(
         self,

@@ -123,3 +123,11 @@ def test_cli_truncate_dim(tmp_path: Path) -> None:
     assert main(["embed", str(source), "-o", str(output), "--truncate-dim", "64", "--quiet"]) == 0
     vectors = np.load(output)
     np.testing.assert_allclose(vectors, get_encoder(truncate_dim=64).encode(["a cat", "a dog"]))
+
+
+def test_truncate_dim_applies_to_the_dense_output_of_encode_m3(tiny_xlmr_dir: Path) -> None:
+    cut = get_encoder(model=str(tiny_xlmr_dir), truncate_dim=8)
+    output = cut.encode_m3(["a cat", "a dog"], dense=True, sparse=True)
+    assert output.dense is not None
+    np.testing.assert_allclose(output.dense, cut.encode(["a cat", "a dog"]), atol=1e-6)
+    assert output.dense.shape == (2, 8)
