@@ -492,15 +492,15 @@ class LocalEncoder:
             named = ", ".join(map(str, rows[:TRUNCATED_ROWS_NAMED]))
             more = ", ..." if len(rows) > TRUNCATED_ROWS_NAMED else ""
             logger.warning(
-                "%d of %d texts (rows %s%s) were longer than %d tokens and were truncated; "
+                "%d of %d texts were longer than %d tokens and were truncated (rows %s%s); "
                 "split documents into chunks that fit with LocalEmbeddings.text_splitter() "
                 "(LangChain) or LocalEmbedding.node_parser() (LlamaIndex), or embed them "
                 "whole with long_text='chunk'",
                 tokenized.truncated,
                 tokenized.count,
+                self.settings.max_length,
                 named,
                 more,
-                self.settings.max_length,
             )
         return tokenized
 
