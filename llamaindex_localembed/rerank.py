@@ -34,9 +34,9 @@ class LocalRerank(RerankerConfig, BaseNodePostprocessor):
     """
 
     # LlamaIndex assigns attributes after construction (e.g. callback_manager).
-    model_config = ConfigDict(frozen=False, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=False, arbitrary_types_allowed=True, validate_assignment=True)
 
-    top_n: int = Field(default=5, gt=0)
+    top_n: int = Field(default=5, gt=0, strict=True)
     """Nodes kept after reranking."""
 
     keep_retrieval_score: bool = False

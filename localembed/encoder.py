@@ -351,7 +351,7 @@ class LocalEncoder:
         """
         if batch_size is None and not show_progress and self.runtime is not None:
             check_precision(precision)
-            vectors = self._finite(self.batcher.encode(texts, self.settings.query_instruction))
+            vectors = self.batcher.encode(texts, self.settings.query_instruction)
             return self.finish(vectors, precision, ranges)
         return self.encode(
             texts,
@@ -378,7 +378,7 @@ class LocalEncoder:
         """
         if batch_size is None and not show_progress and self.runtime is not None:
             check_precision(precision)
-            vectors = self._finite(self.batcher.encode(texts, self.settings.document_instruction))
+            vectors = self.batcher.encode(texts, self.settings.document_instruction)
             return self.finish(vectors, precision, ranges)
         return self.encode(
             texts,
@@ -402,7 +402,7 @@ class LocalEncoder:
             import asyncio
 
             return await asyncio.to_thread(self.encode, texts, instruction)
-        return self.finish(self._finite(await self.batcher.aencode(texts, instruction)))
+        return self.finish(await self.batcher.aencode(texts, instruction))
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -429,7 +429,11 @@ class LocalEncoder:
 
         The ``truncate_dim`` cut (then normalized again when normalizing), then ``precision``.
         Vectors already cut pass through unchanged (the micro-batcher finishes its results).
+
+        Raises:
+            NonFiniteEmbeddingError: some row is NaN or infinite (names the rows).
         """
+        vectors = self._finite(vectors)
         cut = self.config.truncate_dim
         if cut is not None and cut < vectors.shape[1]:
             vectors = vectors[:, :cut]
@@ -634,7 +638,7 @@ class LocalEncoder:
             if self.settings.normalize:
                 pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
             rows[row] = pooled[0].numpy()
-        return self.finish(self._finite(rows))
+        return self.finish(rows)
 
     def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
         """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""

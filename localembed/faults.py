@@ -51,7 +51,7 @@ class NonFiniteEmbeddingError(ValueError):
     Never returned silently: the message names the rows (input indices) and the fix.
     """
 
-    def __init__(self, rows: list[int], *, count: int, dtype: str) -> None:
+    def __init__(self, rows: list[int], *, count: int, dtype: str, what: str = "texts") -> None:
         shown = ", ".join(map(str, rows[:10])) + (", ..." if len(rows) > 10 else "")
         advice = (
             "the model overflows in "
@@ -61,10 +61,10 @@ class NonFiniteEmbeddingError(ValueError):
             else "the model's weights or inputs give non-finite values; check the model files"
         )
         super().__init__(
-            f"{len(rows)} of {count} texts gave NaN or infinite values (rows {shown}); {advice}"
+            f"{len(rows)} of {count} {what} gave NaN or infinite values (rows {shown}); {advice}"
         )
         self.rows = rows
-        """Indices of the texts whose output is not finite."""
+        """Indices of the texts (pairs, for a reranker) whose output is not finite."""
 
 
 def is_out_of_memory(error: BaseException) -> bool:

@@ -387,8 +387,13 @@ def _finish(encoder: LocalEncoder, call: _Call) -> None:
     tokenized, rows = call.tokenized, call.rows
     assert tokenized is not None and rows is not None
     vectors = encoder.combine_windows(rows, tokenized) if tokenized.chunked else rows
+    try:
+        finished = encoder.finish(vectors)  # NonFiniteEmbeddingError names this call's rows
+    except Exception as error:
+        _fail(call, error)
+        return
     result = Encoded(
-        encoder.finish(vectors),
+        finished,
         tokens=sum(len(window) for window in tokenized.ids),
         truncated=tokenized.truncated,
         queue_seconds=(call.started or call.submitted) - call.submitted,

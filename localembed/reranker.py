@@ -92,6 +92,8 @@ class TokenizedPairs:
     """Segment ids (0 query, 1 document) where the model takes them, else None."""
     truncated: int
     """Pairs cut to max_length."""
+    truncated_rows: tuple[int, ...] = ()
+    """Indices of the pairs cut to max_length (ascending)."""
 
 
 def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
@@ -346,7 +348,7 @@ class LocalReranker:
         Raises:
             TypeError: ``pairs`` is not a list of (str, str) pairs; the message names the
                 first bad pair.
-            FloatingPointError: the model gave NaN or infinite scores (names the pairs).
+            NonFiniteEmbeddingError: the model gave NaN or infinite scores (names the pairs).
         """
         queries, documents = check_pairs(pairs)
         if self.encoder is not None:
@@ -377,14 +379,12 @@ class LocalReranker:
             description="reranking",
             unit="pair",
         )
-        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
-        if len(bad):
-            msg = (
-                f"the model gave NaN or infinite scores for {len(bad)} pair(s) (first: "
-                f"{', '.join(map(str, bad[:5]))}); with dtype float16 the logits can overflow, "
-                f"use dtype='float32' or 'bfloat16'"
-            )
-            raise FloatingPointError(msg)
+        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1)).tolist()
+        if bad:
+            from localembed.faults import NonFiniteEmbeddingError
+
+            dtype = str(self.dtype).removeprefix("torch.")
+            raise NonFiniteEmbeddingError(bad, count=len(scores), dtype=dtype, what="pairs")
         return scores[:, 0] if self.num_labels == 1 else scores
 
     def rerank(
@@ -469,7 +469,9 @@ class LocalReranker:
                 len(ids),
                 self.max_length,
             )
-        return TokenizedPairs(ids=ids, type_ids=type_ids, truncated=len(over))
+        return TokenizedPairs(
+            ids=ids, type_ids=type_ids, truncated=len(over), truncated_rows=tuple(over)
+        )
 
     def _encode(
         self, queries: list[str], documents: list[str], max_length: int | None

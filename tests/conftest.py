@@ -54,3 +54,9 @@ def tiny_qwen2_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tiny_bert_dir: Path, tiny_xlmr_dir: Path, tiny_qwen2_dir: Path) -> dict[str, Path]:
     return {"bert": tiny_bert_dir, "xlm-roberta": tiny_xlmr_dir, "qwen2": tiny_qwen2_dir}
+
+
+@pytest.fixture(scope="session")
+def nan_bert_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny BERT, but every text with the word "cat" embeds to NaN."""
+    return model_factory.overflow_word(tiny_bert_dir, tmp_path_factory.mktemp("nan-bert"))

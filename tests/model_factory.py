@@ -605,3 +605,22 @@ def _write_json(path: Path, data: object) -> None:
         data: JSON-serialisable value.
     """
     path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def overflow_word(source: Path, directory: Path, word: str = "cat") -> Path:
+    """Copy a tiny model and set ``word``'s embedding to 3e38 (finite, but LayerNorm overflows).
+
+    Every text containing ``word`` then comes out NaN: a model that gives non-finite output
+    without damaged (non-finite) weights, which loading accepts.
+    """
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoTokenizer
+
+    shutil.copytree(source, directory, dirs_exist_ok=True)
+    weights_file = directory / "model.safetensors"
+    state = load_file(str(weights_file))
+    name = next(key for key in state if key.endswith("word_embeddings.weight"))
+    token = AutoTokenizer.from_pretrained(str(directory)).convert_tokens_to_ids(word)
+    state[name][token] = 3e38
+    save_file(state, str(weights_file), metadata={"format": "pt"})
+    return directory

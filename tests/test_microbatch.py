@@ -191,3 +191,26 @@ def test_a_lone_thread_caller_runs_its_batch_itself(encoder: LocalEncoder) -> No
     assert set(threads) == {"localembed-microbatch"}
     assert np.abs(vectors - encoder.encode(["a lone query"], "query: ")).max() <= 1e-5
     assert many.shape == (2 * len(QUERIES), encoder.dimension)
+
+
+async def test_non_finite_rows_are_an_error_on_every_path(nan_bert_dir: Path) -> None:
+    """ "cat" embeds to NaN: every entry point raises NonFiniteEmbeddingError naming rows 1, 2."""
+    from localembed import NonFiniteEmbeddingError
+
+    nan_encoder = get_encoder(model=str(nan_bert_dir), pooling="mean")
+    texts = ["dog", "a cat", "cat", "bird"]
+    calls = {
+        "encode": lambda: nan_encoder.encode(texts),
+        "encode_documents": lambda: nan_encoder.encode_documents(texts),
+        "batcher.encode": lambda: nan_encoder.batcher.encode(texts),
+        "encode_m3": lambda: nan_encoder.encode_m3(texts),
+    }
+    for name, call in calls.items():
+        with pytest.raises(NonFiniteEmbeddingError, match=r"rows 1, 2\)") as raised:
+            call()
+        assert raised.value.rows == [1, 2], name
+    for coroutine in (nan_encoder.batcher.aencode(texts), nan_encoder.aencode_queries(texts)):
+        with pytest.raises(NonFiniteEmbeddingError, match=r"rows 1, 2\)"):
+            await coroutine
+    # The batcher's worker survives: a later finite call gets its rows.
+    assert np.isfinite(nan_encoder.batcher.encode(["dog", "bird"])).all()

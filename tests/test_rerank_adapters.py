@@ -176,6 +176,12 @@ def test_llamaindex_postprocessor_edge_cases(reranker_dir: Path) -> None:
     with pytest.raises(ValueError, match="did you mean 'top_n'"):
         LocalRerank(model=str(reranker_dir), top_m=2)
     assert LocalRerank.class_name() == "LocalRerank"
+    for value in (True, 1.0, "1", 0):
+        with pytest.raises(ValueError, match="top_n"):
+            LocalRerank(model=str(reranker_dir), top_n=value)
+        with pytest.raises(ValueError, match="top_n"):
+            rerank.top_n = value  # checked on assignment too
+    assert rerank.top_n == 2
 
 
 # -- registry ---------------------------------------------------------------------------------

@@ -300,3 +300,15 @@ def test_cli_rerank_prints_the_ranking(
     with pytest.raises(SystemExit):  # argparse: an unknown flag is a usage error
         main(["rerank", QUERY, "--doc", "a", "--model", path, "--activaton", "none"])
     assert main(["rerank", QUERY, "--doc", "a", "--model", path, "--top-n", "0"]) == 2
+
+
+def test_non_finite_scores_raise_the_encoder_error_naming_the_pairs(
+    reranker_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    from localembed import NonFiniteEmbeddingError
+
+    path = model_factory.overflow_word(reranker_dirs["bert"], tmp_path / "nan-rr")
+    reranker = get_reranker(model=str(path), device="cpu")
+    with pytest.raises(NonFiniteEmbeddingError, match=r"2 of 3 pairs .*rows 0, 2\)") as raised:
+        reranker.rerank("where", ["a cat", "dog", "cat"])
+    assert raised.value.rows == [0, 2]

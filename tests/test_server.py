@@ -363,3 +363,56 @@ def test_a_draining_server_refuses_new_requests_with_503(encoder: LocalEncoder) 
         response = client.post("/v1/embeddings", json={"input": "x"})
         assert error_of(response, 503)["code"] == "shutting_down"
         assert client.get("/health").status_code == 503
+
+
+def test_no_truncate_over_long_input_with_a_lone_surrogate_is_a_400(
+    encoder: LocalEncoder, tiny_xlmr_dir: Path
+) -> None:
+    """The over-long check repairs invalid unicode as the encoder does (it used to 500)."""
+    texts = ["short", "bad \udc80 byte " + "word " * 100]
+    body = '{"input": ["short", "bad \\udc80 byte ' + "word " * 100 + '"]}'
+    with client_for(encoder, truncate=False) as client:
+        response = client.post(
+            "/v1/embeddings", content=body, headers={"content-type": "application/json"}
+        )
+        error = error_of(response, 400)
+        assert error["param"] == "input[1]" and error["code"] == "input_too_long"
+    m3 = get_encoder(model=str(tiny_xlmr_dir), pooling="cls", max_length=16)
+    assert m3.tokenize(texts).truncated == 1
+    with TestClient(create_app(encoder=m3, settings=ServerSettings(truncate=False))) as client:
+        response = client.post(
+            "/v1/embeddings/sparse", content=body, headers={"content-type": "application/json"}
+        )
+        error = error_of(response, 400)
+        assert error["param"] == "input[1]" and error["code"] == "input_too_long"
+
+
+def test_non_finite_vectors_are_a_422_naming_the_inputs(nan_bert_dir: Path) -> None:
+    """A model that overflows ("cat" embeds to NaN) never sends NaN, and never a 5xx."""
+    nan_encoder = get_encoder(model=str(nan_bert_dir), pooling="mean")
+    with TestClient(create_app(encoder=nan_encoder)) as client:
+        for encoding_format in ("float", "base64"):
+            response = client.post(
+                "/v1/embeddings",
+                json={"input": ["dog", "cat", "the cat"], "encoding_format": encoding_format},
+            )
+            error = error_of(response, 422)
+            assert error["code"] == "non_finite_embedding" and error["param"] == "input[1]"
+            assert "input[1], input[2]" in error["message"]
+        assert client.post("/v1/embeddings", json={"input": ["dog"]}).status_code == 200
+
+
+def test_dimensions_must_be_a_json_integer(client: TestClient) -> None:
+    for value in (True, 1.0, "1"):
+        error = error_of(embed(client, input="x", dimensions=value), 400)
+        assert error["param"] == "dimensions"
+
+
+def test_a_restarted_app_serves_again(encoder: LocalEncoder) -> None:
+    """Shutting down drains; starting the same app again (a new TestClient) serves again."""
+    app = create_app(encoder=encoder)
+    with TestClient(app) as client:
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+    with TestClient(app) as client:
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+        assert client.get("/health").status_code == 200

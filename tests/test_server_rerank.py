@@ -102,3 +102,40 @@ def test_a_served_bge_m3_reranks_by_its_heads(tiny_xlmr_dir: Path) -> None:
     np.testing.assert_allclose(
         [r["relevance_score"] for r in results], [s for _, s in expected], atol=1e-6
     )
+
+
+def test_top_n_must_be_a_json_integer(tiny_bert_dir: Path, reranker_dir: Path) -> None:
+    with client_for(tiny_bert_dir, reranker=str(reranker_dir)) as client:
+        for value in (True, 1.0, "1"):
+            body = {"query": QUERY, "documents": ["a", "b"], "top_n": value}
+            response = client.post("/v1/rerank", json=body)
+            assert response.status_code == 400, response.text
+            assert response.json()["error"]["param"] == "top_n"
+
+
+def test_no_truncate_refuses_an_over_long_pair_naming_the_document(
+    tiny_bert_dir: Path, reranker_dir: Path
+) -> None:
+    documents = ["short", "word " * 600, "also short"]
+    body = {"query": QUERY, "documents": documents}
+    with client_for(tiny_bert_dir, reranker=str(reranker_dir), truncate=False) as client:
+        response = client.post("/v1/rerank", json=body)
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert error["param"] == "documents[1]" and error["code"] == "input_too_long"
+        fits = client.post("/v1/rerank", json={"query": QUERY, "documents": documents[::2]})
+        assert fits.status_code == 200
+    with client_for(tiny_bert_dir, reranker=str(reranker_dir)) as client:  # --truncate
+        assert client.post("/v1/rerank", json=body).status_code == 200
+
+
+def test_non_finite_scores_are_a_422_naming_the_documents(
+    tiny_bert_dir: Path, reranker_dir: Path, tmp_path: Path
+) -> None:
+    nan_reranker = model_factory.overflow_word(reranker_dir, tmp_path / "nan-rr")
+    with client_for(tiny_bert_dir, reranker=str(nan_reranker)) as client:
+        body = {"query": "where", "documents": ["dog", "a cat", "bird"]}
+        response = client.post("/v1/rerank", json=body)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["code"] == "non_finite_embedding" and error["param"] == "documents[1]"

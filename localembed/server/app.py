@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from localembed.config import EncoderConfig
-from localembed.server.errors import ApiError, error_body
+from localembed.faults import NonFiniteEmbeddingError
+from localembed.server.errors import ApiError, error_body, non_finite_error
 from localembed.server.gate import Gate
 from localembed.server.metrics import Metrics
 from localembed.server.schemas import (
@@ -55,6 +56,7 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         401: "Missing or invalid API key",
         404: "Unknown model",
         413: "Too many inputs or too large a body",
+        422: "The model gave NaN or infinite values for the inputs the message names",
         429: "The server's queue is full; retry later",
         503: "The model is loading, or the server is shutting down",
     }.items()
@@ -147,6 +149,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.draining = False  # a restarted app (a new TestClient) serves again
         if state.encoder is None and state.load_error is None:
             threading.Thread(target=load, name="localembed-load", daemon=True).start()
         yield
@@ -236,13 +239,20 @@ def create_app(
         return ""
 
     async def refuse_over_long(encoder: LocalEncoder, texts: list[str], instruction: str) -> None:
-        index, length = await asyncio.to_thread(_first_over_long, encoder, texts, instruction)
         limit = encoder.settings.max_length
+        try:
+            index, length = await asyncio.to_thread(_first_over_long, encoder, texts, instruction)
+        except Exception:  # counting failed: still a 400, naming what is known
+            logger.exception("counting an over-long input's tokens failed")
+            index, length = None, None
+        name = "an input" if index is None else f"input[{index}]"
+        size = "" if length is None else f" has {length} tokens,"
         message = (
-            f"input[{index}] has {length} tokens, over the model's limit of {limit}; shorten "
-            "it, or start the server with --truncate"
+            f"{name}{size} over the model's limit of {limit} tokens; shorten it, or start the "
+            "server with --truncate"
         )
-        raise ApiError(400, message, code="input_too_long", param=f"input[{index}]")
+        param = "input" if index is None else f"input[{index}]"
+        raise ApiError(400, message, code="input_too_long", param=param)
 
     @app.post(
         "/v1/embeddings",
@@ -286,7 +296,7 @@ def create_app(
             "usage": {"prompt_tokens": encoded.tokens, "total_tokens": encoded.tokens},
         }
         return Response(
-            json.dumps(payload, separators=(",", ":")),
+            _dumps(payload),
             media_type="application/json",
             headers={TRUNCATED_HEADER: str(encoded.truncated)},
         )
@@ -311,6 +321,8 @@ def create_app(
             output = await asyncio.to_thread(
                 encoder.encode_m3, texts, dense=False, sparse=True, instruction=instruction
             )
+        except NonFiniteEmbeddingError as error:
+            raise non_finite_error(error) from error
         except (TypeError, ValueError) as error:
             raise ApiError(400, str(error), code="invalid_input", param="input") from error
         finally:
@@ -335,7 +347,7 @@ def create_app(
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
         return Response(
-            json.dumps(payload, separators=(",", ":")),
+            _dumps(payload),
             media_type="application/json",
             headers={TRUNCATED_HEADER: str(tokenized.truncated)},
         )
@@ -409,6 +421,15 @@ def create_app(
     return app
 
 
+def _dumps(payload: dict[str, Any]) -> str:
+    """The response body; a NaN that got this far is a 422, never invalid JSON."""
+    try:
+        return json.dumps(payload, separators=(",", ":"), allow_nan=False)
+    except ValueError as error:
+        message = f"the model gave NaN or infinite values: {error}"
+        raise ApiError(422, message, code="non_finite_embedding") from error
+
+
 async def _encode(encoder: LocalEncoder, texts: list[str], instruction: str) -> Any:
     from localembed.faults import EncoderOutOfMemoryError
 
@@ -423,6 +444,8 @@ async def _encode(encoder: LocalEncoder, texts: list[str], instruction: str) -> 
         return await encoder.batcher.aencode_call(texts, instruction)
     except EncoderOutOfMemoryError as error:
         raise ApiError(503, str(error), code="out_of_memory") from error
+    except NonFiniteEmbeddingError as error:
+        raise non_finite_error(error) from error
     except (TypeError, ValueError) as error:
         raise ApiError(400, str(error), code="invalid_input", param="input") from error
 
@@ -435,18 +458,27 @@ def _encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
     return rows
 
 
-def _first_over_long(encoder: LocalEncoder, texts: list[str], instruction: str) -> tuple[int, int]:
-    """The first input longer than max_length tokens (instruction included), and its length."""
-    from localembed.presets import apply_instruction
+def _first_over_long(
+    encoder: LocalEncoder, texts: list[str], instruction: str
+) -> tuple[int | None, int | None]:
+    """The first input longer than max_length tokens (instruction included), and its length.
 
-    limit = encoder.settings.max_length
-    for index, text in enumerate(texts):
-        full = apply_instruction(instruction, text) if instruction else text
-        ids = encoder.tokenizer(full, truncation=False, verbose=False)["input_ids"]
-        if len(ids) > limit:
-            return index, len(ids)
-    msg = "no input is over the limit"  # the encoder counted one: tokenizers disagree
-    raise RuntimeError(msg)
+    The encoder's own tokenization (invalid unicode repaired as for embedding) finds it;
+    (None, None) when it finds none.
+    """
+    from localembed.texts import apply_instruction, check_texts
+
+    over = encoder.tokenize(texts, instruction).truncated_rows
+    if not over:
+        return None, None
+    index = over[0]
+    full = check_texts([texts[index]])[0]
+    full = apply_instruction(instruction, full) if instruction else full
+    try:
+        length = len(encoder.tokenizer(full, truncation=False, verbose=False)["input_ids"])
+    except Exception:  # the length is only for the message
+        length = None
+    return index, length
 
 
 def _sparse_support(encoder: LocalEncoder) -> str | None:

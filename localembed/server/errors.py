@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from localembed.faults import NonFiniteEmbeddingError
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -10,6 +13,7 @@ ERROR_TYPES = {
     404: "invalid_request_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",
@@ -47,3 +51,11 @@ def error_body(status: int, message: str, *, code: str, param: str | None = None
             "code": code,
         }
     }
+
+
+def non_finite_error(error: NonFiniteEmbeddingError, what: str = "input") -> ApiError:
+    """A 422 naming the inputs whose output is NaN or infinite (the model's fault, not a 5xx)."""
+    named = ", ".join(f"{what}[{row}]" for row in error.rows[:10])
+    message = f"the model gave NaN or infinite values for {named}: {error}"
+    param = f"{what}[{error.rows[0]}]" if error.rows else what
+    return ApiError(422, message, code="non_finite_embedding", param=param)

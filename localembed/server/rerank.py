@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from localembed.server.errors import ApiError
+from localembed.faults import NonFiniteEmbeddingError
+from localembed.server.errors import ApiError, non_finite_error
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -34,7 +35,7 @@ class RerankRequest(BaseModel):
     """The query."""
     documents: list[str]
     """The candidate documents (at most the server's --max-client-batch); [] gives []."""
-    top_n: int | None = Field(default=None, gt=0)
+    top_n: int | None = Field(default=None, gt=0, strict=True)
     """Return the best N; None: all, best first."""
     return_documents: bool = False
     """Include each document's text in its result."""
@@ -128,7 +129,11 @@ def add_rerank_route(
             raise ApiError(413, message, code="too_many_inputs", param="documents")
         admit()
         try:
+            if not state.settings.truncate:
+                await asyncio.to_thread(_refuse_over_long, model, body.query, body.documents)
             ranked = await asyncio.to_thread(model.rerank, body.query, body.documents, body.top_n)
+        except NonFiniteEmbeddingError as error:
+            raise non_finite_error(error, "documents") from error
         except (TypeError, ValueError) as error:
             raise ApiError(400, str(error), code="invalid_input", param="documents") from error
         finally:
@@ -140,3 +145,31 @@ def add_rerank_route(
                 result["document"] = {"text": body.documents[index]}
             results.append(result)
         return {"model": model.source.name, "results": results}
+
+
+def _refuse_over_long(model: LocalReranker, query: str, documents: list[str]) -> None:
+    """--no-truncate: a 400 naming the first pair (document) over the reranker's limit."""
+    from localembed.texts import check_text, check_texts
+
+    query = check_texts([check_text(query)])[0]
+    documents = check_texts(documents)
+    if model.encoder is not None:  # bge-m3 encodes the query and each document alone
+        over = [row - 1 for row in model.encoder.tokenize([query, *documents]).truncated_rows]
+        limit = model.encoder.settings.max_length
+    else:
+        over = list(model.tokenize([query] * len(documents), documents).truncated_rows)
+        limit = model.max_length
+    if not over:
+        return
+    if over[0] < 0:
+        message = (
+            f"the query is over the reranker's limit of {limit} tokens; shorten it, or start "
+            "the server with --truncate"
+        )
+        raise ApiError(400, message, code="input_too_long", param="query")
+    index = over[0]
+    message = (
+        f"documents[{index}] with the query is over the reranker's limit of {limit} tokens; "
+        "shorten it, or start the server with --truncate"
+    )
+    raise ApiError(400, message, code="input_too_long", param=f"documents[{index}]")

@@ -23,7 +23,7 @@ class EmbeddingRequest(BaseModel):
     """The served model's id (see GET /v1/models); None: the served model."""
     encoding_format: Literal["float", "base64"] = "float"
     """"float": lists of numbers; "base64": little-endian float32 bytes, base64-encoded."""
-    dimensions: int | None = Field(default=None, gt=0)
+    dimensions: int | None = Field(default=None, gt=0, strict=True)
     """Keep the first N dimensions, then re-normalize (Matryoshka); at most the model's size."""
     user: str | None = None
     """An end-user id (accepted and ignored, as a local server has no abuse monitoring)."""
