@@ -13,7 +13,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from pydantic import ConfigDict
 
-from localembed.reranker import LocalReranker, RerankerConfig
+from localembed.reranker import LocalReranker, RerankerConfig, get_reranker
 
 
 class LocalCrossEncoder(RerankerConfig, BaseCrossEncoder):
@@ -36,12 +36,12 @@ class LocalCrossEncoder(RerankerConfig, BaseCrossEncoder):
 
     def model_post_init(self, context: Any, /) -> None:
         """Load the model now, so that a bad setting fails here and not on first use."""
-        self.load_reranker()
+        get_reranker(self)
 
     @property
     def reranker(self) -> LocalReranker:
         """The shared reranker behind this adapter."""
-        return self.load_reranker()
+        return get_reranker(self)
 
     def score(self, text_pairs: list[tuple[str, str]]) -> list[float]:
         """Relevance of each (query, document) pair; item i belongs to text_pairs[i]."""

@@ -14,7 +14,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
 
 from pydantic import ConfigDict, Field
 
-from localembed.reranker import LocalReranker, RerankerConfig
+from localembed.reranker import LocalReranker, RerankerConfig, get_reranker
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
 """Metadata key that keeps a node's retrieval score (``keep_retrieval_score=True``)."""
@@ -44,7 +44,7 @@ class LocalRerank(RerankerConfig, BaseNodePostprocessor):
 
     def model_post_init(self, context: Any, /) -> None:
         """Load the model now, so that a bad setting fails here and not on first use."""
-        self.load_reranker()
+        get_reranker(self)
 
     @classmethod
     def class_name(cls) -> str:
@@ -54,7 +54,7 @@ class LocalRerank(RerankerConfig, BaseNodePostprocessor):
     @property
     def reranker(self) -> LocalReranker:
         """The shared reranker behind this postprocessor."""
-        return self.load_reranker()
+        return get_reranker(self)
 
     def _postprocess_nodes(
         self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None = None

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import ConfigDict, model_validator
 
 from localembed.config import EncoderConfig
+from localembed.encoder import get_encoder
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
@@ -85,14 +86,14 @@ class EncoderAdapter(EncoderConfig):
 
     def model_post_init(self, context: Any, /) -> None:
         """Load the model (and its heads) now, so that a bad setting fails here."""
-        encoder = self.load_encoder()
+        encoder = get_encoder(self)
         for name in self.required_heads:
             encoder.load_head(name)
 
     @property
     def encoder(self) -> LocalEncoder:
         """The shared encoder behind this adapter."""
-        return self.load_encoder()
+        return get_encoder(self)
 
     huggingface_anchor: ClassVar[str | None] = None
     """Whose arguments this adapter also accepts (``"langchain"``: langchain-huggingface's

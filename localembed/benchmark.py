@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from localembed.cli.bench import ALL_CONTENDERS, SENTENCE_TRANSFORMERS, add_arguments
+from localembed.bench_options import ALL_CONTENDERS, SENTENCE_TRANSFORMERS, add_arguments
 
 Encode = Callable[[list[str]], np.ndarray]
 

@@ -8,15 +8,11 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from localembed.pooling import POOLING_MODES
-
-if TYPE_CHECKING:
-    from localembed.encoder import LocalEncoder
-    from localembed.reranker import LocalReranker
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
@@ -185,12 +181,6 @@ class EncoderConfig(ModelOptions):
             if name in EncoderConfig.model_fields
         }
 
-    def load_encoder(self) -> LocalEncoder:
-        """The shared encoder for these settings (loaded on first use, then reused)."""
-        from localembed.encoder import get_encoder
-
-        return get_encoder(self)
-
 
 class RerankerConfig(ModelOptions):
     """Settings of a :class:`LocalReranker`; the same settings share one model.
@@ -242,9 +232,3 @@ class RerankerConfig(ModelOptions):
             for name in sorted(self.model_fields_set)
             if name in RerankerConfig.model_fields
         }
-
-    def load_reranker(self) -> LocalReranker:
-        """The shared reranker for these settings (loaded on first use, then reused)."""
-        from localembed.reranker import get_reranker
-
-        return get_reranker(self)

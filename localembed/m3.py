@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from localembed.pooling import pool
+from localembed.pooling import dense_head
 from localembed.windows import combine_windows
 
 if TYPE_CHECKING:
@@ -304,10 +304,8 @@ def batch_outputs(
     real = [row.nonzero().flatten() for row in mask.cpu()]
     with torch.inference_mode():
         if pooling is not None:
-            vectors = pool(pooling, hidden, mask).float()
-            if normalize if normalize_dense is None else normalize_dense:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            dense = vectors.cpu().numpy()
+            wanted = normalize if normalize_dense is None else normalize_dense
+            dense = dense_head(pooling, hidden, mask, normalize=wanted).cpu().numpy()
         if sparse_head is not None:
             weights = torch.relu(sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
             ids = batch.input_ids.cpu().numpy()

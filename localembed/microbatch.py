@@ -327,7 +327,7 @@ class MicroBatcher:
     def _run(self, encoder: LocalEncoder, calls: list[_Call], taken: list[list[int]]) -> None:
         import torch
 
-        from localembed.pooling import pool
+        from localembed.pooling import dense_head
         from localembed.windows import Tokenized
 
         # The merged windows of this round, and where each row goes back to.
@@ -343,15 +343,10 @@ class MicroBatcher:
         settings = encoder.settings
 
         def scatter(indices: list[int], batch: ForwardBatch) -> None:
-            vectors = pool(settings.pooling, batch.hidden, batch.attention_mask).float()
-            if settings.normalize:
-                # Windows of a chunked text are combined (then normalized) later.
-                plain = torch.tensor(
-                    [not _chunked(targets[i][0]) for i in indices], device=vectors.device
-                )
-                vectors = torch.where(
-                    plain[:, None], torch.nn.functional.normalize(vectors, p=2, dim=-1), vectors
-                )
+            # Windows of a chunked text are combined (then normalized) later.
+            plain = torch.tensor([not _chunked(targets[i][0]) for i in indices])
+            normalize = plain if settings.normalize else False
+            vectors = dense_head(settings.pooling, batch.hidden, batch.attention_mask, normalize)
             array = vectors.cpu().numpy()
             for row, index in enumerate(indices):
                 call, window = targets[index]

@@ -95,3 +95,36 @@ def pool(mode: str, token_embeddings: torch.Tensor, attention_mask: torch.Tensor
         msg = f"unknown pooling {mode!r}; valid: {', '.join(POOLING_MODES)}"
         raise ValueError(msg) from None
     return function(token_embeddings, attention_mask)
+
+
+def dense_head(
+    mode: str,
+    token_embeddings: torch.Tensor,
+    attention_mask: torch.Tensor,
+    normalize: bool | torch.Tensor,
+) -> torch.Tensor:
+    """The dense head: pool with ``mode`` in float32, then L2-normalize.
+
+    Args:
+        mode: a key of :data:`POOLING_FUNCTIONS`.
+        token_embeddings: (rows, tokens, dim) hidden states.
+        attention_mask: (rows, tokens), 1 for real tokens.
+        normalize: True/False for every row, or a (rows,) bool tensor choosing the rows to
+            normalize (a window of a chunked text is normalized only once combined).
+
+    Example:
+        >>> import torch
+        >>> tokens = torch.tensor([[[3.0, 0.0], [3.0, 8.0]]])
+        >>> dense_head("mean", tokens, torch.tensor([[1, 1]]), normalize=True)
+        tensor([[0.6000, 0.8000]])
+
+    """
+    import torch
+
+    vectors = pool(mode, token_embeddings, attention_mask).float()
+    if normalize is False:
+        return vectors
+    normalized = torch.nn.functional.normalize(vectors, p=2, dim=-1)
+    if normalize is True:
+        return normalized
+    return torch.where(normalize.to(vectors.device)[:, None], normalized, vectors)

@@ -187,7 +187,9 @@ class EmbedBatch:
     """The actor's callable: one encoder per actor, one embedding per row."""
 
     def __init__(self, config: EncoderConfig, column: str, output_column: str, kind: Kind) -> None:
-        self.encoder: LocalEncoder = config.load_encoder()
+        from localembed.encoder import get_encoder
+
+        self.encoder: LocalEncoder = get_encoder(config)
         self.column = column
         self.output_column = output_column
         self.kind = kind

@@ -129,7 +129,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_contender_names_match_the_benchmark() -> None:
+    from localembed.bench_options import LOCALEMBED_CONTENDERS
     from localembed.benchmark import LOCALEMBED_OPTIONS
-    from localembed.cli.bench import LOCALEMBED_CONTENDERS
 
     assert tuple(LOCALEMBED_OPTIONS) == LOCALEMBED_CONTENDERS

@@ -283,7 +283,9 @@ def run_job(job: EmbedJob) -> JobResult:
     """Run ``job``: check, load, embed chunk by chunk, and rename the finished output."""
     check_output(job.output, overwrite=job.overwrite, resume=job.resume)
     source = job.open_source()
-    encoder = job.encoder.load_encoder()
+    from localembed.encoder import get_encoder
+
+    encoder = get_encoder(job.encoder)
     instruction = instruction_for(encoder, job.kind)
     described = encoder.describe()
     metadata = {

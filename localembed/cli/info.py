@@ -56,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
             msg = "give the model once: as MODEL or as --model"
             raise UsageError(msg)
         args.model = args.model_argument
-    description = config_from_args(args).load_encoder().describe()
+    from localembed.encoder import get_encoder
+
+    description = get_encoder(config_from_args(args)).describe()
     if args.json:
         print(json.dumps(description, ensure_ascii=False, indent=2))
         return 0

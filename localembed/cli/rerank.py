@@ -90,7 +90,9 @@ def run(args: argparse.Namespace) -> int:
         for _, name in RERANK_FLAGS
         if getattr(args, name, None) is not None
     }
-    reranker = RerankerConfig(**options).load_reranker()
+    from localembed.reranker import get_reranker
+
+    reranker = get_reranker(RerankerConfig(**options))
     ranked = reranker.rerank(args.query, documents, top_n=args.top_n)
     if args.json:
         report = {

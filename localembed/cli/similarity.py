@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
     if not texts:
         msg = "give texts as arguments or with --file"
         raise UsageError(msg)
-    encoder = config_from_args(args).load_encoder()
+    from localembed.encoder import get_encoder
+
+    encoder = get_encoder(config_from_args(args))
     vectors = encoder.encode(texts, instruction_for(encoder, args.kind))
     matrix = cosine_matrix(vectors)
     labels = [f"[{i + 1}] {short_label(text)}" for i, text in enumerate(texts)]

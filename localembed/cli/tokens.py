@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     # From standard input, the newline that ends the last line is not part of the text.
     text = sys.stdin.read().removesuffix("\n") if args.text == "-" else args.text
-    encoder = config_from_args(args).load_encoder()
+    from localembed.encoder import get_encoder
+
+    encoder = get_encoder(config_from_args(args))
     instruction = instruction_for(encoder, args.kind)
     tokenizer = encoder.tokenizer
     instructed = apply_instruction(instruction, text)
