@@ -15,6 +15,7 @@ import csv
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import sys
@@ -42,16 +43,21 @@ INPUT_FORMATS = ("txt", "jsonl", "csv", "tsv", "parquet")
 
 _BOM = b"\xef\xbb\xbf"
 
+NO_ID: Any = type("NoId", (), {"__repr__": lambda self: "NO_ID"})()
+"""A row's ``id`` without an id column (the row number is used); a null id is an error."""
+
 
 @dataclass(frozen=True)
 class Row:
     """One input row: its text, and the input fields carried to the output."""
 
     text: str
-    id: Any = None
-    """The value of the id column (None without one)."""
+    id: Any = NO_ID
+    """The value of the id column (:data:`NO_ID` without one)."""
     kept: tuple[Any, ...] = ()
     """The values of the kept columns, in :attr:`Source.keep` order."""
+    line: int | None = None
+    """The input line the row starts on (None for parquet, whose rows are numbered)."""
 
 
 @dataclass
@@ -115,6 +121,40 @@ def _checked_text(text: str, name: str, number: int) -> str:
     return text
 
 
+def _checked_id(value: Any, where: str, column: str) -> Any:
+    """An id column's value; null is an error (the row number would duplicate a real id)."""
+    if value is None:
+        msg = (
+            f"{where}: the id column {column!r} is null; every row needs an id (or drop "
+            f"--id-column to number the rows)"
+        )
+        raise ValueError(msg)
+    return value
+
+
+def _checked_json_value(value: Any, name: str, number: int) -> Any:
+    """A carried JSON value, checked all through: no lone surrogates, no NaN or infinity.
+
+    A value read from JSON is written back as JSON, which cannot hold either.
+    """
+    if isinstance(value, str):
+        return _checked_text(value, name, number)
+    if isinstance(value, float) and not math.isfinite(value):
+        msg = (
+            f"{name} line {number}: {value} is not a JSON number (NaN and infinity cannot be "
+            f"written back as JSON); write null or a string"
+        )
+        raise ValueError(msg)
+    if isinstance(value, list):
+        for item in value:
+            _checked_json_value(item, name, number)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _checked_text(key, name, number)
+            _checked_json_value(item, name, number)
+    return value
+
+
 def _checked_value(value: Any, where: str, column: str) -> str:
     if isinstance(value, str):
         return value
@@ -136,8 +176,8 @@ def _missing_columns(name: str, wanted: Iterable[str], found: list[str]) -> None
 
 
 def _text_rows(path: str) -> Iterator[Row]:
-    for _, line in _lines(path):
-        yield Row(line)
+    for number, line in _lines(path):
+        yield Row(line, line=number)
 
 
 def _jsonl_rows(
@@ -158,10 +198,15 @@ def _jsonl_rows(
             raise ValueError(msg)
         _missing_columns(f"{name} line {number}", wanted, list(row))
         text = _checked_value(row[column], f"{name} line {number}", column)
+        identifier = NO_ID
+        if id_column:
+            identifier = _checked_id(row[id_column], f"{name} line {number}", id_column)
+            _checked_json_value(identifier, name, number)
         yield Row(
             _checked_text(text, name, number),
-            row[id_column] if id_column else None,
-            tuple(row[key] for key in keep),
+            identifier,
+            tuple(_checked_json_value(row[key], name, number) for key in keep),
+            number,
         )
 
 
@@ -218,8 +263,8 @@ def _delimited_rows(
     id_index = header.index(id_column) if id_column else None
     kept = [header.index(key) for key in keep]
     for number, record in records:
-        if not record:  # a blank line
-            continue
+        if not record and len(header) == 1:  # a blank line: an empty text (rows in = rows out)
+            record = [""]
         if len(record) != len(header):
             msg = (
                 f"{name} line {number}: {len(record)} fields, the header has {len(header)} "
@@ -228,8 +273,9 @@ def _delimited_rows(
             raise ValueError(msg)
         yield Row(
             record[index],
-            None if id_index is None else record[id_index],
+            NO_ID if id_index is None else record[id_index],
             tuple(record[i] for i in kept),
+            number,
         )
 
 
@@ -250,13 +296,16 @@ def _parquet_rows(
     keep: tuple[str, ...],
     batch_rows: int,
 ) -> Iterator[Row]:
-    carried = [*([id_column] if id_column else []), *keep]
+    wanted = [column, *([id_column] if id_column else []), *keep]
+    names = list(dict.fromkeys(wanted))  # parquet reads a column once: map them by name
     row = 0
-    for batch in parquet.iter_batches(batch_size=batch_rows, columns=[column, *carried]):
-        columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-        for values in zip(*columns, strict=True):
+    for batch in parquet.iter_batches(batch_size=batch_rows, columns=names):
+        by_name = {key: batch.column(key).to_pylist() for key in names}
+        for values in zip(*(by_name[key] for key in wanted), strict=True):
             text = _checked_value(values[0], f"{name} row {row}", column)
-            identifier = values[1] if id_column else None
+            identifier = NO_ID
+            if id_column:
+                identifier = _checked_id(values[1], f"{name} row {row}", id_column)
             yield Row(text, identifier, tuple(values[1 + bool(id_column) :]))
             row += 1
 
@@ -295,7 +344,8 @@ def _count_lines(path: str, fmt: str) -> int | None:
     if fmt == "csv":  # records may span lines: count them with the csv parser
         try:
             with open(path, encoding="utf-8-sig", errors="replace", newline="") as file:
-                return max(0, sum(1 for record in csv.reader(file) if record) - 1)
+                records = itertools.dropwhile(lambda record: not record, csv.reader(file))
+                return max(0, sum(1 for _ in records) - 1)  # blank lines are rows
         except csv.Error:
             return None  # reading the rows reports the problem
     with open(path, "rb") as file:
@@ -525,7 +575,7 @@ class PartialOutput:
     @staticmethod
     def row_ids(first_row: int, rows: list[Row]) -> list[Any]:
         """Each row's id: the id column's value, or its row number."""
-        return [first_row + i if row.id is None else row.id for i, row in enumerate(rows)]
+        return [first_row + i if row.id is NO_ID else row.id for i, row in enumerate(rows)]
 
 
 class _FileOutput(PartialOutput):
@@ -615,22 +665,26 @@ class _JsonlOutput(_FileOutput):
 
     def append(self, first_row: int, rows: list[Row], vectors: np.ndarray) -> None:
         assert self.file is not None
-        lines = [
-            json.dumps(
-                {
-                    "id": identifier,
-                    "text": row.text,
-                    **dict(zip(self.keep, row.kept, strict=True)),
-                    "embedding": vector,
-                },
-                ensure_ascii=False,
-                default=str,  # dates and decimals of parquet inputs, as text
-            )
-            + "\n"
-            for identifier, row, vector in zip(
-                self.row_ids(first_row, rows), rows, vectors.tolist(), strict=True
-            )
-        ]
+        lines = []
+        for number, (identifier, row, vector) in enumerate(
+            zip(self.row_ids(first_row, rows), rows, vectors.tolist(), strict=True), first_row
+        ):
+            record = {
+                "id": identifier,
+                "text": row.text,
+                **dict(zip(self.keep, row.kept, strict=True)),
+                "embedding": vector,
+            }
+            try:
+                # allow_nan=False: NaN is not JSON (a parquet input's NaN float, say).
+                line = json.dumps(record, ensure_ascii=False, default=str, allow_nan=False)
+            except ValueError:
+                msg = (
+                    f"row {number}: a kept value is NaN or infinite, which JSON cannot hold; "
+                    f"use a .parquet output"
+                )
+                raise ValueError(msg) from None
+            lines.append(line + "\n")
         self.file.write("".join(lines).encode("utf-8"))
 
 
@@ -674,7 +728,7 @@ class _ParquetOutput(PartialOutput):
         metadata = {"localembed": json.dumps(self.metadata, ensure_ascii=False)}
         return pa.schema(fields, metadata=metadata)
 
-    def _carried(self, rows: list[Row], ids: list[Any]) -> dict[str, Any]:
+    def _carried(self, rows: list[Row], ids: list[Any], first_row: int) -> dict[str, Any]:
         import pyarrow as pa
 
         values = {
@@ -684,15 +738,15 @@ class _ParquetOutput(PartialOutput):
         arrays = {}
         for key, column in values.items():
             known = self.schema.field(key).type if self.schema is not None else self.types.get(key)
-            if key == "id" and known is None and all(row.id is None for row in rows):
+            if key == "id" and known is None and all(row.id is NO_ID for row in rows):
                 known = pa.int64()
             try:
                 arrays[key] = pa.array(column, type=known)
-            except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
                 where = f"type {known}" if known is not None else "one type"
                 msg = (
-                    f"column {key!r} of rows {ids[0]}..: values do not fit {where} in a "
-                    f"parquet output ({error}); use a .jsonl output"
+                    f"column {key!r} of rows {first_row}..{first_row + len(rows) - 1}: values "
+                    f"do not fit {where} in a parquet output ({error}); use a .jsonl output"
                 )
                 raise ValueError(msg) from None
         return arrays
@@ -725,7 +779,7 @@ class _ParquetOutput(PartialOutput):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        carried = self._carried(rows, self.row_ids(first_row, rows))
+        carried = self._carried(rows, self.row_ids(first_row, rows), first_row)
         if self.schema is None:
             self.schema = self._schema({key: array.type for key, array in carried.items()})
         offsets = np.arange(0, (len(rows) + 1) * self.dimension, self.dimension, dtype=np.int32)
@@ -803,7 +857,7 @@ class TextDigest:
         """Add ``rows`` (in order) to the digest."""
         for row in rows:
             parts = [row.text.encode("utf-8", "surrogatepass")]
-            if row.id is not None or row.kept:
+            if row.id is not NO_ID or row.kept:
                 parts.append(json.dumps([row.id, *row.kept], default=str).encode("utf-8"))
             for data in parts:
                 self.hash.update(len(data).to_bytes(8, "little"))

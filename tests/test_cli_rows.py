@@ -319,3 +319,114 @@ def test_progress_is_redrawn_while_a_chunk_embeds(
     assert len(frames) >= 6, frames
     assert all("/6 [" in frame for frame in frames)
     assert any("3/6" in frame and "<" in frame for frame in frames)  # the ETA
+
+
+# -- review fixes: ids, blank lines, carried values, non-finite vectors -------------------------
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_a_null_id_is_an_error_naming_the_row(
+    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A null id is never replaced by the row number (which may be another row's real id)."""
+    source = write_table(
+        tmp_path / f"in{suffix}", {"doc_id": [1, None, 0], "body": ["a", "b", "c"]}
+    )
+    flags = ["--column", "body", "--id-column", "doc_id"]
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.jsonl", *flags)
+    where = "line 2" if suffix == ".jsonl" else "row 1"
+    assert code == 1 and f"in{suffix} {where}: the id column 'doc_id' is null" in err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_csv_blank_lines_are_rows_or_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    one = tmp_path / "one.csv"
+    one.write_text("text\nfirst\n\nthird\n")
+    code, _, err = run(capsys, "embed", one, "-o", tmp_path / "one.jsonl", "--progress")
+    assert code == 0, err
+    assert embedded_texts(tmp_path / "one.jsonl") == ["first", "", "third"]  # rows in = rows out
+    assert "3/3 [" in err
+    two = tmp_path / "two.csv"
+    two.write_text("text,lang\nfirst,en\n\nthird,fr\n")
+    code, _, err = run(capsys, "embed", two, "-o", tmp_path / "two.jsonl")
+    assert code == 1 and "two.csv line 3: 0 fields, the header has 2" in err
+
+
+def test_parquet_id_and_kept_columns_may_repeat_the_text_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_table(tmp_path / "in.parquet", {"body": ["a", "b"], "lang": ["en", "fr"]})
+    flags = ["--column", "body", "--id-column", "body", "--keep-columns", "lang"]
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.parquet", *flags)
+    assert code == 0, err
+    table = pq.read_table(tmp_path / "o.parquet")
+    assert table.column("id").to_pylist() == ["a", "b"] == table.column("text").to_pylist()
+    assert table.column("lang").to_pylist() == ["en", "fr"]
+    flags = ["--column", "body", "--keep-columns", "body,lang"]
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.jsonl", *flags)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["text"], r["body"], r["lang"]) for r in rows] == [
+        (0, "a", "a", "en"),
+        (1, "b", "b", "fr"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        '{"text": "ok", "key": "\\udc80", "n": 1}',
+        '{"text": "ok", "key": "k", "n": {"deep": ["x", "\\ud83d"]}}',
+        '{"text": "ok", "key": "k", "n": NaN}',
+        '{"text": "ok", "key": "k", "n": [Infinity]}',
+    ],
+)
+def test_carried_jsonl_values_are_checked_while_reading(
+    bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Lone surrogates and NaN in id or kept values: an error naming the line, not a late one."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine", "key": "k0", "n": 0}\n' + bad + "\n")
+    flags = ["--id-column", "key", "--keep-columns", "n"]
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.jsonl", *flags)
+    assert code == 1 and "in.jsonl line 2:" in err, err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_a_kept_integer_too_large_for_parquet_names_the_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        "".join(json.dumps({"text": f"t{i}", "key": f"k{i}", "n": 2**70}) + "\n" for i in range(3))
+    )
+    flags = ["--id-column", "key", "--keep-columns", "n"]
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.parquet", *flags)
+    assert code == 1 and "column 'n' of rows 0..2: values do not fit" in err, err
+    assert "Traceback" not in err
+
+
+def test_nan_kept_value_from_parquet_is_not_written_as_bare_nan(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = write_table(tmp_path / "in.parquet", {"text": ["a", "b"], "x": [1.0, float("nan")]})
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "o.jsonl", "--keep-columns", "x")
+    assert code == 1 and "row 1: a kept value is NaN or infinite" in err, err
+
+
+def test_non_finite_vectors_name_the_line_and_keep_the_rows_before(
+    nan_bert_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ "cat" embeds to NaN in this model: the run stops at its line, resumable after the rows."""
+    source = tmp_path / "in.txt"
+    source.write_text("dog\nbird\nfish\na cat\nhorse\n")
+    output = tmp_path / "o.npy"
+    flags = ["--model", nan_bert_dir, "--pooling", "mean", "--chunk-size", "2"]
+    code, _, err = run(capsys, "embed", source, "-o", output, *flags)
+    assert code == 1 and "in.txt line 4: row 3 gave NaN or infinite values" in err, err
+    assert "keeps the first 3 rows" in err
+    assert not output.exists()
+    state = json.loads((tmp_path / "o.npy.partial.json").read_text())
+    assert state["rows"] == 3

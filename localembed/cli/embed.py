@@ -48,6 +48,7 @@ from localembed.corpus import (
     INPUT_SUFFIXES,
     OUTPUTS,
     PartialOutput,
+    Row,
     Source,
     TextDigest,
     check_output,
@@ -55,6 +56,7 @@ from localembed.corpus import (
     differences,
     open_source,
 )
+from localembed.faults import NonFiniteEmbeddingError
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -320,7 +322,18 @@ def run_job(job: EmbedJob) -> JobResult:
             done = start
             for chunk in chunks(source.rows, job.chunk_size):
                 began = time.perf_counter()
-                vectors = encoder.encode([row.text for row in chunk], instruction)
+                try:
+                    vectors = encoder.encode([row.text for row in chunk], instruction)
+                except NonFiniteEmbeddingError as error:
+                    # Keep the rows before the first bad one, then name it.
+                    good = chunk[: error.rows[0]]
+                    if good:
+                        kept = encoder.encode([row.text for row in good], instruction)
+                        writer.append(done, good, kept)
+                        digest.update(good)
+                        done += len(good)
+                        writer.commit(done, digest.hexdigest(), settings)
+                    raise ValueError(_non_finite_message(source, chunk, done, error)) from None
                 seconds += time.perf_counter() - began
                 writer.append(done, chunk, vectors)
                 digest.update(chunk)
@@ -332,6 +345,21 @@ def run_job(job: EmbedJob) -> JobResult:
         _report_failure(error, writer, state is not None, start)
         raise
     return JobResult(job.output, done, start, encoder.dimension, seconds)
+
+
+def _non_finite_message(
+    source: Source, chunk: list[Row], done: int, error: NonFiniteEmbeddingError
+) -> str:
+    """Name the first input row whose vector is NaN or infinite (its line where there is one)."""
+    first = chunk[error.rows[0]]
+    name = source.name if source.name == "stdin" else Path(source.name).name
+    where = f"{name} line {first.line}" if first.line is not None else f"{name} row {done}"
+    others = len(error.rows) - 1
+    more = f" (and {others} more row(s) of the same chunk)" if others else ""
+    return (
+        f"{where}: row {done} gave NaN or infinite values{more}; the model overflows (with "
+        f"--dtype float16, use float32) or its weights are damaged"
+    )
 
 
 def _resume_state(
