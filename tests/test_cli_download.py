@@ -42,7 +42,22 @@ def test_download_fetches_no_pickle_or_code() -> None:
         "modules.json",
         "1_Pooling/config.json",
         "sentencepiece.bpe.model",
+        "sparse_linear.pt",  # bge-m3's heads: read with torch.load(weights_only=True)
+        "colbert_linear.pt",
     ]
-    refused = ["pytorch_model.bin", "colbert_linear.pt", "modeling.py", "onnx/model.onnx"]
+    refused = [
+        "pytorch_model.bin",
+        "training_args.pt",
+        "sub/colbert_linear.pt",
+        "modeling.py",
+        "onnx/model.onnx",
+    ]
     assert all(any(fnmatch(name, p) for p in ALLOW_PATTERNS) for name in wanted)
     assert not any(fnmatch(name, p) for name in refused for p in ALLOW_PATTERNS)
+
+
+def test_download_keeps_the_m3_heads_the_loader_reads() -> None:
+    """bge-m3's head files are fetched by the exact names localembed.m3 loads."""
+    from localembed.m3 import HEAD_FILES
+
+    assert set(HEAD_FILES.values()) <= set(ALLOW_PATTERNS)

@@ -285,8 +285,9 @@ def test_cli_rerank_prints_the_ranking(
     common = [QUERY, "--file", str(docs), "--model", path, "--device", "cpu", "--top-n", "3"]
     assert main(["rerank", *common]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split() == ["rank", "doc", "score", "document"]
+    assert lines[0].split() == ["rank", "doc", "source", "score", "document"]
     assert [int(line.split()[1]) - 1 for line in lines[1:]] == [i for i, _ in expected]
+    assert [line.split()[2] for line in lines[1:]] == [f"docs.txt:{i + 1}" for i, _ in expected]
     assert main(["rerank", *common, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert [(r["index"], r["document"]) for r in report["results"]] == [
@@ -295,6 +296,7 @@ def test_cli_rerank_prints_the_ranking(
     np.testing.assert_allclose(
         [r["relevance_score"] for r in report["results"]], [s for _, s in expected], atol=1e-6
     )
+    assert all(r["source"] == f"docs.txt:{r['index'] + 1}" for r in report["results"])
     assert main(["rerank", QUERY, "--model", path]) == 2  # no documents
     assert "give documents" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: an unknown flag is a usage error
@@ -312,3 +314,30 @@ def test_non_finite_scores_raise_the_encoder_error_naming_the_pairs(
     with pytest.raises(NonFiniteEmbeddingError, match=r"2 of 3 pairs .*rows 0, 2\)") as raised:
         reranker.rerank("where", ["a cat", "dog", "cat"])
     assert raised.value.rows == [0, 2]
+
+
+def test_cli_rerank_numbers_doc_and_file_documents_apart(
+    reranker_dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--doc texts come first: doc counts over all; source says --doc N or FILE:LINE."""
+    import json
+
+    from localembed.cli import main
+
+    docs = tmp_path / "docs.txt"
+    docs.write_text("file one\nfile two\n", encoding="utf-8")
+    path = str(reranker_dirs["bert"])
+    argv = ["rerank", QUERY, "--doc", "inline one", "--doc", "inline two", "--file", str(docs)]
+    assert main([*argv, "--model", path, "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    by_index = {r["index"]: (r["source"], r["document"]) for r in results}
+    assert by_index == {
+        0: ("--doc 1", "inline one"),
+        1: ("--doc 2", "inline two"),
+        2: ("docs.txt:1", "file one"),
+        3: ("docs.txt:2", "file two"),
+    }
+    assert main([*argv, "--model", path]) == 0
+    rows = [line.split(maxsplit=4) for line in capsys.readouterr().out.splitlines()[1:]]
+    shown = {(row[1], row[2] if row[2] != "--doc" else f"--doc {row[3]}") for row in rows}
+    assert shown == {("1", "--doc 1"), ("2", "--doc 2"), ("3", "docs.txt:1"), ("4", "docs.txt:2")}

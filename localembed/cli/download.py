@@ -1,8 +1,10 @@
 """``localembed download``: a model from the Hugging Face hub into a folder, safetensors only.
 
 Only the files localembed loads are fetched: safetensors weights, the model and tokenizer
-configuration, vocabularies and the sentence-transformers metadata. Pickle weights
-(``pytorch_model.bin``, ``*.pt``) and code files are never downloaded.
+configuration, vocabularies, the sentence-transformers metadata and bge-m3's two head files
+(``sparse_linear.pt``, ``colbert_linear.pt``: plain tensors, read with
+``torch.load(weights_only=True)``, so no pickled code runs). Other pickle weights
+(``pytorch_model.bin``, any other ``*.pt``) and code files are never downloaded.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localembed.cli.common import CommandError, add_command
+from localembed.loading import M3_HEAD_FILES
 
 if TYPE_CHECKING:
     from localembed.cli.common import Commands
@@ -23,10 +26,10 @@ examples:
   localembed download BAAI/bge-small-en-v1.5 --to models/bge-small --revision main
   localembed embed docs.txt -o docs.npy --model models/bge-small   # then, offline"""
 
-ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model")
+ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", *M3_HEAD_FILES)
 """What is fetched: weights (safetensors), configuration and sentence-transformers metadata
-(.json, also in module folders such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt)
-and sentencepiece models."""
+(.json, also in module folders such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt),
+sentencepiece models, and bge-m3's head files by their exact names (at the top level)."""
 
 
 def register(commands: Commands) -> None:

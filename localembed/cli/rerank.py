@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localembed.cli.common import UsageError, add_command, flag_options, short_label
@@ -62,12 +63,20 @@ def register(commands: Commands) -> None:
         group.add_argument(flag, **options)
 
 
-def format_ranking(ranked: list[tuple[int, float]], documents: list[str]) -> str:
-    """The ranking as aligned text: rank, document number (from 1, its line), score, text."""
-    lines = [f"{'rank':>4}  {'doc':>5}  {'score':>9}  document"]
+def format_ranking(
+    ranked: list[tuple[int, float]], documents: list[str], sources: list[str]
+) -> str:
+    """The ranking as aligned text: rank, document number, where it came from, score, text.
+
+    ``doc`` counts from 1 over all documents (the ``--doc`` texts first, then the file's
+    lines); ``source`` is ``--doc N`` or ``FILE:LINE``.
+    """
+    width = max(len("source"), *(len(sources[index]) for index, _ in ranked))
+    lines = [f"{'rank':>4}  {'doc':>5}  {'source':<{width}}  {'score':>9}  document"]
     for rank, (index, score) in enumerate(ranked, start=1):
+        label = short_label(documents[index], 60)
         lines.append(
-            f"{rank:>4}  {index + 1:>5}  {score:>9.4f}  {short_label(documents[index], 60)}"
+            f"{rank:>4}  {index + 1:>5}  {sources[index]:<{width}}  {score:>9.4f}  {label}"
         )
     return "\n".join(lines)
 
@@ -77,8 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from localembed.corpus import open_source
 
     documents = list(args.doc)
+    sources = [f"--doc {number}" for number in range(1, len(documents) + 1)]
     if args.file is not None:
-        documents += [row.text for row in open_source(args.file, "txt").rows]
+        source = open_source(args.file, "txt")
+        name = "stdin" if args.file == "-" else Path(args.file).name
+        for row in source.rows:
+            documents.append(row.text)
+            sources.append(f"{name}:{row.line}")
     if not documents:
         msg = "give documents with --file or --doc"
         raise UsageError(msg)
@@ -99,11 +113,16 @@ def run(args: argparse.Namespace) -> int:
             "model": reranker.source.name,
             "query": args.query,
             "results": [
-                {"index": index, "relevance_score": score, "document": documents[index]}
+                {
+                    "index": index,
+                    "source": sources[index],
+                    "relevance_score": score,
+                    "document": documents[index],
+                }
                 for index, score in ranked
             ],
         }
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print(format_ranking(ranked, documents))
+        print(format_ranking(ranked, documents, sources))
     return 0
