@@ -249,21 +249,28 @@ def test_encoder_runs_linear_layers_through_onednn_when_asked(
     import torch
 
     from localembed import get_encoder
+    from localembed.encoder import clear_encoder_cache
     from localembed.onednn import onednn_available
 
     if not onednn_available():
         pytest.skip("this torch has no oneDNN")
     texts = ["alpha beta", "", "gamma " * 40, "delta epsilon zeta"]
-    reference = get_encoder(model=tiny_bert_dir, max_batch_tokens=999).encode(texts)
+    reference = get_encoder(model=tiny_bert_dir).encode(texts)
+    # Equal settings share one loaded model: forget it, so that the next load takes the
+    # oneDNN kernel, and forget that one afterwards, so that no other test gets it.
+    clear_encoder_cache()
     monkeypatch.setenv("LOCALEMBED_LINEAR_KERNEL", "onednn")
-    encoder = get_encoder(model=tiny_bert_dir, max_batch_tokens=998)  # its own model
-    kinds = {type(m).__name__ for m in encoder.model.modules()}
-    assert "OneDnnLinear" in kinds and "Linear" not in kinds
-    assert np.abs(encoder.encode(texts) - reference).max() < 1e-5
-    layer = next(m for m in encoder.model.modules() if type(m).__name__ == "OneDnnLinear")
-    copy = pickle.loads(pickle.dumps(layer))
-    inputs = torch.randn(3, layer.in_features)
-    assert torch.equal(copy(inputs), layer(inputs))
+    try:
+        encoder = get_encoder(model=tiny_bert_dir)
+        kinds = {type(m).__name__ for m in encoder.model.modules()}
+        assert "OneDnnLinear" in kinds and "Linear" not in kinds
+        assert np.abs(encoder.encode(texts) - reference).max() < 1e-5
+        layer = next(m for m in encoder.model.modules() if type(m).__name__ == "OneDnnLinear")
+        copy = pickle.loads(pickle.dumps(layer))
+        inputs = torch.randn(3, layer.in_features)
+        assert torch.equal(copy(inputs), layer(inputs))
+    finally:
+        clear_encoder_cache()
 
 
 def test_threads_auto_never_raises_the_count(tiny_bert_dir: Path) -> None:
