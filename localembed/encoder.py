@@ -424,17 +424,21 @@ class LocalEncoder:
         vectors: np.ndarray,
         precision: Precision = "float32",
         ranges: np.ndarray | None = None,
+        *,
+        dimensions: int | None = None,
     ) -> np.ndarray:
         """Pooled float vectors -> the output: the one place both steps happen.
 
         The ``truncate_dim`` cut (then normalized again when normalizing), then ``precision``.
         Vectors already cut pass through unchanged (the micro-batcher finishes its results).
+        ``dimensions`` cuts to that many instead of ``truncate_dim`` (the server's per-request
+        ``dimensions``); None: the configured ``truncate_dim``.
 
         Raises:
             NonFiniteEmbeddingError: some row is NaN or infinite (names the rows).
         """
         vectors = self._finite(vectors)
-        cut = self.config.truncate_dim
+        cut = self.config.truncate_dim if dimensions is None else dimensions
         if cut is not None and cut < vectors.shape[1]:
             vectors = vectors[:, :cut]
             if self.settings.normalize:

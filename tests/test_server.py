@@ -416,3 +416,97 @@ def test_a_restarted_app_serves_again(encoder: LocalEncoder) -> None:
     with TestClient(app) as client:
         assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
         assert client.get("/health").status_code == 200
+
+
+PRECISION_TEXTS = ["Paris is the capital of France.", "Cats purr when content.", "a", "x " * 30]
+
+
+@pytest.mark.parametrize("precision", ["float32", "float16", "int8", "uint8", "binary", "ubinary"])
+def test_precision_matches_the_encoder_in_both_formats(
+    client: TestClient, encoder: LocalEncoder, precision: str
+) -> None:
+    expected = encoder.encode(PRECISION_TEXTS, precision=precision)  # type: ignore[arg-type]
+    response = embed(client, input=PRECISION_TEXTS, precision=precision)
+    assert response.status_code == 200, response.text
+    listed = [item["embedding"] for item in response.json()["data"]]
+    if expected.dtype.kind in "iu":
+        assert all(isinstance(value, int) for row in listed for value in row)
+    np.testing.assert_array_equal(np.asarray(listed, dtype=expected.dtype), expected)
+    encoded = embed(client, input=PRECISION_TEXTS, precision=precision, encoding_format="base64")
+    little = expected.dtype.newbyteorder("<")
+    decoded = np.stack(
+        [
+            np.frombuffer(base64.b64decode(item["embedding"]), dtype=little)
+            for item in encoded.json()["data"]
+        ]
+    )
+    np.testing.assert_array_equal(decoded, expected)
+
+
+def test_int8_ranges_from_a_corpus_quantize_a_single_query(
+    client: TestClient, encoder: LocalEncoder
+) -> None:
+    from sentence_transformers.quantization import quantize_embeddings
+
+    from localembed.precision import calibration_ranges
+
+    ranges = calibration_ranges(encoder.encode(PRECISION_TEXTS))
+    for precision in ("int8", "uint8"):
+        response = embed(client, input="a query", precision=precision, ranges=ranges.tolist())
+        got = np.asarray(response.json()["data"][0]["embedding"])
+        query = encoder.encode(["a query"])
+        np.testing.assert_array_equal(got, quantize_embeddings(query, precision, ranges=ranges)[0])
+        np.testing.assert_array_equal(
+            got, encoder.encode(["a query"], precision=precision, ranges=ranges)[0]
+        )
+
+
+def test_dimensions_then_precision_use_the_encoder_s_finish(
+    client: TestClient, encoder: LocalEncoder
+) -> None:
+    cut = get_encoder(encoder.config.model_copy(update={"truncate_dim": 8}))
+    for precision in ("float32", "int8", "binary"):
+        got = embed(client, input=PRECISION_TEXTS, dimensions=8, precision=precision).json()
+        expected = cut.encode(PRECISION_TEXTS, precision=precision)  # type: ignore[arg-type]
+        np.testing.assert_allclose(
+            np.asarray([item["embedding"] for item in got["data"]]), expected, atol=1e-6
+        )
+    ranges = np.zeros((2, 8)).tolist()  # the output's 8 dimensions, not the model's
+    assert embed(client, input="q", dimensions=8, precision="int8", ranges=ranges).is_success
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"input": "x", "precision": "int4"}, "precision", "'binary'"),
+        ({"input": "x", "precision": "int8"}, "precision", "ranges"),
+        ({"input": ["x"], "precision": "uint8"}, "precision", "at least two inputs"),
+        ({"input": ["x", "y"], "ranges": [[0.0], [1.0]]}, "ranges", "only to precision"),
+        ({"input": "x", "precision": "int8", "ranges": [[0.0], [1.0]]}, "ranges", "two lists"),
+        ({"input": "x", "precision": "int8", "ranges": [[0.0]]}, "ranges", "two lists"),
+        ({"input": "x", "precision": "int8", "ranges": []}, "ranges", "two lists"),
+        ({"input": "x", "precision": "int8", "ranges": [[0.0], [1.0], [2.0]]}, "ranges", "two"),
+        ({"input": "x", "precision": "int8", "ranges": [["a"], [1.0]]}, "ranges[0][0]", "number"),
+        ({"input": "x", "precision": "int8", "ranges": "big"}, "ranges", "list"),
+    ],
+)
+def test_bad_precision_or_ranges_is_a_400_naming_it(
+    client: TestClient, body: dict[str, Any], param: str, words: str
+) -> None:
+    error = error_of(embed(client, **body), 400)
+    assert error["param"] == param
+    assert words in error["message"]
+
+
+def test_non_finite_ranges_are_a_400(client: TestClient, encoder: LocalEncoder) -> None:
+    dimension = encoder.dimension
+    for bad in ("NaN", "Infinity", "1e39", "-1e400"):
+        row = ", ".join(["0"] * (dimension - 1) + [bad])
+        content = f'{{"input": "x", "precision": "int8", "ranges": [[{row}], [{row}]]}}'
+        response = client.post(
+            "/v1/embeddings",
+            content=content,
+            headers={**KEY, "Content-Type": "application/json"},
+        )
+        error = error_of(response, 400)
+        assert error["param"] == "ranges" and "finite" in error["message"], bad

@@ -267,6 +267,7 @@ def create_app(
         if body.dimensions is not None and body.dimensions > encoder.dimension:
             message = f"dimensions={body.dimensions} is more than the model's {encoder.dimension}"
             raise ApiError(400, message, code="invalid_dimensions", param="dimensions")
+        ranges = _ranges_of(body, body.dimensions or encoder.dimension, len(texts))
         instruction = instruction_of(encoder, body.input_type)
         admit()
         try:
@@ -279,12 +280,12 @@ def create_app(
         metrics.texts.inc(len(texts))
         metrics.tokens.inc(encoded.tokens)
         metrics.truncated.inc(encoded.truncated)
-        vectors = encoded.vectors
-        if body.dimensions is not None and body.dimensions < encoder.dimension:
-            vectors = vectors[:, : body.dimensions]
-            if encoder.settings.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = vectors / np.maximum(norms, 1e-12)
+        try:
+            vectors = encoder.finish(
+                encoded.vectors, body.precision, ranges, dimensions=body.dimensions
+            )
+        except NonFiniteEmbeddingError as error:
+            raise non_finite_error(error) from error
         data: list[dict[str, Any]] = [
             {"object": "embedding", "embedding": value, "index": index}
             for index, value in enumerate(_encode_vectors(vectors, body.encoding_format))
@@ -450,9 +451,43 @@ async def _encode(encoder: LocalEncoder, texts: list[str], instruction: str) -> 
         raise ApiError(400, str(error), code="invalid_input", param="input") from error
 
 
+def _ranges_of(body: EmbeddingRequest, dimension: int, count: int) -> np.ndarray | None:
+    """The request's int8/uint8 calibration ranges as a (2, dimension) array, checked.
+
+    None: computed from the request's own vectors (refused here for a single input).
+    """
+    scalar = body.precision in ("int8", "uint8")
+    if body.ranges is None:
+        if scalar and count < 2:
+            message = (
+                f"precision={body.precision!r} needs calibration ranges: send 'ranges' "
+                "([[min per dimension], [max per dimension]] from a corpus) or at least two inputs"
+            )
+            raise ApiError(400, message, code="invalid_request", param="precision")
+        return None
+    if not scalar:
+        message = f"ranges apply only to precision 'int8' or 'uint8', not {body.precision!r}"
+        raise ApiError(400, message, code="invalid_request", param="ranges")
+    ranges = np.asarray(
+        body.ranges if all(len(row) == dimension for row in body.ranges) else [],
+        dtype=np.float64,
+    )
+    if len(body.ranges) != 2 or ranges.shape != (2, dimension):
+        shape = [len(row) for row in body.ranges]
+        message = (
+            f"ranges must be two lists (minima, maxima) of {dimension} numbers each "
+            f"(the output's dimensions); got {len(body.ranges)} list(s) of lengths {shape}"
+        )
+        raise ApiError(400, message, code="invalid_request", param="ranges")
+    if not (np.isfinite(ranges) & (np.abs(ranges) <= np.finfo(np.float32).max)).all():
+        message = "ranges must be finite float32 numbers (got NaN, infinity or a larger value)"
+        raise ApiError(400, message, code="invalid_request", param="ranges")
+    return ranges.astype(np.float32)
+
+
 def _encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
     if encoding_format == "base64":
-        little = vectors.astype("<f4", copy=False)
+        little = vectors.astype(vectors.dtype.newbyteorder("<"), copy=False)
         return [base64.b64encode(row.tobytes()).decode("ascii") for row in little]
     rows: list[Any] = vectors.tolist()
     return rows

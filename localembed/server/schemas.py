@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from localembed.precision import Precision  # noqa: TC001 (pydantic needs it at run time)
+
 Input = str | list[str] | list[int] | list[list[int]]
 """OpenAI's ``input``: one text, texts, or token ids (which this server refuses: see below)."""
 
@@ -29,6 +31,14 @@ class EmbeddingRequest(BaseModel):
     """An end-user id (accepted and ignored, as a local server has no abuse monitoring)."""
     input_type: Literal["query", "document"] | None = None
     """Extension: apply the model's query or document instruction; None: the text as sent."""
+    precision: Precision = "float32"
+    """Extension: the output precision (sentence-transformers' quantize_embeddings): float32,
+    float16, int8, uint8 (ints 0..255 / -128..127 per dimension), binary or ubinary (bits packed
+    8 to a byte, ceil(dimensions / 8) ints). base64 gives the raw little-endian bytes in that
+    dtype."""
+    ranges: list[list[float]] | None = None
+    """Extension, int8/uint8 only: the calibration ranges [[min per dimension], [max per
+    dimension]] (from a corpus); None: computed from this request's inputs (at least two)."""
 
 
 class SparseRequest(BaseModel):
@@ -59,7 +69,7 @@ class Embedding(BaseModel):
     """One vector; ``index`` is its input's position."""
 
     object: Literal["embedding"] = "embedding"
-    embedding: list[float] | str
+    embedding: list[float] | list[int] | str
     index: int
 
 
