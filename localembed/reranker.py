@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -49,7 +49,7 @@ from localembed.presets import find_preset
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.settings import model_length_limit
 from localembed.sharing import SharedModels
-from localembed.texts import check_text, check_texts
+from localembed.texts import check_text, check_texts, ordered_items
 from localembed.windows import CHARS_PER_TOKEN_BOUND
 
 if TYPE_CHECKING:
@@ -112,20 +112,7 @@ def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
         TypeError: pair 1: the document is int, not str
 
     """
-    if isinstance(pairs, (str, bytes, bytearray)):
-        msg = f"expected a list of (query, document) pairs, got a single {type(pairs).__name__}"
-        raise TypeError(msg)
-    if isinstance(pairs, (Mapping, set, frozenset)):
-        msg = (
-            f"expected a list of (query, document) pairs, got {type(pairs).__name__}, whose "
-            f"items have no position for output row i to match; pass a list"
-        )
-        raise TypeError(msg)
-    try:
-        items = list(pairs)
-    except TypeError:
-        msg = f"expected a list of (query, document) pairs, got {type(pairs).__name__}"
-        raise TypeError(msg) from None
+    items = ordered_items(pairs, "(query, document) pairs")
     queries: list[str] = []
     documents: list[str] = []
     for index, pair in enumerate(items):

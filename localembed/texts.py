@@ -16,6 +16,37 @@ from typing import Any
 logger = logging.getLogger("localembed")
 
 
+def ordered_items(value: Any, what: str, *, single_hint: str = "") -> list[Any]:
+    """``value``'s items as a list, when they have an order that output rows can follow.
+
+    A bare str or bytes (whose items would be characters), a mapping or a set (no order),
+    None and other non-iterables are a TypeError saying what was expected.
+
+    Example:
+        >>> ordered_items({"a": 1}, "str")
+        Traceback (most recent call last):
+        ...
+        TypeError: expected a list of str, got dict, whose items have no position for output row i to match; pass a list
+
+    """  # noqa: E501
+    from collections.abc import Mapping
+
+    if isinstance(value, (str, bytes, bytearray)):
+        msg = f"expected a list of {what}, got a single {type(value).__name__}{single_hint}"
+        raise TypeError(msg)
+    if isinstance(value, (Mapping, set, frozenset)):
+        msg = (
+            f"expected a list of {what}, got {type(value).__name__}, whose items have no "
+            f"position for output row i to match; pass a list"
+        )
+        raise TypeError(msg)
+    try:
+        return list(value)
+    except TypeError:
+        msg = f"expected a list of {what}, got {type(value).__name__}"
+        raise TypeError(msg) from None
+
+
 def check_texts(texts: Any) -> list[str]:
     r"""Return ``texts`` as a list of str, or raise TypeError naming the first bad item.
 
@@ -35,22 +66,7 @@ def check_texts(texts: Any) -> list[str]:
         ['ok', 'bad \ufffd byte']
 
     """
-    from collections.abc import Mapping
-
-    if isinstance(texts, (str, bytes, bytearray)):
-        msg = f"expected a list of str, got a single {type(texts).__name__}; wrap it: [text]"
-        raise TypeError(msg)
-    if isinstance(texts, (Mapping, set, frozenset)):
-        msg = (
-            f"expected a list of str, got {type(texts).__name__}, whose items have no position "
-            f"for output row i to match; pass a list"
-        )
-        raise TypeError(msg)
-    try:
-        items = list(texts)
-    except TypeError:
-        msg = f"expected a list of str, got {type(texts).__name__}"
-        raise TypeError(msg) from None
+    items = ordered_items(texts, "str", single_hint="; wrap it: [text]")
     repaired = 0
     for index, item in enumerate(items):
         if not isinstance(item, str):
