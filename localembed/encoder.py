@@ -601,7 +601,7 @@ class LocalEncoder:
             gather_token_vectors,
             plan_late_chunks,
         )
-        from localembed.pooling import pool
+        from localembed.pooling import dense_head
 
         text = check_texts([check_text(text, "text")])[0]
         spans = chunk_char_spans(text, chunks)
@@ -638,9 +638,7 @@ class LocalEncoder:
         for row, (start, stop) in enumerate(plan.spans):
             span = tokens[start:stop].unsqueeze(0)
             mask = torch.ones((1, stop - start), dtype=torch.long)
-            pooled = pool(self.settings.pooling, span, mask)
-            if self.settings.normalize:
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            pooled = dense_head(self.settings.pooling, span, mask, self.settings.normalize)
             rows[row] = pooled[0].numpy()
         return self.finish(rows)
 
