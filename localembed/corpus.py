@@ -478,7 +478,9 @@ class PartialOutput:
     final file and renames it to ``OUTPUT``. Nothing is written through a symbolic link.
 
     Rows carry their id (the row number, or the value of the input's id column) and the
-    values of the kept columns (``keep``); a .npy output holds vectors only.
+    values of the kept columns (``keep``); a .npy output holds vectors only. ``dtype`` is the
+    vectors' type (float32, or what :func:`localembed.precision.quantize` gives) and
+    ``dimension`` their width (packed bytes for binary).
     """
 
     suffix = ""
@@ -493,8 +495,10 @@ class PartialOutput:
         *,
         keep: tuple[str, ...] = (),
         types: dict[str, Any] | None = None,
+        dtype: str = "float32",
     ) -> None:
         self.output = output
+        self.dtype = dtype
         self.partial, self.state_path, self.temporary_state = self.paths(output)
         self.dimension = dimension
         self.metadata = metadata
@@ -628,10 +632,11 @@ class _FileOutput(PartialOutput):
 
 
 class _NpyOutput(_FileOutput):
-    """A (rows, dimension) float32 ``.npy``: raw rows appended after a fixed-size header.
+    """A (rows, dimension) ``.npy``: raw rows appended after a fixed-size header.
 
+    The dtype is float32, or the output precision's (float16, int8, uint8).
     The header is rewritten with the final row count at the end; numpy pads a version 1.0
-    header to 128 bytes for any 2-D float32 shape, so it always fits the space reserved.
+    header to 128 bytes for any 2-D shape of these dtypes, so it always fits the space reserved.
     """
 
     suffix = ".npy"
@@ -644,7 +649,8 @@ class _NpyOutput(_FileOutput):
         assert self.file is not None
         position = self.file.tell()
         self.file.seek(0)
-        header = {"descr": "<f4", "fortran_order": False, "shape": (rows, self.dimension)}
+        descr = np.dtype(self.dtype).newbyteorder("<").str
+        header = {"descr": descr, "fortran_order": False, "shape": (rows, self.dimension)}
         np.lib.format.write_array_header_1_0(self.file, header)
         if self.file.tell() != self.header:
             msg = f"unexpected .npy header size {self.file.tell()}"
@@ -655,7 +661,8 @@ class _NpyOutput(_FileOutput):
         import numpy as np
 
         assert self.file is not None
-        self.file.write(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
+        little = np.dtype(self.dtype).newbyteorder("<")
+        self.file.write(np.ascontiguousarray(vectors, dtype=little).tobytes())
 
 
 class _JsonlOutput(_FileOutput):
@@ -691,6 +698,8 @@ class _JsonlOutput(_FileOutput):
 class _ParquetOutput(PartialOutput):
     """Columns ``id``, ``text`` (string), the kept columns, ``embedding`` (list<float32>).
 
+    Another precision gives list<float16>, list<int8> or list<uint8> and the schema metadata
+    ``localembed`` records it (and int8/uint8 calibration ``ranges``).
     ``id`` is int64 (the row number) or the id column's type. Each chunk is written as its own
     small parquet file in the ``OUTPUT.partial`` folder (a parquet file is unreadable until its
     footer is written, so one growing file could not survive an interruption); ``finish``
@@ -717,13 +726,14 @@ class _ParquetOutput(PartialOutput):
 
     def _schema(self, types: dict[str, Any]) -> Any:
         """The output schema: fixed types, and the carried columns' ``types``."""
+        import numpy as np
         import pyarrow as pa
 
         fields = [
             ("id", types["id"]),
             ("text", pa.string()),
             *[(key, types[key]) for key in self.keep],
-            ("embedding", pa.list_(pa.float32())),
+            ("embedding", pa.list_(pa.from_numpy_dtype(np.dtype(self.dtype)))),
         ]
         metadata = {"localembed": json.dumps(self.metadata, ensure_ascii=False)}
         return pa.schema(fields, metadata=metadata)
@@ -784,7 +794,7 @@ class _ParquetOutput(PartialOutput):
             self.schema = self._schema({key: array.type for key, array in carried.items()})
         offsets = np.arange(0, (len(rows) + 1) * self.dimension, self.dimension, dtype=np.int32)
         embedding = pa.ListArray.from_arrays(
-            pa.array(offsets), pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1))
+            pa.array(offsets), pa.array(np.ascontiguousarray(vectors, self.dtype).reshape(-1))
         )
         columns = [
             carried["id"],

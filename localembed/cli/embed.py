@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from localembed.cli.common import (
@@ -54,14 +55,19 @@ from localembed.corpus import (
     check_output,
     chunks,
     differences,
+    open_for_writing,
     open_source,
 )
 from localembed.faults import NonFiniteEmbeddingError
+from localembed.precision import CALIBRATION_ROWS_WARNING, PRECISIONS, Precision, quantize
 
 if TYPE_CHECKING:
     from tqdm import tqdm
 
     from localembed.cli.common import Commands
+    from localembed.encoder import LocalEncoder
+
+logger = logging.getLogger("localembed")
 
 EXAMPLES = """\
 examples:
@@ -70,7 +76,9 @@ examples:
   localembed embed reviews.csv -o reviews.jsonl --column review --keep-columns stars,date
   localembed embed queries.txt -o queries.npy --kind query --instruction "query: "
   cat docs.tsv | localembed embed - -o docs.npy --input-format tsv --model ./my-model
-  localembed embed big.parquet -o big.npy --resume      # continue an interrupted run"""
+  localembed embed big.parquet -o big.npy --resume      # continue an interrupted run
+  localembed embed docs.txt -o docs.npy --precision int8  # + docs.npy.ranges.npy (calibration)
+  localembed embed queries.txt -o q.npy --precision int8 --ranges docs.npy.ranges.npy"""
 
 CHUNK_SIZE = 1024
 """Rows per chunk: the unit of streaming, progress and resume."""
@@ -110,6 +118,11 @@ class EmbedJob(BaseModel):
     """Replace an existing output (and, without ``resume``, an earlier partial output)."""
     progress: bool = False
     """Show the progress bar."""
+    precision: Precision = "float32"
+    """The output precision (see :mod:`localembed.precision`)."""
+    ranges: Path | None = None
+    """int8/uint8: a .npy of (2, dimension) calibration ranges; None: from the whole input,
+    computed by a first pass over it (saved as ``OUTPUT.ranges.npy`` either way)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EmbedJob:
@@ -133,6 +146,13 @@ class EmbedJob(BaseModel):
             problem = "--keep-columns: each column once (and not the --id-column)"
         elif args.chunk_size < 1:
             problem = "--chunk-size must be at least 1"
+        elif args.ranges is not None and args.precision not in ("int8", "uint8"):
+            problem = "--ranges applies to --precision int8 or uint8"
+        elif args.precision in ("int8", "uint8") and args.ranges is None and args.input == "-":
+            problem = (
+                f"--precision {args.precision} computes its ranges in a first pass over the "
+                "input, which standard input cannot give: pass --ranges FILE"
+            )
         if problem is not None:
             raise UsageError(problem)
         show = not args.quiet and (args.progress or sys.stderr.isatty())
@@ -150,10 +170,12 @@ class EmbedJob(BaseModel):
                 "resume": args.resume,
                 "overwrite": args.overwrite,
                 "progress": show,
+                "precision": args.precision,
+                "ranges": args.ranges,
             }
         )
 
-    def settings(self, dimension: int) -> dict[str, Any]:
+    def settings(self, dimension: int, ranges: np.ndarray | None = None) -> dict[str, Any]:
         """What a resumed run must share with the run it continues (as JSON data)."""
         settings = {
             "input_format": self.input_format,
@@ -164,6 +186,8 @@ class EmbedJob(BaseModel):
             "chunk_size": self.chunk_size,
             "dimension": dimension,
             "encoder": self.encoder.encoder_options(),
+            "precision": self.precision,
+            "ranges": None if ranges is None else ranges.tolist(),
         }
         data: dict[str, Any] = json.loads(json.dumps(settings))
         return data
@@ -248,6 +272,21 @@ def register(commands: Commands) -> None:
         help=f"rows read, embedded and written at a time (default: {CHUNK_SIZE})",
     )
     parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="float32",
+        help="output precision (sentence-transformers' quantize_embeddings): float16, int8/uint8 "
+        "(with calibration ranges, saved as OUTPUT.ranges.npy), binary/ubinary (packed bits)",
+    )
+    parser.add_argument(
+        "--ranges",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="int8/uint8: a .npy of (2, dimension) ranges (e.g. a corpus's OUTPUT.ranges.npy); "
+        "default: computed from the whole input in a first pass",
+    )
+    parser.add_argument(
         "--resume", action="store_true", help="continue an interrupted run's OUTPUT.partial"
     )
     parser.add_argument(
@@ -275,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
         rate = f", {added / result.seconds:,.0f} rows/s" if result.seconds else ""
         print(
             f"{resumed}embedded {added} row{'s' * (added != 1)} in {result.seconds:.1f} s{rate}; "
-            f"wrote {result.output}: {result.rows} x {result.dimension} float32",
+            f"wrote {result.output}: {result.rows} x {result.dimension} {job.precision}",
             file=sys.stderr,
         )
     return 0
@@ -296,10 +335,22 @@ def run_job(job: EmbedJob) -> JobResult:
         "instruction": instruction,
         **{key: described[key] for key in ("pooling", "normalize", "max_length", "dtype")},
     }
+    ranges = _ranges(job, encoder, instruction)
+    if ranges is not None:
+        metadata["ranges"] = ranges.tolist()
+    metadata["precision"] = job.precision
+    shape = quantize(np.zeros((0, encoder.dimension), np.float32), job.precision)
+    width = int(shape.shape[1])
     writer = OUTPUTS[job.output.suffix.lower()](
-        job.output, encoder.dimension, metadata, keep=job.keep_columns, types=source.types
+        job.output,
+        width,
+        metadata,
+        keep=job.keep_columns,
+        types=source.types,
+        dtype=shape.dtype.name,
     )
-    settings = job.settings(encoder.dimension)
+    settings = job.settings(encoder.dimension, ranges)
+    options: dict[str, Any] = {"precision": job.precision, "ranges": ranges}
     state = _resume_state(job, writer, settings)
     digest = TextDigest()
     if state is not None:
@@ -323,12 +374,12 @@ def run_job(job: EmbedJob) -> JobResult:
             for chunk in chunks(source.rows, job.chunk_size):
                 began = time.perf_counter()
                 try:
-                    vectors = encoder.encode([row.text for row in chunk], instruction)
+                    vectors = encoder.encode([row.text for row in chunk], instruction, **options)
                 except NonFiniteEmbeddingError as error:
                     # Keep the rows before the first bad one, then name it.
                     good = chunk[: error.rows[0]]
                     if good:
-                        kept = encoder.encode([row.text for row in good], instruction)
+                        kept = encoder.encode([row.text for row in good], instruction, **options)
                         writer.append(done, good, kept)
                         digest.update(good)
                         done += len(good)
@@ -340,11 +391,67 @@ def run_job(job: EmbedJob) -> JobResult:
                 done += len(chunk)
                 writer.commit(done, digest.hexdigest(), settings)
                 progress.update(len(chunk))
+        if ranges is not None:
+            with open_for_writing(ranges_path(job.output)) as file:
+                np.save(file, ranges)
         writer.finish()
     except BaseException as error:
         _report_failure(error, writer, state is not None, start)
         raise
-    return JobResult(job.output, done, start, encoder.dimension, seconds)
+    return JobResult(job.output, done, start, width, seconds)
+
+
+def ranges_path(output: Path) -> Path:
+    """Where int8/uint8 calibration ranges are saved: ``OUTPUT.ranges.npy``."""
+    return output.with_name(output.name + ".ranges.npy")
+
+
+def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarray | None:
+    """int8/uint8 calibration ranges: ``--ranges`` checked, or min/max over the whole input.
+
+    The whole-input ranges take a first pass (the vectors' per-dimension minima and maxima,
+    streamed), so every row is quantized on one scale, the same as
+    ``encoder.encode(all_texts, precision=...)``.
+    """
+    if job.precision not in ("int8", "uint8"):
+        return None
+    shape = (2, encoder.dimension)
+    if job.ranges is not None:
+        try:
+            loaded = np.load(job.ranges, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            msg = f"--ranges {job.ranges}: not a readable .npy file ({error})"
+            raise ValueError(msg) from None
+        if loaded.shape != shape or loaded.dtype.kind not in "fiu":
+            msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.shape}"
+            raise ValueError(msg)
+        if not np.isfinite(loaded).all():
+            msg = f"--ranges {job.ranges}: holds NaN or infinite values"
+            raise ValueError(msg)
+        return np.asarray(loaded, dtype=np.float32)
+    logger.info("computing %s calibration ranges over the input (a first pass)", job.precision)
+    low: np.ndarray | None = None
+    high: np.ndarray | None = None
+    count = 0
+    for chunk in chunks(job.open_source().rows, job.chunk_size):
+        vectors = encoder.encode([row.text for row in chunk], instruction)
+        low = vectors.min(axis=0) if low is None else np.minimum(low, vectors.min(axis=0))
+        high = vectors.max(axis=0) if high is None else np.maximum(high, vectors.max(axis=0))
+        count += len(chunk)
+    if low is None or high is None or count < 2:
+        msg = (
+            f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
+            f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
+        )
+        raise ValueError(msg)
+    if count < CALIBRATION_ROWS_WARNING:
+        logger.warning(
+            "int8/uint8 calibration ranges from only %d rows; ranges from a larger corpus "
+            "(%d or more, --ranges FILE) quantize more stably",
+            count,
+            CALIBRATION_ROWS_WARNING,
+        )
+    return np.vstack((low, high)).astype(np.float32)
 
 
 def _non_finite_message(
