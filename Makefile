@@ -18,9 +18,13 @@ setup: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK) Makefile
 	$(PYTHON) -m venv $(VENV)
+	# The locked pip first (the venv's bundled pip is whatever Python shipped with).
+	$(PY) -m pip install --quiet "$$(grep '^pip==' $(LOCK))"
 	# Exactly the locked versions (torch==2.13.0+cpu among them; an unpinned torch would pull a
-	# multi-GB CUDA build), then this project itself without resolving anything again.
-	$(PY) -m pip install --quiet -r $(LOCK)
+	# multi-GB CUDA build): the lock is the whole closure, so nothing is resolved again, and
+	# `pip check` proves it consistent. Then this project itself.
+	$(PY) -m pip install --quiet --no-deps -r $(LOCK)
+	$(PY) -m pip check
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -47,7 +51,6 @@ test-latest:
 
 # Regenerate the lock from pyproject's extras (pip-tools' pip-compile).
 lock: setup
-	$(PY) -m pip install --quiet pip-tools
 	$(VENV)/bin/pip-compile --quiet --allow-unsafe --strip-extras --no-emit-index-url \
 	  --no-emit-find-links $(addprefix --extra=,$(LOCK_EXTRAS)) \
 	  --output-file=$(LOCK) pyproject.toml requirements/lock.in
