@@ -293,7 +293,7 @@ class LocalEncoder:
             tokenize=self._tokenize_items,
             forward=self.forward,
         )
-        return self.finish(self._checked(result).dense_array(), precision, ranges)
+        return self.finish(result.dense_array(), precision, ranges)
 
     def encode_m3(
         self,
