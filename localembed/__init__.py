@@ -9,6 +9,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig, RerankerConfig
+from localembed.errors import (
+    InputError,
+    InputTypeError,
+    LocalEmbedError,
+    MissingExtraError,
+    ModelError,
+    RuntimeFault,
+)
 from localembed.faults import EncoderOutOfMemoryError, NonFiniteEmbeddingError
 from localembed.loading import ModelFileError, ModelNotFoundError
 from localembed.pooling import POOLING_MODES
@@ -27,6 +35,12 @@ __all__ = [
     "POOLING_MODES",
     "EncoderConfig",
     "EncoderOutOfMemoryError",
+    "InputError",
+    "InputTypeError",
+    "LocalEmbedError",
+    "MissingExtraError",
+    "ModelError",
+    "RuntimeFault",
     "LocalEncoder",
     "LocalReranker",
     "ModelFileError",

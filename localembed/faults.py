@@ -12,6 +12,8 @@ from __future__ import annotations
 import gc
 from typing import TYPE_CHECKING
 
+from localembed.errors import RuntimeFault
+
 if TYPE_CHECKING:
     import torch
 
@@ -32,7 +34,7 @@ OUT_OF_MEMORY_MESSAGES = (
 Runtime)."""
 
 
-class EncoderOutOfMemoryError(MemoryError):
+class EncoderOutOfMemoryError(RuntimeFault, MemoryError):
     """A forward pass ran out of memory even for one text; the message says what to change."""
 
     def __init__(self, message: str, *, rows: int, tokens: int, device: str) -> None:
@@ -45,7 +47,7 @@ class EncoderOutOfMemoryError(MemoryError):
         """The device the model runs on."""
 
 
-class NonFiniteEmbeddingError(ValueError):
+class NonFiniteEmbeddingError(RuntimeFault, ValueError):
     """Some texts came out with NaN or infinite values (overflow in float16, damaged weights).
 
     Never returned silently: the message names the rows (input indices) and the fix.

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localembed.errors import ModelError
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -57,11 +59,11 @@ ST_MODULE_PREFIX = "sentence_transformers."
 (``sentence_transformers.models.X`` or its newer module paths); a custom class is refused."""
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(ModelError, FileNotFoundError):
     """No model could be found under the given name; the message lists what was tried."""
 
 
-class ModelFileError(OSError):
+class ModelFileError(ModelError, OSError):
     """A model file is truncated, corrupt or does not fit the model (message: file and fix).
 
     An ``OSError``, like :class:`ModelNotFoundError`: the trouble is with files on disk.
@@ -72,7 +74,7 @@ class MissingModelFileError(ModelFileError, FileNotFoundError):
     """A file the model needs is missing; the message names the file and the fix."""
 
 
-class RemoteCodeError(ValueError):
+class RemoteCodeError(ModelError, ValueError):
     """The model ships its own Python code and ``trust_remote_code`` is off.
 
     Through an adapter (a pydantic model) it arrives as a ``ValidationError`` (a
