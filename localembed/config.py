@@ -151,8 +151,10 @@ class EncoderConfig(ModelOptions):
     long_text: Literal["truncate", "chunk"] = "truncate"
     """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
 
-    backend: Literal["torch", "onnx", "flagembedding"] = "torch"
-    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
+    backend: Literal["auto", "torch", "onnx", "flagembedding"] = "auto"
+    """"auto": "onnx" where it is exact and faster (a BERT-family encoder in float32 on the
+    CPU, ONNX Runtime installed: extra `onnx`), else "torch"; "torch": transformers on torch;
+    "onnx": an ONNX Runtime export with fused attention, skip-LayerNorm and GELU (CPU);
     "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
 
     @field_validator("pooling")
