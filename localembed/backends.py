@@ -100,6 +100,10 @@ class ModelFiles:
 def read_model_files(config: EncoderConfig) -> ModelFiles:
     """Locate the model and read its metadata, tokenizer and config (no weights)."""
     source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
+    from localembed.static import is_static_model, static_model_files
+
+    if is_static_model(source.path):  # `localembed distill`'s output (model2vec's format)
+        return static_model_files(source)
     metadata = read_sentence_transformers_metadata(source.path)
     if metadata.unsupported_modules:
         msg = (
@@ -328,6 +332,10 @@ class TransformerBackend:
 
 def load_backend(files: ModelFiles, config: EncoderConfig, settings: ResolvedSettings) -> Backend:
     """Load the weights with the backend ``config.backend`` names: the one place it is chosen."""
+    from localembed.static import StaticBackend, is_static_model
+
+    if is_static_model(files.source.path):
+        return StaticBackend(files, config, settings)
     device = resolve_device(config.device)
     check_speed_options(config, config.backend, device, resolve_dtype(config.dtype, device))
     if config.backend == "flagembedding":
