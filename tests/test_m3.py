@@ -66,7 +66,10 @@ def m3_dir(tiny_xlmr_dir: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(m3_dir: Path) -> LocalEncoder:
-    return get_encoder(model=str(m3_dir), max_length=MAX_LENGTH, device="cpu", dtype="float32")
+    # backend="torch": the tests hook and call the torch model itself.
+    return get_encoder(
+        model=str(m3_dir), max_length=MAX_LENGTH, device="cpu", dtype="float32", backend="torch"
+    )
 
 
 @pytest.fixture(scope="session")
