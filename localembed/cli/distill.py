@@ -59,7 +59,7 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed distill``."""
-    from localembed.static import distill
+    from localembed.distill import distill
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total} tokens", end="", file=sys.stderr, flush=True)
