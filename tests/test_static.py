@@ -98,3 +98,20 @@ def test_token_outputs_are_refused(static_dir: Path) -> None:
         encoder.encode(["x"], output="token_embeddings")
     with pytest.raises(ValueError, match="static model"):
         encoder.encode_m3(["x"], sparse=True)
+
+
+def test_bench_times_a_static_model_beside_the_others(
+    static_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from localembed.cli import main
+
+    result = tmp_path / "bench.json"
+    argv = ["bench", "--contenders", "localembed fp32", "--static", str(static_dir)]
+    argv += ["--short", "8", "--docs", "2", "--queries", "2", "--rounds", "1", "--no-stream"]
+    assert main([*argv, "--contention", "0", "--json", str(result)]) == 0
+    rows = {row["name"]: row for row in json.loads(result.read_text())["results"]}
+    assert set(rows) == {"localembed fp32", "localembed static"}
+    assert rows["localembed static"]["mixed_docs_per_s"] > 0
+    assert rows["localembed static"]["max_1_minus_cos"] is None  # another width: no gap
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("localembed")]
+    assert [line.split()[1] for line in table] == ["fp32", "static"]
