@@ -1,9 +1,11 @@
 """Throughput beside a competing busy process: the case of shared machines, CI and containers.
 
 Each contender runs in its own worker process, which imports torch first (as any LangChain or
-LlamaIndex application does), with its own process settings (what its users get): sentence-transformers and the localembed library with the environment as the user has
-it, and localembed as the CLI and the server run it (:func:`localembed.hardware.configure_process`:
-a passive OpenMP wait policy, oneDNN Linear layers on AMD AVX-512). One extra process burns a
+LlamaIndex application does), with its own process settings (what its users get):
+sentence-transformers and the localembed library (its defaults, and ``backend="torch"``) with
+the environment as the user has it, and localembed as the CLI and the server run it
+(:func:`localembed.hardware.configure_process`: a passive OpenMP wait policy, oneDNN Linear
+layers on AMD AVX-512). One extra process burns a
 CPU the whole time. The workers take turns (one encodes while the others wait on a pipe), round
 by round, so all see the same machine; the median round counts.
 """

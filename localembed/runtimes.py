@@ -515,9 +515,7 @@ def _export(
     try:
         session = onnxruntime.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
         (exported,) = session.run(None, {key: value.numpy() for key, value in probe.items()})
-        real = (
-            attention_mask.numpy().astype(bool) if output == "last_hidden_state" else slice(None)
-        )
+        real = attention_mask.numpy().astype(bool) if output == "last_hidden_state" else slice(None)
         difference = float(np.abs(exported[real] - reference[real]).max())
         logger.debug("ONNX export of %s: max |difference| to torch %.2g", name, difference)
         if difference > EXPORT_TOLERANCE:

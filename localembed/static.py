@@ -75,7 +75,7 @@ def embeddings_shape(path: Path) -> tuple[int, int]:
             msg = f"{path / EMBEDDINGS_FILE} has no 'embeddings' tensor"
             raise ModelError(msg)
         shape = tensors.get_slice("embeddings").get_shape()
-    if len(shape) != 2:  # noqa: PLR2004
+    if len(shape) != 2:
         msg = f"{path / EMBEDDINGS_FILE}: 'embeddings' must be 2-d, got shape {shape}"
         raise ModelError(msg)
     return int(shape[0]), int(shape[1])
@@ -99,7 +99,7 @@ class StaticModel:
         self.config = read_static_config(path)
         tensors = load_file(str(path / EMBEDDINGS_FILE))
         embeddings = tensors.get("embeddings")
-        if embeddings is None or embeddings.ndim != 2:  # noqa: PLR2004
+        if embeddings is None or embeddings.ndim != 2:
             msg = f"{path / EMBEDDINGS_FILE} has no 2-d 'embeddings' tensor"
             raise ModelError(msg)
         if not (np.issubdtype(embeddings.dtype, np.floating) or embeddings.dtype == np.int8):
@@ -131,8 +131,10 @@ class StaticModel:
         """Vector width."""
         return int(self.embeddings.shape[1])
 
-    def token_ids(self, texts: Sequence[str], max_length: int | None) -> tuple[list[list[int]], int]:
-        """Each text's token ids (no special tokens, cut, unknown tokens dropped); how many were cut."""
+    def token_ids(
+        self, texts: Sequence[str], max_length: int | None
+    ) -> tuple[list[list[int]], int]:
+        """Each text's token ids (no special tokens, cut, unknown ids dropped); how many cut."""
         if max_length is not None:
             characters = max_length * self.median_token_length
             texts = [text[:characters] for text in texts]

@@ -110,7 +110,10 @@ class StaticBackend:
             msg = "a static model truncates long texts; long_text='chunk' needs a transformer"
             raise InputError(msg)
         if options.pooling != "mean":
-            msg = f"a static model averages its token vectors; pooling={options.pooling!r} needs a transformer"
+            msg = (
+                f"a static model averages its token vectors; pooling={options.pooling!r} "
+                "needs a transformer"
+            )
             raise InputError(msg)
 
     def tokenize(self, items: list[str], options: CallOptions) -> Tokenized:
