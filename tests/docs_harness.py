@@ -7,9 +7,10 @@ lexer); the rules are these (docs/README-docs.md says them for page writers):
   working directory is the page's own temporary folder.
 - ```` ```bash ```` blocks run with ``bash -e -o pipefail`` in that folder (so a page's Python and
   shell examples see the same files), with the venv's ``bin`` first on ``PATH``; they must exit 0.
-- ```` ```console ```` blocks are shell sessions: each ``$ command`` (continued by lines ending in
-  ``\\``) runs in that folder, and the lines after it, up to the next ``$``, are what it prints
-  (stdout and stderr together); any exit status is accepted, the output is compared.
+- ```` ```console ```` blocks are terminal sessions: one bash per block, in that folder, runs each
+  ``$ command`` (continued by lines ending in ``\\``) in turn, so variables, ``cd`` and jobs carry
+  over (``kill %1``); the lines after a command, up to the next ``$``, are what it prints (stdout
+  and stderr together), and are compared; any exit status is accepted.
 - A ```` ```text ```` block right after a python or bash block (nothing but blank lines between) is
   what that block prints (stdout; for bash, stdout and stderr), and is compared.
 - ``<!-- docs: not-run reason="..." -->`` on the line before a block: the block does not run
@@ -277,6 +278,62 @@ def finish_page(run: PageRun, children_before: set[int]) -> None:
             child.kill()
 
 
+class ConsoleSession:
+    """One bash process for a console block: its commands share variables, ``cd`` and jobs
+    (``kill %1`` stops what ``... &`` started), as they would typed into one terminal."""
+
+    DONE = "__docs_command_done__"
+
+    def __init__(self, run: PageRun) -> None:
+        self.run_state = run
+        self.log = run.folder / ".docs-console-output"
+
+    def __enter__(self) -> ConsoleSession:
+        self.out = self.log.open("wb")
+        self.process = subprocess.Popen(
+            ["bash"],
+            cwd=self.run_state.folder,
+            env=self.run_state.env,
+            stdin=subprocess.PIPE,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.run_state.sessions.append(self.process.pid)
+        self.read = 0
+        return self
+
+    def run(self, command: str) -> str:
+        """Run one command; what it printed (stdout and stderr, in order)."""
+        assert self.process.stdin is not None
+        # stdin is the session's own command stream: a command reads /dev/null instead.
+        script = f"{{\n{command}\n}} < /dev/null\nprintf '\\n{self.DONE}\\n'\n"
+        self.process.stdin.write(script.encode())
+        self.process.stdin.flush()
+        deadline = time.monotonic() + COMMAND_TIMEOUT_S
+        marker = f"\n{self.DONE}\n"
+        while time.monotonic() < deadline:
+            text = self.log.read_bytes()[self.read :].decode("utf-8", errors="replace")
+            if marker in text:
+                output = text[: text.index(marker)]
+                self.read += len(text[: text.index(marker) + len(marker)].encode())
+                return output
+            if self.process.poll() is not None:
+                return text + f"\n(the shell exited with {self.process.returncode})"
+            time.sleep(0.05)
+        return f"(timed out after {COMMAND_TIMEOUT_S} s)"
+
+    def __exit__(self, *_: object) -> None:
+        assert self.process.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_session(self.process.pid)
+        self.out.close()
+
+
 def console_commands(source: str) -> Iterator[tuple[str, str]]:
     """(command, shown output) for each ``$ `` command of a console block."""
     command: list[str] = []
@@ -326,14 +383,15 @@ def evaluate(example: Example) -> str | None:
             if failure:
                 return f"{where}: the bash block printed something else:\n{failure}"
         return None
-    for command, shown in console_commands(block.source):
-        started = time.monotonic()
-        _, output = run_shell(run, command, strict=False)
-        run.counts["compared"] += 1
-        failure = compare(Block("console", command, block.line, expected=shown), output)
-        if failure:
-            seconds = time.monotonic() - started
-            return f"{where}: `$ {command}` ({seconds:.1f} s) printed something else:\n{failure}"
+    with ConsoleSession(run) as session:
+        for command, shown in console_commands(block.source):
+            started = time.monotonic()
+            output = session.run(command)
+            run.counts["compared"] += 1
+            failure = compare(Block("console", command, block.line, expected=shown), output)
+            if failure:
+                seconds = time.monotonic() - started
+                return f"{where}: `$ {command}` ({seconds:.1f} s) printed something else:\n{failure}"
     return None
 
 
