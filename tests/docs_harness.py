@@ -7,12 +7,13 @@ lexer); the rules are these (docs/README-docs.md says them for page writers):
   working directory is the page's own temporary folder.
 - ```` ```bash ```` blocks run with ``bash -e -o pipefail`` in that folder (so a page's Python and
   shell examples see the same files), with the venv's ``bin`` first on ``PATH``; they must exit 0.
+  Their shown output is their stdout (logs and progress bars go to stderr).
 - ```` ```console ```` blocks are terminal sessions: one bash per block, in that folder, runs each
   ``$ command`` (continued by lines ending in ``\\``) in turn, so variables, ``cd`` and jobs carry
   over (``kill %1``); the lines after a command, up to the next ``$``, are what it prints (stdout
   and stderr together), and are compared; any exit status is accepted.
 - A ```` ```text ```` block right after a python or bash block (nothing but blank lines between) is
-  what that block prints (stdout; for bash, stdout and stderr), and is compared.
+  what that block prints to stdout, and is compared.
 - ``<!-- docs: not-run reason="..." -->`` on the line before a block: the block does not run
   (it is counted, and the site shows the reason: docs/hooks.py).
 - ``<!-- docs: page slow -->`` anywhere on a page: the page is in the slow tier;
@@ -213,18 +214,19 @@ def start_page(path: Path, folder: Path) -> PageRun:
 CURRENT: dict[str, PageRun] = {}
 
 
-def run_shell(run: PageRun, command: str, *, strict: bool) -> tuple[int, str]:
-    """Run ``command`` in the page's folder; its output (stdout + stderr) goes through a file,
-    so a server it leaves in the background cannot hold a pipe open."""
+def run_shell(run: PageRun, command: str) -> tuple[int, str, str]:
+    """Run a bash block in the page's folder: (exit status, stdout, stderr). Output goes through
+    files, so a server the block leaves in the background cannot hold a pipe open."""
     log = run.folder / ".docs-shell-output"
-    with log.open("wb") as out:
+    errors = run.folder / ".docs-shell-errors"
+    with log.open("wb") as out, errors.open("wb") as err:
         process = subprocess.Popen(
-            ["bash", *(["-e", "-o", "pipefail"] if strict else []), "-c", command],
+            ["bash", "-e", "-o", "pipefail", "-c", command],
             cwd=run.folder,
             env=run.env,
             stdin=subprocess.DEVNULL,
             stdout=out,
-            stderr=subprocess.STDOUT,
+            stderr=err,
             start_new_session=True,
         )
         run.sessions.append(process.pid)
@@ -233,7 +235,11 @@ def run_shell(run: PageRun, command: str, *, strict: bool) -> tuple[int, str]:
         except subprocess.TimeoutExpired:
             stop_session(process.pid)
             code = -1
-    return code, log.read_text(encoding="utf-8", errors="replace")
+    return (
+        code,
+        log.read_text(encoding="utf-8", errors="replace"),
+        errors.read_text(encoding="utf-8", errors="replace"),
+    )
 
 
 def stop_session(session: int) -> None:
@@ -264,6 +270,9 @@ def finish_page(run: PageRun, children_before: set[int]) -> None:
 
     for session in run.sessions:
         stop_session(session)
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():  # a page's example that failed before its shutdown
+        ray.shutdown()
     children = [
         child
         for child in psutil.Process().children(recursive=True)
@@ -374,9 +383,9 @@ def evaluate(example: Example) -> str | None:
                 return f"{where}: the python block printed something else:\n{failure}"
         return None
     if block.language == "bash":
-        code_, output = run_shell(run, block.source, strict=True)
+        code_, output, errors = run_shell(run, block.source)
         if code_ != 0:
-            return f"{where}: the bash block exited with {code_}:\n{output}"
+            return f"{where}: the bash block exited with {code_}:\n{output}{errors}"
         if block.expected is not None:
             run.counts["compared"] += 1
             failure = compare(block, output)
