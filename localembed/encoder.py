@@ -1,20 +1,12 @@
-"""LocalEncoder: a thin facade over the stages; ``get_encoder`` shares loaded models.
+"""LocalEncoder: the facade over a backend; ``get_encoder`` shares loaded models.
 
-The work is done by stages, each a module owning one idea:
-
-- :mod:`localembed.texts`: input checks and instructions;
-- :mod:`localembed.settings`: one precedence (argument > sentence-transformers metadata >
-  preset > fallback) for every setting, with sources;
-- :mod:`localembed.windows`: texts -> token windows (truncate / chunk) and back;
-- :mod:`localembed.batching`: length-sorted token-budget batches, padding, out-of-memory split;
-- :mod:`localembed.runtimes`: torch / ONNX, device and dtype;
-- heads: :mod:`localembed.pooling` (dense), :mod:`localembed.m3` (bge-m3 sparse / ColBERT);
-- :mod:`localembed.backends`: the loaded model behind one interface (transformers on a
-  runtime, or :mod:`localembed.flagembedding`), chosen in one place.
-
-``get_encoder`` returns one shared instance per configuration, and encoders whose settings
-differ only in call-time options (``batch_size``, ``max_batch_tokens``, ``long_text``,
-instructions) share one loaded model, so adapters with such settings hold one model in memory.
+The encoder resolves the settings (:mod:`localembed.settings`), checks and instructs the
+texts (:mod:`localembed.texts`, the instruction for a kind from
+:meth:`~localembed.settings.ResolvedSettings.instruction`), hands them to its backend as data
+(:mod:`localembed.backends`), and finishes the rows once (:mod:`localembed.finish`).
+Concurrent ``encode_queries``/``encode_documents`` calls go through the micro-batcher
+(:mod:`localembed.microbatch`). Encoders whose settings differ only in call-time options
+share one loaded backend, so adapters with such settings hold one model in memory.
 """
 
 from __future__ import annotations
@@ -27,22 +19,16 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from localembed.backends import Backend, load_backend
 from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings, read_model_files
-from localembed.batching import DEFAULT_BATCH_TOKENS, ForwardBatch, padding_id
+from localembed.batching import ForwardBatch
 from localembed.config import EncoderConfig
 from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.finish import Finish
 from localembed.precision import Precision, check_precision
-from localembed.runtimes import resolve_device, resolve_dtype
-from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
+from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
 from localembed.texts import KINDS, Kind, apply_instruction, check_text, check_texts
-from localembed.windows import (
-    CHARS_PER_TOKEN_BOUND,
-    CHUNK_OVERLAP_DIVISOR,
-    Tokenized,
-    combine_windows,
-)
+from localembed.windows import Tokenized
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,25 +39,14 @@ if TYPE_CHECKING:
     from localembed.microbatch import BatchSpec, MicroBatcher
 
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND",
-    "CHUNK_OVERLAP_DIVISOR",
-    "DEFAULT_BATCH_TOKENS",
     "OUTPUTS",
     "CallOptions",
     "ForwardBatch",
     "LocalEncoder",
-    "NonFiniteEmbeddingError",
     "ResolvedSettings",
     "TokenEmbeddings",
-    "Tokenized",
-    "check_text",
-    "check_texts",
     "clear_encoder_cache",
     "get_encoder",
-    "model_length_limit",
-    "padding_id",
-    "resolve_device",
-    "resolve_dtype",
 ]
 
 Output = Literal["sentence_embedding", "token_embeddings"]
@@ -619,16 +594,6 @@ class LocalEncoder:
         backend: WindowBackend = self.backend  # type: ignore[assignment]
         options = self._options(batch_size)
         return backend.plan([len(w) for w in ids], options)
-
-    def forward(self, windows: list[list[int]]) -> ForwardBatch:
-        """Pad ``windows`` on the right and run the transformer once (no gradients)."""
-        self._require("windows", "a forward pass of its own")
-        result: ForwardBatch = self.backend.forward(windows)  # type: ignore[attr-defined]
-        return result
-
-    def combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
-        """One vector per text from per-window vectors (see :mod:`localembed.windows`)."""
-        return combine_windows(rows, tokenized, normalize=self.settings.normalize)
 
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:

@@ -177,7 +177,8 @@ def load_runtime(
     """
     import torch
 
-    from localembed.loading import check_model_files, load_transformer
+    from localembed.loading import check_model_files
+    from localembed.weights import load_transformer
 
     def load(**overrides: Any) -> PreTrainedModel:
         settings: dict[str, Any] = {"dtype": dtype, "device": device, **overrides}

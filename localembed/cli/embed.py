@@ -43,21 +43,18 @@ from localembed.cli.common import (
     error_message,
     instruction_for,
 )
-from localembed.config import EncoderConfig
-from localembed.corpus import (
+from localembed.cli.corpus import (
     INPUT_FORMATS,
     INPUT_SUFFIXES,
-    OUTPUTS,
-    PartialOutput,
     Row,
     Source,
     TextDigest,
-    check_output,
     chunks,
     differences,
-    open_for_writing,
     open_source,
 )
+from localembed.cli.outputs import OUTPUTS, PartialOutput, check_output, open_for_writing
+from localembed.config import EncoderConfig
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.precision import CALIBRATION_ROWS_WARNING, PRECISIONS, Precision, quantize
 
