@@ -66,6 +66,10 @@ class MissingModelFileError(ModelFileError, FileNotFoundError):
     """A file the model needs is missing; the message names the file and the fix."""
 
 
+class UnsupportedModelError(ModelError, ValueError):
+    """The model is of a kind localembed cannot run (its modules, a slow-only tokenizer)."""
+
+
 class RemoteCodeError(ModelError, ValueError):
     """The model ships its own Python code and ``trust_remote_code`` is off.
 
@@ -516,7 +520,7 @@ def load_tokenizer(directory: Path, *, trust_remote_code: bool) -> PreTrainedTok
             f"{display_path(directory)} has no fast tokenizer (tokenizer.json); localembed "
             f"needs one"
         )
-        raise ValueError(msg)
+        raise UnsupportedModelError(msg)
     vocab_size = config.get("vocab_size")
     if isinstance(vocab_size, int) and len(tokenizer) > vocab_size:
         msg = (

@@ -46,6 +46,7 @@ from localembed.cli.bench_corpora import (
     sts_file,
 )
 from localembed.cli.bench_options import ALL_CONTENDERS, SENTENCE_TRANSFORMERS, add_arguments
+from localembed.errors import InputError
 
 Encode = Callable[[list[str]], np.ndarray]
 
@@ -340,17 +341,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     unknown = [name for name in names if name not in ALL_CONTENDERS]
     if unknown:
         msg = f"unknown contender {unknown[0]!r}; choose from: {', '.join(ALL_CONTENDERS)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if min(args.short, args.docs, args.queries, args.rounds) < 1:
         msg = "--short, --docs, --queries and --rounds must be at least 1"
-        raise ValueError(msg)
+        raise InputError(msg)
     if args.data is not None:
         sts_file(args.data)  # a bad folder fails now, not after minutes of timing
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if args.random_base:
         if args.model is not None:
             msg = "--random-base and --model exclude each other"
-            raise ValueError(msg)
+            raise InputError(msg)
         with tempfile.TemporaryDirectory(prefix="localembed-random-base-") as directory:
             model = str(build_random_base(Path(directory) / "random-bert-base"))
             options = {**vars(args), "model": model, "random_base": False, "random_weights": True}
@@ -386,7 +387,7 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
     contenders = build_contenders(args.model, names, notes)
     if not contenders:
         msg = "no contender can run here: " + "; ".join(notes)
-        raise RuntimeError(msg)
+        raise InputError(msg)
     print(
         f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"cpu capability {torch.backends.cpu.get_cpu_capability()}; "

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from localembed.errors import InputError
+
 # -- inputs -----------------------------------------------------------------------------------
 
 INPUT_SUFFIXES = {
@@ -94,7 +96,7 @@ def _lines(path: str) -> Iterator[tuple[int, str]]:
                     f"{name} line {number}: not UTF-8 (byte {offset + start + error.start} of "
                     f"the file: {error.reason}); convert the file to UTF-8"
                 )
-                raise ValueError(msg) from None
+                raise InputError(msg) from None
             offset += len(raw)
             yield number, text
 
@@ -108,7 +110,7 @@ def _checked_text(text: str, name: str, number: int) -> str:
             f"{name} line {number}: a lone surrogate {text[error.start]!r} at character "
             f"{error.start} is not text"
         )
-        raise ValueError(msg) from None
+        raise InputError(msg) from None
     return text
 
 
@@ -119,7 +121,7 @@ def _checked_id(value: Any, where: str, column: str) -> Any:
             f"{where}: the id column {column!r} is null; every row needs an id (or drop "
             f"--id-column to number the rows)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return value
 
 
@@ -135,7 +137,7 @@ def _checked_json_value(value: Any, name: str, number: int) -> Any:
             f"{name} line {number}: {value} is not a JSON number (NaN and infinity cannot be "
             f"written back as JSON); write null or a string"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     if isinstance(value, list):
         for item in value:
             _checked_json_value(item, name, number)
@@ -151,7 +153,7 @@ def _checked_value(value: Any, where: str, column: str) -> str:
         return value
     what = "null" if value is None else f"a {type(value).__name__}"
     msg = f"{where}: {column!r} is {what}, not a string"
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def _missing_columns(name: str, wanted: Iterable[str], found: list[str]) -> None:
@@ -163,7 +165,7 @@ def _missing_columns(name: str, wanted: Iterable[str], found: list[str]) -> None
             f"{', '.join(map(str, found)) or 'none'} (choose one with --column, --id-column "
             f"or --keep-columns)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 def _text_rows(path: str) -> Iterator[Row]:
@@ -183,10 +185,10 @@ def _jsonl_rows(
             row = json.loads(line)
         except json.JSONDecodeError as error:
             msg = f"{name} line {number}: not valid JSON ({error.msg})"
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         if not isinstance(row, dict):
             msg = f"{name} line {number}: expected a JSON object, got {type(row).__name__}"
-            raise ValueError(msg)
+            raise InputError(msg)
         _missing_columns(f"{name} line {number}", wanted, list(row))
         text = _checked_value(row[column], f"{name} line {number}", column)
         identifier = NO_ID
@@ -231,7 +233,7 @@ def _csv_records(path: str) -> Iterator[tuple[int, list[str]]]:
                 f"a field that starts with a quote must end with a quote followed by a comma "
                 f'or the line\'s end (double a quote inside it: "")'
             )
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         yield start, record
 
 
@@ -261,7 +263,7 @@ def _delimited_rows(
                 f"{name} line {number}: {len(record)} fields, the header has {len(header)} "
                 f"(every row needs a value for each column)"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         yield Row(
             record[index],
             NO_ID if id_index is None else record[id_index],
@@ -313,7 +315,7 @@ def _open_parquet(
         kind = kind.value_type
     if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
         msg = f"{name}: column {column!r} holds {kind}, not text (choose one with --column)"
-        raise ValueError(msg)
+        raise InputError(msg)
     rows = int(parquet.metadata.num_rows)
     types = {key: schema.field(key).type for key in [*([id_column] if id_column else []), *keep]}
     return Source(
@@ -377,15 +379,15 @@ def open_source(
         raise FileNotFoundError(msg)
     if fmt not in INPUT_FORMATS:
         msg = f"unknown input format {fmt!r}; choose from: {', '.join(INPUT_FORMATS)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if fmt == "txt" and (id_column or keep):
         msg = "a .txt input has no columns to carry (one text a line)"
-        raise ValueError(msg)
+        raise InputError(msg)
     name = "stdin" if path == "-" else path
     if fmt == "parquet":
         if path == "-":
             msg = "parquet cannot be read from standard input; give the file"
-            raise ValueError(msg)
+            raise InputError(msg)
         return _open_parquet(path, column, id_column, keep, batch_rows)
     if fmt == "txt":
         rows = _text_rows(path)

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 from localembed.cli.corpus import NO_ID, Row
+from localembed.errors import InputError
 
 # -- outputs ----------------------------------------------------------------------------------
 
@@ -33,7 +34,7 @@ def refuse_link(path: Path) -> None:
             f"{path} is a symbolic link: localembed does not write through links "
             f"(remove it or choose another output)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 def open_for_writing(path: Path, *, truncate: bool = True) -> IO[bytes]:
@@ -59,27 +60,27 @@ def check_output(output: Path, *, overwrite: bool, resume: bool) -> None:
     """
     if output.suffix.lower() not in OUTPUTS:
         msg = f"output must end in {', '.join(OUTPUTS)}, got {output.name}"
-        raise ValueError(msg)
+        raise InputError(msg)
     folder = output.parent
     if not folder.is_dir():
         msg = f"output folder not found: {folder} (create it first)"
-        raise ValueError(msg)
+        raise InputError(msg)
     paths = PartialOutput.paths(output)
     for path in (output, *paths):
         refuse_link(path)
     if output.is_dir():
         msg = f"{output} is a folder; give a file name"
-        raise ValueError(msg)
+        raise InputError(msg)
     if output.exists() and not overwrite:
         msg = f"{output} exists; pass --overwrite to replace it"
-        raise ValueError(msg)
+        raise InputError(msg)
     partial = paths[0]
     if (partial.exists() or paths[1].exists()) and not (resume or overwrite):
         msg = (
             f"{partial} holds rows of an interrupted run: pass --resume to continue it, "
             f"or --overwrite to start again"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 class PartialOutput:
@@ -143,7 +144,7 @@ class PartialOutput:
                 f"{self.state_path.name} is missing or unreadable, so {self.partial.name} cannot "
                 f"be resumed; delete it or pass --overwrite"
             )
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         return state
 
     def begin(self) -> None:
@@ -214,7 +215,7 @@ class _FileOutput(PartialOutput):
         refuse_link(self.partial)
         if not self.partial.is_file() or self.partial.stat().st_size < state["bytes"]:
             msg = f"{self.partial.name} is shorter than its state records; delete it or --overwrite"
-            raise ValueError(msg)
+            raise InputError(msg)
         self.file = open_for_writing(self.partial, truncate=False)
         self.file.truncate(state["bytes"])
         self.file.seek(state["bytes"])
@@ -303,7 +304,7 @@ class _JsonlOutput(_FileOutput):
                     f"row {number}: a kept value is NaN or infinite, which JSON cannot hold; "
                     f"use a .parquet output"
                 )
-                raise ValueError(msg) from None
+                raise InputError(msg) from None
             lines.append(line + "\n")
         self.file.write("".join(lines).encode("utf-8"))
 
@@ -369,7 +370,7 @@ class _ParquetOutput(PartialOutput):
                     f"column {key!r} of rows {first_row}..{first_row + len(rows) - 1}: values "
                     f"do not fit {where} in a parquet output ({error}); use a .jsonl output"
                 )
-                raise ValueError(msg) from None
+                raise InputError(msg) from None
         return arrays
 
     def begin(self) -> None:
@@ -385,7 +386,7 @@ class _ParquetOutput(PartialOutput):
         missing = [i for i in range(self.parts) if not self._part(i).is_file()]
         if missing:
             msg = f"{self._part(missing[0])} is missing; delete {self.partial.name} or --overwrite"
-            raise ValueError(msg)
+            raise InputError(msg)
         committed = {self._part(i).name for i in range(self.parts)}
         for path in self.partial.iterdir():  # parts written after the last commit
             if path.name not in committed:
