@@ -24,7 +24,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -39,6 +39,8 @@ from localembed.static import (
 
 if TYPE_CHECKING:
     from collections.abc import Callable
+
+    from localembed.backends import TransformerBackend
 
 __all__ = ["DistillReport", "distill"]
 
@@ -84,7 +86,9 @@ def distill(
     """
     from safetensors.numpy import save_file
 
-    from localembed.encoder import get_encoder
+    from localembed.backends import TransformerBackend, read_model_files
+    from localembed.config import EncoderConfig
+    from localembed.static import is_static_model
 
     if dimension < 1:
         msg = f"dimension must be a positive int, got {dimension}"
@@ -92,28 +96,29 @@ def distill(
     if not 0 <= sif_coefficient < 1:
         msg = f"sif_coefficient must be in [0, 1), got {sif_coefficient}"
         raise InputError(msg)
-    from localembed.backends import TransformerBackend
-
-    encoder = get_encoder(model=model, trust_remote_code=trust_remote_code)
-    if not isinstance(encoder.backend, TransformerBackend):
-        msg = f"{encoder.source.name} is not a transformer model; distill needs one"
+    config = EncoderConfig(model=model, trust_remote_code=trust_remote_code)
+    files = read_model_files(config)
+    if is_static_model(files.source.path):
+        msg = f"{files.source.name} is a static model already; distill needs a transformer"
         raise InputError(msg)
-    backend_tokenizer = encoder.tokenizer.backend_tokenizer
+    # A transformer on the runtime the defaults choose (ONNX Runtime where it is exact).
+    backend = TransformerBackend(files, config)
+    backend_tokenizer = files.tokenizer.backend_tokenizer
     vocab = backend_tokenizer.get_vocab(with_added_tokens=True)
     count = len(vocab)
     if sorted(vocab.values()) != list(range(count)):
-        msg = f"{encoder.source.name}: token ids are not 0..{count - 1}; cannot distill it"
+        msg = f"{files.source.name}: token ids are not 0..{count - 1}; cannot distill it"
         raise ModelError(msg)
-    model_vocab = int(getattr(encoder.model_config, "vocab_size", count) or count)
+    model_vocab = int(getattr(files.model_config, "vocab_size", count) or count)
     if model_vocab < count:
         msg = (
-            f"{encoder.source.name}: the tokenizer has {count} tokens, the model embeds "
+            f"{files.source.name}: the tokenizer has {count} tokens, the model embeds "
             f"{model_vocab}; cannot distill it"
         )
         raise ModelError(msg)
-    vectors = _token_vectors(encoder, count, batch_size, progress)
+    vectors = _token_vectors(backend, count, batch_size, progress)
     tokens = [token for token, _ in sorted(vocab.items(), key=lambda item: item[1])]
-    special = set(encoder.tokenizer.all_special_tokens)
+    special = set(files.tokenizer.all_special_tokens)
     ordinary = np.array([t not in special and not UNUSED_TOKEN.fullmatch(t) for t in tokens])
     reduced, explained = _pca(vectors, min(dimension, vectors.shape[1]), fit_rows=ordinary)
     if sif_coefficient > 0:
@@ -129,7 +134,7 @@ def distill(
     config = {
         "model_type": STATIC_MODEL_TYPE,
         "architectures": ["StaticModel"],
-        "tokenizer_name": encoder.source.name,
+        "tokenizer_name": files.source.name,
         "apply_pca": reduced.shape[1],
         "apply_zipf": sif_coefficient > 0,
         "sif_coefficient": sif_coefficient or None,
@@ -137,7 +142,7 @@ def distill(
         "seq_length": 1_000_000,
         "max_length": DEFAULT_MAX_LENGTH,
         "normalize": True,
-        "distilled_from": encoder.source.name,
+        "distilled_from": files.source.name,
         "distilled_by": "localembed distill",
     }
     (output / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -145,18 +150,21 @@ def distill(
 
 
 def _token_vectors(
-    encoder: Any, count: int, batch_size: int, progress: Callable[[int, int], None] | None
+    backend: TransformerBackend,
+    count: int,
+    batch_size: int,
+    progress: Callable[[int, int], None] | None,
 ) -> np.ndarray:
     """(count, width) float64: each token id's output states, averaged over its 3 positions."""
-    tokenizer = encoder.tokenizer
+    tokenizer = backend.files.tokenizer
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     end = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
-    vectors = np.empty((count, encoder.backend.dimension), dtype=np.float64)
+    vectors = np.empty((count, backend.dimension), dtype=np.float64)
     for first in range(0, count, batch_size):
         ids = range(first, min(first + batch_size, count))
         windows = [[i] if start is None else [start, i] for i in ids]
         windows = [w if end is None else [*w, end] for w in windows]
-        batch = encoder.backend.forward(windows)
+        batch = backend.forward(windows)
         vectors[first : first + len(windows)] = batch.hidden.float().mean(dim=1).cpu().numpy()
         if progress is not None:
             progress(first + len(windows), count)

@@ -38,10 +38,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-from localembed.errors import ModelError
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
+    UnsupportedModelError,
     load_model_config,
     load_tokenizer,
     locate_model,
@@ -67,16 +67,13 @@ __all__ = [
     "UnsupportedModelError",
     "WindowBackend",
     "read_model_files",
+    "static_model_files",
 ]
 
 CAPABILITIES = frozenset(
     {"dense", "sparse", "colbert", "logits", "token_embeddings", "windows", "chunk", "token_budget"}
 )
 """Every capability a backend may name (see the module docstring)."""
-
-
-class UnsupportedModelError(ModelError, ValueError):
-    """The model's sentence-transformers modules are ones localembed cannot run."""
 
 
 class TokenEmbeddings(NamedTuple):
@@ -142,8 +139,6 @@ def read_model_files(
     from localembed.static import is_static_model
 
     if is_static_model(source.path):  # `localembed distill`'s output (model2vec's format)
-        from localembed.backends.static import static_model_files
-
         return static_model_files(source)
     metadata = read_sentence_transformers_metadata(source.path)
     if metadata.unsupported_modules:
@@ -155,6 +150,41 @@ def read_model_files(
     path = metadata.transformer_path
     tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     model_config = load_model_config(path, trust_remote_code=config.trust_remote_code)
+    return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
+
+
+def static_model_files(source: ModelSource) -> ModelFiles:
+    """The :class:`~localembed.backends.base.ModelFiles` of a static model.
+
+    Its sentence-transformers metadata says what a static model does: mean pooling, the
+    config's ``normalize`` and ``max_length``, and no instructions (model2vec adds none).
+    """
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
+    from localembed.static import (
+        TOKENIZER_FILE,
+        embeddings_shape,
+        read_static_config,
+        static_max_length,
+    )
+
+    path = source.path
+    config = read_static_config(path)
+    tokens, dimension = embeddings_shape(path)
+    max_length = static_max_length(config)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / TOKENIZER_FILE))  # type: ignore[no-untyped-call]
+    model_config = PretrainedConfig(  # type: ignore[call-arg]
+        hidden_size=dimension,
+        max_position_embeddings=max_length or 1_000_000,
+        vocab_size=tokens,
+    )
+    metadata = SentenceTransformersMetadata(
+        transformer_path=path,
+        pooling="mean",
+        normalize=bool(config.get("normalize", False)),
+        max_seq_length=max_length,
+        prompts={"query": "", "document": ""},
+    )
     return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
 
 

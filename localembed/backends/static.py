@@ -12,65 +12,27 @@ import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings
 from localembed.errors import InputError
-from localembed.static import (
-    TOKENIZER_FILE,
-    StaticModel,
-    embeddings_shape,
-    read_static_config,
-    static_max_length,
-)
+from localembed.static import StaticModel
 
 if TYPE_CHECKING:
     import torch
 
+    from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings
     from localembed.config import EncoderConfig
     from localembed.heads import Outputs
-    from localembed.loading import ModelSource
     from localembed.windows import Tokenized
 
 logger = logging.getLogger("localembed")
 
-__all__ = ["StaticBackend", "static_model_files"]
-
-
-def static_model_files(source: ModelSource) -> ModelFiles:
-    """The :class:`~localembed.backends.base.ModelFiles` of a static model.
-
-    Its sentence-transformers metadata says what a static model does: mean pooling, the
-    config's ``normalize`` and ``max_length``, and no instructions (model2vec adds none).
-    """
-    from transformers import PretrainedConfig, PreTrainedTokenizerFast
-
-    from localembed.loading import SentenceTransformersMetadata
-    from localembed.windows import WindowTokenizer
-
-    path = source.path
-    config = read_static_config(path)
-    tokens, dimension = embeddings_shape(path)
-    max_length = static_max_length(config)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / TOKENIZER_FILE))
-    model_config = PretrainedConfig(
-        hidden_size=dimension,
-        max_position_embeddings=max_length or 1_000_000,
-        vocab_size=tokens,
-    )
-    metadata = SentenceTransformersMetadata(
-        transformer_path=path,
-        pooling="mean",
-        normalize=bool(config.get("normalize", False)),
-        max_seq_length=max_length,
-        prompts={"query": "", "document": ""},
-    )
-    return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
+__all__ = ["StaticBackend"]
 
 
 class StaticBackend:
     """A static model: token vectors averaged on the CPU (see :mod:`localembed.static`).
 
     Args:
-        files: the model's files (from :func:`static_model_files`).
+        files: the model's files (:func:`~localembed.backends.base.static_model_files`).
         config: the encoder settings; those that choose a transformer runtime are refused.
 
     Raises:
