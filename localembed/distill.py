@@ -131,7 +131,7 @@ def distill(
     tokenizer.no_truncation()
     tokenizer.no_padding()
     tokenizer.save(str(output / TOKENIZER_FILE))
-    config = {
+    written: dict[str, object] = {
         "model_type": STATIC_MODEL_TYPE,
         "architectures": ["StaticModel"],
         "tokenizer_name": files.source.name,
@@ -145,7 +145,7 @@ def distill(
         "distilled_from": files.source.name,
         "distilled_by": "localembed distill",
     }
-    (output / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    (output / CONFIG_FILE).write_text(json.dumps(written, indent=2) + "\n", encoding="utf-8")
     return DistillReport(output, count, int(reduced.shape[1]), explained)
 
 
