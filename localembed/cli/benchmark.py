@@ -53,7 +53,7 @@ Encode = Callable[[list[str]], np.ndarray]
 LOCALEMBED_OPTIONS: dict[str, dict[str, Any]] = {
     "localembed fp32": {},  # the defaults: backend="auto" (ONNX Runtime where it is exact)
     "localembed torch fp32": {"backend": "torch"},
-    "localembed int8 (torch)": {"quantize": "int8"},
+    "localembed int8 (torch)": {"backend": "torch", "quantize": "int8"},
     "localembed bf16": {"dtype": "bfloat16"},
     "localembed onnx fp32": {"backend": "onnx"},
     "localembed onnx int8": {"backend": "onnx", "quantize": "int8"},
