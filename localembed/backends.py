@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 import numpy as np
 
 from localembed.batching import ForwardBatch, pad_right, padding_id, run_batches
+from localembed.contextual import is_contextual
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
     from localembed.config import EncoderConfig
+    from localembed.contextual import CorpusContext
     from localembed.runtimes import Runtime
     from localembed.settings import ResolvedSettings
 
@@ -82,6 +84,8 @@ class CallOptions:
     """Over-long texts: one truncated window, or overlapping windows."""
     show_progress: bool = False
     """Show a progress bar."""
+    context: CorpusContext | None = field(default=None, compare=False)
+    """A CDE model's corpus context (see :mod:`localembed.contextual`); None for other models."""
 
 
 @dataclass(frozen=True)
@@ -109,8 +113,13 @@ def read_model_files(config: EncoderConfig) -> ModelFiles:
         )
         raise ValueError(msg)
     path = metadata.transformer_path
-    tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     model_config = load_model_config(path, trust_remote_code=config.trust_remote_code)
+    if is_contextual(model_config):
+        from localembed.contextual_backend import contextual_tokenizer
+
+        tokenizer = contextual_tokenizer(path, model_config, config.trust_remote_code)
+    else:
+        tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
 
 
@@ -334,4 +343,8 @@ def load_backend(files: ModelFiles, config: EncoderConfig, settings: ResolvedSet
         from localembed.flagembedding import FlagEmbeddingBackend
 
         return FlagEmbeddingBackend(files, config, settings)
+    if is_contextual(files.model_config):
+        from localembed.contextual_backend import ContextualBackend
+
+        return ContextualBackend(files, config)
     return TransformerBackend(files, config)

@@ -58,8 +58,12 @@ from localembed.windows import (
 )
 
 if TYPE_CHECKING:
+    import os
+
     import torch
 
+    from localembed.contextual import CorpusContext
+    from localembed.contextual_backend import ContextualBackend
     from localembed.m3 import M3Output
     from localembed.microbatch import MicroBatcher
 
@@ -101,6 +105,7 @@ CALL_TIME_OPTIONS = frozenset(
         "query_instruction",
         "document_instruction",
         "truncate_dim",
+        "context",
     }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
@@ -133,16 +138,15 @@ class LocalEncoder:
         self.tokenizer = files.tokenizer
         """The model's tokenizer, free to use (the encoder tokenizes with a private copy)."""
         self.model_config = files.model_config
-        width = int(files.model_config.hidden_size)
-        if config.truncate_dim is not None and config.truncate_dim > width:
-            msg = (
-                f"truncate_dim {config.truncate_dim} is larger than {self.source.name}'s "
-                f"dimension {width}; use at most {width} (or None for all)"
-            )
-            raise ValueError(msg)
+        width = getattr(files.model_config, "hidden_size", None)
+        if isinstance(width, int):  # before loading the weights where the config says it
+            self._check_truncate_dim(width)
         self.settings = _settings(config, files)
         self._windows = files.windows
         self.backend: Backend = backend or load_backend(files, config, self.settings)
+        self._check_truncate_dim(self.backend.dimension)
+        self.context: CorpusContext | None = self._context(config.context)
+        """A CDE model's corpus context (None: not a CDE model, or none given yet)."""
         self.backend.check_options(self._options(None))
         self.device: torch.device = self.backend.device
         self.dtype: torch.dtype = self.backend.dtype
@@ -150,6 +154,121 @@ class LocalEncoder:
         """Output dimension: ``truncate_dim`` when set, else the model's."""
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
+
+    def _check_truncate_dim(self, width: int) -> None:
+        truncate_dim = self.config.truncate_dim
+        if truncate_dim is not None and truncate_dim > width:
+            msg = (
+                f"truncate_dim {truncate_dim} is larger than {self.source.name}'s "
+                f"dimension {width}; use at most {width} (or None for all)"
+            )
+            raise ValueError(msg)
+
+    def _context(self, value: Any) -> CorpusContext | None:
+        from localembed.contextual import ContextError, as_context, check_context
+
+        if not self.contextual:
+            if value is not None:
+                msg = (
+                    f"context= is for contextual document embedding (CDE) models; "
+                    f"{self.source.name} is not one (its config has no transductive_corpus_size)"
+                )
+                raise ContextError(msg)
+            return None
+        context = as_context(value)
+        if context is not None:
+            check_context(context, self._contextual_backend().fingerprint, self.source.name)
+        return context
+
+    @property
+    def contextual(self) -> bool:
+        """Whether the model is a contextual document embedding (CDE) model."""
+        from localembed.contextual import is_contextual
+
+        return is_contextual(self.model_config)
+
+    def _contextual_backend(self) -> ContextualBackend:
+        from localembed.contextual import ContextError
+        from localembed.contextual_backend import ContextualBackend
+
+        if not isinstance(self.backend, ContextualBackend):
+            msg = (
+                f"{self.source.name} is not a contextual document embedding (CDE) model: "
+                f"build_context needs one (a config with transductive_corpus_size, such as "
+                f"jxm/cde-small-v2 with trust_remote_code=True)"
+            )
+            raise ContextError(msg)
+        return self.backend
+
+    def build_context(
+        self,
+        corpus: Sequence[str],
+        size: int | None = None,
+        seed: int = 0,
+        *,
+        oversample: bool = False,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> CorpusContext:
+        """A CDE model's corpus context: the first stage over a seeded sample of ``corpus``.
+
+        ``size`` documents are drawn with ``random.Random(seed)`` (see
+        :func:`localembed.contextual.sample_indices`), embedded with the document instruction
+        (the first ``max_length`` tokens each) by the model's ``first_stage_model``, and kept
+        with the model's fingerprint. Save it with ``.save(path)``; use it with
+        ``get_encoder(..., context=ctx_or_path)`` or :meth:`with_context`.
+
+        Args:
+            corpus: the documents (or a representative sample of them).
+            size: documents in the sample; None: the model's ``transductive_corpus_size``
+                (512 for the released models). At most that many (the model would ignore
+                the rest).
+            seed: the sampling seed: the same corpus, size and seed give the same context.
+            oversample: a corpus smaller than ``size`` repeats documents (else an error).
+            batch_size: documents per forward pass; default: the configured one.
+            show_progress: show a progress bar.
+
+        Raises:
+            ContextError: not a CDE model, ``size`` out of range, or a corpus smaller than
+                ``size`` without ``oversample``.
+            TypeError: ``corpus`` is not a list of str.
+        """
+        from localembed.contextual import ContextError, CorpusContext, sample_indices
+
+        backend = self._contextual_backend()
+        documents = check_texts(corpus)
+        size = backend.corpus_size if size is None else size
+        if isinstance(size, bool) or not isinstance(size, int) or size > backend.corpus_size:
+            msg = (
+                f"size must be an int from 1 to {self.source.name}'s transductive_corpus_size "
+                f"{backend.corpus_size} (the model reads no more), got {size!r}"
+            )
+            raise ContextError(msg)
+        indices = sample_indices(len(documents), size, seed, oversample=oversample)
+        instruction = self.settings.document_instruction
+        items = [documents[i] for i in indices]
+        if instruction:
+            items = [apply_instruction(instruction, text) for text in items]
+        # Each sampled document is one window (its first max_length tokens), as in the card.
+        tokenized = self._windows(items, max_length=self.settings.max_length, long_text="truncate")
+        rows = backend.dataset_embeddings(
+            tokenized, self.settings, self._options(batch_size, show_progress)
+        )
+        self._finite(rows)
+        return CorpusContext(
+            embeddings=rows,
+            model=self.source.name,
+            fingerprint=backend.fingerprint,
+            seed=seed,
+            corpus_size=len(documents),
+            indices=tuple(indices),
+            document_instruction=instruction,
+            max_length=self.settings.max_length,
+        )
+
+    def with_context(self, context: CorpusContext | str | os.PathLike[str]) -> LocalEncoder:
+        """The shared encoder with these settings and ``context`` (the model is shared)."""
+        return get_encoder(self.config, context=context)
 
     # -- what is loaded -------------------------------------------------------------------
 
@@ -192,6 +311,7 @@ class LocalEncoder:
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
             "sources": dict(settings.sources),
+            **({"context": repr(self.context)} if self.contextual else {}),
         }
 
     # -- encoding -------------------------------------------------------------------------
@@ -471,6 +591,7 @@ class LocalEncoder:
             max_batch_tokens=self.config.max_batch_tokens,
             long_text=self.config.long_text,
             show_progress=show_progress,
+            context=self.context,
         )
 
     # -- the stages, for callers that compose them (CLI, server, tests) -------------------

@@ -1,0 +1,272 @@
+"""The CDE backend: a contextual document embedding model's two stages behind the Backend.
+
+A CDE model (``config.transductive_corpus_size`` set; ``jxm/cde-small-v1``/``v2``) is remote
+code (loaded only with ``trust_remote_code=True``) whose ``first_stage_model(input_ids=,
+attention_mask=)`` embeds corpus documents into dataset embeddings and whose
+``second_stage_model(input_ids=, attention_mask=, dataset_embeddings=)`` embeds texts given
+them. This backend runs both on the shared stages (windows, length-sorted token-budget
+batches padded on the right, out-of-memory splits): :meth:`ContextualBackend.dataset_embeddings`
+for :meth:`~localembed.LocalEncoder.build_context`, :meth:`ContextualBackend.encode_m3` (dense
+only) for every document and query, with the context passed in the call options. The second
+stage's vectors are L2-normalized (the model card's last step) unless ``normalize=False``.
+
+It has no runtime (``encoder.runtime`` is None): calls run one at a time under a lock, token
+vectors and late chunking are refused (the second stage pools itself), and so are ONNX and
+quantization.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from localembed.batching import ForwardBatch, pad_right, padding_id, run_batches
+from localembed.contextual import ContextError, model_fingerprint, no_context_message
+from localembed.errors import InputError
+from localembed.loading import ModelFileError, display_path, load_transformer
+from localembed.m3 import M3Output, not_m3_message
+from localembed.runtimes import resolve_device, resolve_dtype
+from localembed.windows import Tokenized
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    import torch
+    from transformers import PreTrainedTokenizerBase
+
+    from localembed.backends import CallOptions, ModelFiles, TokenEmbeddings
+    from localembed.config import EncoderConfig
+    from localembed.settings import ResolvedSettings
+
+__all__ = ["ContextualBackend", "contextual_tokenizer"]
+
+
+def contextual_tokenizer(
+    directory: Path, model_config: Any, trust_remote_code: bool
+) -> PreTrainedTokenizerBase:
+    """A CDE model's tokenizer: its own directory's, else the one ``config.embedder`` names.
+
+    The released models ship no tokenizer: their card loads ``bert-base-uncased``'s (v1) or
+    ModernBERT's (v2), the backbone that ``config.embedder`` names. Only the tokenizer files
+    of that repository are read (from the hub cache, or downloaded when online).
+
+    Raises:
+        ModelFileError: no tokenizer in the directory and none loadable from ``embedder``.
+    """
+    from localembed.loading import TOKENIZER_VOCAB_FILES, load_tokenizer
+
+    if any((directory / name).is_file() for name in TOKENIZER_VOCAB_FILES):
+        return load_tokenizer(directory, trust_remote_code=trust_remote_code)
+    embedder = getattr(model_config, "embedder", None)
+    if not isinstance(embedder, str) or not embedder:
+        msg = (
+            f"no tokenizer in {display_path(directory)} and its config.json names none "
+            f"(config.embedder): a CDE model's card names the tokenizer to use; put its "
+            f"tokenizer files in the model directory"
+        )
+        raise ModelFileError(msg)
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(embedder, use_fast=True)
+    except Exception as error:
+        msg = (
+            f"{display_path(directory)} has no tokenizer of its own and its config.embedder "
+            f"{embedder!r} cannot be loaded ({type(error).__name__}: {error}); download it "
+            f"once while online (or copy its tokenizer files into the model directory)"
+        )
+        raise ModelFileError(msg) from error
+    return tokenizer
+
+
+class ContextualBackend:
+    """A CDE model's two stages, loaded once and shared by encoders with any context.
+
+    Args:
+        files: the model's files.
+        config: load settings (device, dtype, trust_remote_code, allow_pickle_weights).
+
+    Raises:
+        InputError: ``backend`` other than "torch", or ``quantize``.
+        ModelFileError: the loaded model has no ``first_stage_model``/``second_stage_model``.
+    """
+
+    runtime: Any = None
+    """No runtime: calls do not go through the micro-batcher."""
+
+    def __init__(self, files: ModelFiles, config: EncoderConfig) -> None:
+        if config.backend != "torch" or config.quantize is not None:
+            msg = (
+                f"{files.source.name} is a contextual (CDE) model: it runs on backend='torch' "
+                f"without quantize, got backend={config.backend!r}, quantize={config.quantize!r}"
+            )
+            raise InputError(msg)
+        from localembed.hardware import apply_threads
+
+        self.files = files
+        self.device: torch.device = resolve_device(config.device)
+        self.dtype: torch.dtype = resolve_dtype(config.dtype, self.device)
+        self.pad_id = padding_id(files.tokenizer)
+        path = files.metadata.transformer_path
+        self.model = load_transformer(
+            path,
+            dtype=self.dtype,
+            device=self.device,
+            trust_remote_code=config.trust_remote_code,
+            allow_pickle_weights=config.allow_pickle_weights,
+        )
+        self.threads = apply_threads(config.threads)
+        first = getattr(self.model, "first_stage_model", None)
+        second = getattr(self.model, "second_stage_model", None)
+        if not callable(first) or not callable(second):
+            msg = (
+                f"{display_path(path)} has transductive_corpus_size in its config.json but its "
+                f"model has no first_stage_model/second_stage_model: it is not a contextual "
+                f"document embedding model localembed can run"
+            )
+            raise ModelFileError(msg)
+        self._first: Callable[..., Any] = first
+        self._second: Callable[..., Any] = second
+        self.corpus_size = int(files.model_config.transductive_corpus_size)
+        """``config.transductive_corpus_size``: the context size the model was trained with."""
+        self.dimension: int = _dimension(second, files.model_config)
+        self.fingerprint = model_fingerprint(path, files.tokenizer)
+        """The model's fingerprint; a context must carry the same one."""
+        self._lock = threading.Lock()
+
+    # -- the Backend protocol ---------------------------------------------------------------
+
+    def check_options(self, options: CallOptions) -> None:
+        """Every call option works here (``long_text="chunk"`` combines windows)."""
+
+    def forward(self, windows: list[list[int]]) -> ForwardBatch:
+        """Refused: a CDE model's second stage needs the context (see :meth:`encode_m3`)."""
+        msg = (
+            f"{self.files.source.name} is a contextual (CDE) model: it has no plain forward "
+            f"pass (token vectors, late chunking); use encode/encode_documents/encode_queries"
+        )
+        raise InputError(msg)
+
+    def load_head(self, name: str) -> torch.nn.Linear | None:
+        """CDE models have no bge-m3 heads."""
+        raise FileNotFoundError(not_m3_message(self.files.source, [name]))
+
+    def token_embeddings(
+        self,
+        tokenized: Tokenized,
+        settings: ResolvedSettings,
+        options: CallOptions,
+        forward: Callable[[list[list[int]]], ForwardBatch],
+    ) -> list[TokenEmbeddings]:
+        """Refused (see :meth:`forward`)."""
+        self.forward([])
+        return []  # pragma: no cover - forward raises
+
+    def encode_m3(
+        self,
+        items: list[str],
+        settings: ResolvedSettings,
+        options: CallOptions,
+        *,
+        dense: bool,
+        sparse: bool = False,
+        colbert: bool = False,
+        tokenize: Callable[[list[str]], Tokenized],
+        forward: Callable[[list[list[int]]], ForwardBatch],
+    ) -> M3Output:
+        """Dense vectors of checked, instructed texts given ``options.context``.
+
+        Raises:
+            ContextError: no context in ``options``.
+            InputError: sparse or ColBERT output was requested.
+        """
+        if sparse or colbert:
+            msg = f"{self.files.source.name} is a CDE model: it gives dense vectors only"
+            raise InputError(msg)
+        context = options.context
+        if context is None:
+            raise ContextError(no_context_message(self.files.source.name))
+        import torch
+
+        tokenized = tokenize(items)
+        rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
+        corpus = torch.from_numpy(np.array(context.embeddings)).to(self.device, self.dtype)
+
+        def second_stage(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self._second(
+                input_ids=input_ids, attention_mask=mask, dataset_embeddings=corpus
+            )
+            return out
+
+        normalize = settings.normalize and not tokenized.chunked
+        self._run(tokenized, rows, second_stage, settings, options, normalize=normalize)
+        output = M3Output(dense=rows)
+        if tokenized.chunked:
+            return output.combine(tokenized, normalize=settings.normalize)
+        return output
+
+    # -- the first stage ----------------------------------------------------------------------
+
+    def dataset_embeddings(
+        self, tokenized: Tokenized, settings: ResolvedSettings, options: CallOptions
+    ) -> np.ndarray:
+        """The first stage's (not normalized) vectors of ``tokenized``, one row per window."""
+        rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
+
+        def first_stage(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+            out: torch.Tensor = self._first(input_ids=input_ids, attention_mask=mask)
+            return out
+
+        self._run(tokenized, rows, first_stage, settings, options, normalize=False)
+        return rows
+
+    def _run(
+        self,
+        tokenized: Tokenized,
+        rows: np.ndarray,
+        stage: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        settings: ResolvedSettings,
+        options: CallOptions,
+        *,
+        normalize: bool,
+    ) -> None:
+        import torch
+
+        # The second stage reads corpus_size context positions before each text: count them
+        # in the token budget.
+        extra = self.corpus_size
+
+        def step(indices: list[int]) -> None:
+            input_ids, mask = pad_right([tokenized.ids[i] for i in indices], self.pad_id, self.device)
+            with self._lock, torch.inference_mode():
+                vectors = stage(input_ids, mask).float()
+                if normalize:
+                    vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=1)
+            rows[indices] = vectors.cpu().numpy()
+
+        if tokenized.ids:
+            run_batches(
+                [len(ids) + extra for ids in tokenized.ids],
+                step,
+                batch_size=options.batch_size,
+                max_batch_tokens=options.max_batch_tokens,
+                device=self.device,
+                max_length=settings.max_length + extra,
+                show_progress=options.show_progress,
+            )
+
+
+def _dimension(second: Any, model_config: Any) -> int:
+    for value in (
+        getattr(second, "hidden_size", None),
+        getattr(model_config, "embedding_output_dim", None),
+        getattr(model_config, "hidden_size", None),
+        getattr(model_config, "embedding_size", None),
+    ):
+        if isinstance(value, int) and value > 0:
+            return value
+    msg = "cannot tell the CDE model's vector width (no second_stage_model.hidden_size)"
+    raise ModelFileError(msg)
