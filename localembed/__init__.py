@@ -23,13 +23,13 @@ from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 
 if TYPE_CHECKING:
+    from localembed.contextual import CorpusContext, load_context
     from localembed.encoder import (
         LocalEncoder,
         TokenEmbeddings,
         clear_encoder_cache,
         get_encoder,
     )
-    from localembed.contextual import CorpusContext, load_context
     from localembed.reranker import LocalReranker, clear_reranker_cache, get_reranker
 
 __all__ = [

@@ -32,7 +32,6 @@ import random
 import struct
 import tempfile
 import threading
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -150,6 +149,13 @@ class CorpusContext:
             "document_instruction": self.document_instruction,
             "max_length": self.max_length,
         }
+
+    def digest(self) -> str:
+        """A sha256 of the dataset embeddings and the fingerprint: equal digests, same vectors."""
+        data = hashlib.sha256(self.fingerprint.encode("utf-8") + b"\0")
+        data.update(str(self.embeddings.shape).encode("ascii"))
+        data.update(np.ascontiguousarray(self.embeddings, dtype="<f4").tobytes())
+        return data.hexdigest()
 
     def to_bytes(self) -> bytes:
         """The file's bytes: safetensors with the metadata as JSON in its header."""
@@ -401,5 +407,3 @@ def model_fingerprint(directory: Path, tokenizer: PreTrainedTokenizerBase | None
     with _fingerprints_lock:
         _fingerprints[key] = result
     return result
-
-

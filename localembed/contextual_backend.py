@@ -29,7 +29,6 @@ from localembed.errors import InputError
 from localembed.loading import ModelFileError, display_path, load_transformer
 from localembed.m3 import M3Output, not_m3_message
 from localembed.runtimes import resolve_device, resolve_dtype
-from localembed.windows import Tokenized
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
     from localembed.backends import CallOptions, ModelFiles, TokenEmbeddings
     from localembed.config import EncoderConfig
     from localembed.settings import ResolvedSettings
+    from localembed.windows import Tokenized
 
 __all__ = ["ContextualBackend", "contextual_tokenizer"]
 
@@ -240,7 +240,9 @@ class ContextualBackend:
         extra = self.corpus_size
 
         def step(indices: list[int]) -> None:
-            input_ids, mask = pad_right([tokenized.ids[i] for i in indices], self.pad_id, self.device)
+            input_ids, mask = pad_right(
+                [tokenized.ids[i] for i in indices], self.pad_id, self.device
+            )
             with self._lock, torch.inference_mode():
                 vectors = stage(input_ids, mask).float()
                 if normalize:

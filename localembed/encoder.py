@@ -233,7 +233,7 @@ class LocalEncoder:
                 ``size`` without ``oversample``.
             TypeError: ``corpus`` is not a list of str.
         """
-        from localembed.contextual import ContextError, CorpusContext, sample_indices
+        from localembed.contextual import ContextError, sample_indices
 
         backend = self._contextual_backend()
         documents = check_texts(corpus)
@@ -245,10 +245,40 @@ class LocalEncoder:
             )
             raise ContextError(msg)
         indices = sample_indices(len(documents), size, seed, oversample=oversample)
+        return self.context_of(
+            [documents[i] for i in indices],
+            seed=seed,
+            corpus_size=len(documents),
+            indices=indices,
+            batch_size=batch_size,
+            show_progress=show_progress,
+        )
+
+    def context_of(
+        self,
+        sample: Sequence[str],
+        *,
+        seed: int | None = None,
+        corpus_size: int | None = None,
+        indices: Sequence[int] = (),
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> CorpusContext:
+        """A CDE context of ``sample`` as given (already drawn; :meth:`build_context` draws).
+
+        For callers that draw the sample themselves (``localembed embed --build-context``
+        streams the input): ``seed``, ``corpus_size`` and ``indices`` are recorded as given.
+        """
+        from localembed.contextual import CorpusContext
+
+        backend = self._contextual_backend()
+        documents = check_texts(sample)
         instruction = self.settings.document_instruction
-        items = [documents[i] for i in indices]
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
+        items = (
+            [apply_instruction(instruction, text) for text in documents]
+            if instruction
+            else documents
+        )
         # Each sampled document is one window (its first max_length tokens), as in the card.
         tokenized = self._windows(items, max_length=self.settings.max_length, long_text="truncate")
         rows = backend.dataset_embeddings(
@@ -260,7 +290,7 @@ class LocalEncoder:
             model=self.source.name,
             fingerprint=backend.fingerprint,
             seed=seed,
-            corpus_size=len(documents),
+            corpus_size=len(documents) if corpus_size is None else corpus_size,
             indices=tuple(indices),
             document_instruction=instruction,
             max_length=self.settings.max_length,

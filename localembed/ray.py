@@ -63,7 +63,9 @@ def embed_dataset(
             ``device`` is "auto" or "cuda", else 0. Fractions pack actors onto one GPU.
         num_cpus_per_actor: CPUs reserved per actor (Ray sets the actor's torch threads to
             it); None: Ray's default (1).
-        **config: the encoder's settings (:class:`~localembed.EncoderConfig`).
+        **config: the encoder's settings (:class:`~localembed.EncoderConfig`). A CDE model's
+            ``context`` (a CorpusContext built in the driver, or a file path read here) is
+            sent to the actors with their settings; they never rebuild it.
 
     Returns:
         A lazy Dataset: ``ds``'s columns plus ``output_column``.
@@ -82,6 +84,14 @@ def embed_dataset(
 
     """
     settings = EncoderConfig(**config)
+    if isinstance(settings.context, str):
+        # A CDE context file is read once, here in the driver, and the context itself is
+        # shipped to the actors (with their constructor arguments): no actor reads the file
+        # (it may not see it) or recomputes the context.
+        from localembed.contextual import load_context
+
+        loaded = load_context(settings.context)
+        settings = EncoderConfig(**{**settings.explicit_options(), "context": loaded})
     if kind not in KINDS:
         msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
         raise ValueError(msg)
