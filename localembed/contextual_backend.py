@@ -187,12 +187,14 @@ class ContextualBackend:
             msg = f"{self.files.source.name} is a CDE model: it gives dense vectors only"
             raise InputError(msg)
         context = options.context
-        if context is None:
+        if context is None and items:  # no texts: an empty result, no model call
             raise ContextError(no_context_message(self.files.source.name))
         import torch
 
         tokenized = tokenize(items)
         rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
+        if context is None:
+            return M3Output(dense=rows)
         corpus = torch.from_numpy(np.array(context.embeddings)).to(self.device, self.dtype)
 
         def second_stage(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
