@@ -341,7 +341,7 @@ def sample_indices(
 
     Example:
         >>> sample_indices(10, 3, seed=0)
-        [6, 0, 4]
+        [6, 9, 0]
         >>> sample_indices(2, 5, seed=0, oversample=True)
         [0, 1, 0, 1, 1]
 
