@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     import torch
-    from transformers import PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from localembed.backends import CallOptions, ModelFiles, TokenEmbeddings
     from localembed.config import EncoderConfig
@@ -111,7 +111,7 @@ class ContextualBackend:
         self.dtype: torch.dtype = resolve_dtype(config.dtype, self.device)
         self.pad_id = padding_id(files.tokenizer)
         path = files.metadata.transformer_path
-        self.model = load_transformer(
+        self.model: PreTrainedModel | None = load_transformer(
             path,
             dtype=self.dtype,
             device=self.device,

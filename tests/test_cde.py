@@ -121,7 +121,7 @@ def test_a_tokenizer_named_by_config_embedder(
     got = encoder.with_context(built).encode_queries(QUERIES)
     assert np.abs(got - expected).max() <= TOLERANCE
     nameless = build_tiny_cde(tmp_path / "nameless", tokenizer=False)
-    with pytest.raises(ModelFileError, match="config.embedder"):
+    with pytest.raises(ModelFileError, match=r"config\.embedder"):
         get_encoder(model=str(nameless), trust_remote_code=True)
 
 
@@ -140,7 +140,9 @@ def test_sampling_is_seeded_and_reproducible(cde_dir: Path, context: CorpusConte
     assert smaller.size == 4 and smaller.indices == tuple(sample_indices(len(CORPUS), 4, 0))
     # Another sample gives other vectors: the context is used.
     with_other = encoder.with_context(other).encode_documents(CORPUS[:3])
-    assert np.abs(with_other - encoder.with_context(context).encode_documents(CORPUS[:3])).max() > 1e-4
+    assert (
+        np.abs(with_other - encoder.with_context(context).encode_documents(CORPUS[:3])).max() > 1e-4
+    )
 
 
 def test_a_corpus_smaller_than_the_sample(cde_dir: Path) -> None:
@@ -316,12 +318,21 @@ def test_cli_usage_errors(
     both = ["--build-context", 4, "--context", context_file]
     code, _, err = run(capsys, "embed", source, "-o", tmp_path / "a.npy", *model, *both)
     assert code == 2 and "leave out --context" in err
-    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "b.npy", *model, "--build-context", 4)
+    code, _, err = run(
+        capsys, "embed", source, "-o", tmp_path / "b.npy", *model, "--build-context", 4
+    )
     assert code == 1 and "--oversample-context" in err, err
     code, _, err = run(capsys, "embed", source, "-o", tmp_path / "c.npy", *model)
     assert code == 1 and "has no context yet" in err, err
     code, _, err = run(
-        capsys, "embed", source, "-o", tmp_path / "d.npy", *model, "--build-context", 4,
+        capsys,
+        "embed",
+        source,
+        "-o",
+        tmp_path / "d.npy",
+        *model,
+        "--build-context",
+        4,
         "--oversample-context",
     )
     assert code == 0, err
