@@ -187,6 +187,11 @@ class LocalEncoder:
 
         return is_contextual(self.model_config)
 
+    @property
+    def context_size(self) -> int | None:
+        """A CDE model's ``transductive_corpus_size`` (documents in a full context); else None."""
+        return self._contextual_backend().corpus_size if self.contextual else None
+
     def _contextual_backend(self) -> ContextualBackend:
         from localembed.contextual import ContextError
         from localembed.contextual_backend import ContextualBackend

@@ -484,7 +484,7 @@ def _build_context(job: EmbedJob, encoder: LocalEncoder) -> CorpusContext:
 
     assert job.build_context is not None
     count = sum(len(chunk) for chunk in chunks(job.open_source().rows, job.chunk_size))
-    limit = getattr(encoder.backend, "corpus_size", None)
+    limit = encoder.context_size
     if limit is None:
         msg = f"--build-context: {encoder.source.name} is not a contextual (CDE) model"
         raise ContextError(msg)
