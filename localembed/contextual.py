@@ -86,8 +86,10 @@ def is_contextual(model_config: PretrainedConfig | dict[str, Any]) -> bool:
 class CorpusContext:
     """A CDE model's dataset embeddings of a corpus sample, with what made them.
 
-    Equality and hashing are by identity (an encoder's settings hold it as a key). Build one
-    with ``encoder.build_context(corpus)``; save it with :meth:`save`, read it with
+    Two contexts are equal when their :meth:`digest` is (the same model and vectors): an
+    encoder's settings hold the context as a key, so equal contexts (the same file loaded twice,
+    an adapter restored by ``from_dict``) share one encoder. Build one with
+    ``encoder.build_context(corpus)``; save it with :meth:`save`, read it with
     :func:`load_context`.
     """
 
@@ -151,11 +153,26 @@ class CorpusContext:
         }
 
     def digest(self) -> str:
-        """A sha256 of the dataset embeddings and the fingerprint: equal digests, same vectors."""
-        data = hashlib.sha256(self.fingerprint.encode("utf-8") + b"\0")
-        data.update(str(self.embeddings.shape).encode("ascii"))
-        data.update(np.ascontiguousarray(self.embeddings, dtype="<f4").tobytes())
-        return data.hexdigest()
+        """A sha256 of the dataset embeddings and the fingerprint: equal digests, same vectors.
+
+        Computed once (the array is read-only).
+        """
+        known: str | None = self.__dict__.get("_digest")
+        if known is None:
+            data = hashlib.sha256(self.fingerprint.encode("utf-8") + b"\0")
+            data.update(str(self.embeddings.shape).encode("ascii"))
+            data.update(np.ascontiguousarray(self.embeddings, dtype="<f4").tobytes())
+            known = data.hexdigest()
+            object.__setattr__(self, "_digest", known)
+        return known
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CorpusContext):
+            return NotImplemented
+        return self.digest() == other.digest()
+
+    def __hash__(self) -> int:
+        return hash(self.digest())
 
     def to_bytes(self) -> bytes:
         """The file's bytes: safetensors with the metadata as JSON in its header."""

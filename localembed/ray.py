@@ -83,15 +83,7 @@ def embed_dataset(
         (384,)
 
     """
-    settings = EncoderConfig(**config)
-    if isinstance(settings.context, str):
-        # A CDE context file is read once, here in the driver, and the context itself is
-        # shipped to the actors (with their constructor arguments): no actor reads the file
-        # (it may not see it) or recomputes the context.
-        from localembed.contextual import load_context
-
-        loaded = load_context(settings.context)
-        settings = EncoderConfig(**{**settings.explicit_options(), "context": loaded})
+    settings = with_context_loaded(EncoderConfig(**config))
     if kind not in KINDS:
         msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
         raise ValueError(msg)
@@ -140,6 +132,23 @@ def embed_dataset(
         num_cpus=num_cpus_per_actor,
         **options,
     )
+
+
+def with_context_loaded(settings: EncoderConfig) -> EncoderConfig:
+    """``settings`` with a CDE context file read here, in the driver, into the context itself.
+
+    The context then travels to the actors (or replicas) with their settings: none reads the
+    file (it may not see it) or recomputes the context.
+
+    Raises:
+        ContextError: the file is missing or is not a context file.
+    """
+    if not isinstance(settings.context, str):
+        return settings
+    from localembed.contextual import load_context
+
+    loaded = load_context(settings.context)
+    return EncoderConfig(**{**settings.explicit_options(), "context": loaded})
 
 
 def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple[float, str]:
@@ -278,7 +287,7 @@ def serve_application(
     """
     from localembed.server.settings import ServerSettings
 
-    config = config or EncoderConfig()
+    config = with_context_loaded(config or EncoderConfig())
     settings = settings or ServerSettings()
     if (min_replicas is None) != (max_replicas is None):
         msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"

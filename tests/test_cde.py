@@ -172,6 +172,11 @@ def test_save_and_load_round_trip(
     from_object = get_encoder(model=str(cde_dir), trust_remote_code=True, context=context)
     assert np.array_equal(from_path.encode_queries(QUERIES), from_object.encode_queries(QUERIES))
     assert from_path.model is from_object.model  # encoders differing in context share the model
+    # Equal contexts (the same vectors and model) are one encoder; another context is another.
+    assert loaded == context and hash(loaded) == hash(context)
+    assert get_encoder(model=str(cde_dir), trust_remote_code=True, context=loaded) is from_object
+    other = from_object.build_context(CORPUS, seed=9)
+    assert other != context and from_object.with_context(other) is not from_object
     # The file is safetensors with a JSON header: readable without localembed, no pickle.
     from safetensors import safe_open
 
