@@ -395,3 +395,17 @@ def test_server_serves_a_cde_model_with_its_context(cde_dir: Path, context_file:
             assert response.status_code == 200, response.text
             rows = [row["embedding"] for row in response.json()["data"]]
             assert np.abs(np.array(rows, dtype=np.float32) - expected).max() <= TOLERANCE
+
+
+def test_long_text_chunk_gives_every_window_the_context(
+    cde_dir: Path, context: CorpusContext
+) -> None:
+    options = {"model": str(cde_dir), "trust_remote_code": True, "context": context}
+    chunked = get_encoder(**options, long_text="chunk", max_length=16)
+    truncated = get_encoder(**options, max_length=16)
+    short, long = "a short note", " ".join(CORPUS)
+    vectors = chunked.encode_documents([short, long])
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-6)
+    # One window: the same vector as truncation; many windows: another one.
+    assert np.abs(vectors[0] - truncated.encode_documents([short])[0]).max() <= TOLERANCE
+    assert np.abs(vectors[1] - truncated.encode_documents([long])[0]).max() > 1e-4
