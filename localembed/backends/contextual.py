@@ -6,13 +6,15 @@ attention_mask=)`` embeds corpus documents into dataset embeddings and whose
 ``second_stage_model(input_ids=, attention_mask=, dataset_embeddings=)`` embeds texts given
 them. This backend runs both on the shared stages (windows, length-sorted token-budget
 batches padded on the right, out-of-memory splits): :meth:`ContextualBackend.dataset_embeddings`
-for :meth:`~localembed.LocalEncoder.build_context`, :meth:`ContextualBackend.encode_m3` (dense
-only) for every document and query, with the context passed in the call options. The second
-stage's vectors are L2-normalized (the model card's last step) unless ``normalize=False``.
+for :meth:`~localembed.LocalEncoder.build_context`, :meth:`ContextualBackend.encode` (dense
+only) for every document and query, with the context passed in the call options
+(``CallOptions.context``). The second stage's vectors are L2-normalized (the model card's last
+step) unless ``normalize=False``.
 
-It has no runtime (``encoder.runtime`` is None): calls run one at a time under a lock, token
-vectors and late chunking are refused (the second stage pools itself), and so are ONNX and
-quantization.
+Capabilities: ``dense``, ``chunk`` and ``token_budget``; not ``windows`` (the micro-batcher
+runs plain windows without a context: calls run one at a time under a lock) nor
+``token_embeddings`` (the second stage pools itself: no token output, no late chunking). ONNX
+and quantization are refused.
 """
 
 from __future__ import annotations
@@ -23,22 +25,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from localembed.batching import ForwardBatch, pad_right, padding_id, run_batches
+from localembed.backends.transformer import warn_truncated
+from localembed.batching import iter_batches, pad_right, padding_id
 from localembed.contextual import ContextError, model_fingerprint, no_context_message
 from localembed.errors import InputError
+from localembed.heads import Outputs, check_outputs
 from localembed.loading import ModelFileError, display_path, load_transformer
-from localembed.m3 import M3Output, not_m3_message
 from localembed.runtimes import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
     import torch
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from localembed.backends import CallOptions, ModelFiles, TokenEmbeddings
+    from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings
     from localembed.config import EncoderConfig
-    from localembed.settings import ResolvedSettings
     from localembed.windows import Tokenized
 
 __all__ = ["ContextualBackend", "contextual_tokenizer"]
@@ -94,8 +97,7 @@ class ContextualBackend:
         ModelFileError: the loaded model has no ``first_stage_model``/``second_stage_model``.
     """
 
-    runtime: Any = None
-    """No runtime: calls do not go through the micro-batcher."""
+    capabilities: frozenset[str] = frozenset({"dense", "chunk", "token_budget"})
 
     def __init__(self, files: ModelFiles, config: EncoderConfig) -> None:
         if config.backend != "torch" or config.quantize is not None:
@@ -111,7 +113,7 @@ class ContextualBackend:
         self.dtype: torch.dtype = resolve_dtype(config.dtype, self.device)
         self.pad_id = padding_id(files.tokenizer)
         path = files.metadata.transformer_path
-        self.model: PreTrainedModel | None = load_transformer(
+        self.model: PreTrainedModel = load_transformer(
             path,
             dtype=self.dtype,
             device=self.device,
@@ -142,59 +144,43 @@ class ContextualBackend:
     def check_options(self, options: CallOptions) -> None:
         """Every call option works here (``long_text="chunk"`` combines windows)."""
 
-    def forward(self, windows: list[list[int]]) -> ForwardBatch:
-        """Refused: a CDE model's second stage needs the context (see :meth:`encode_m3`)."""
+    def tokenize(self, items: list[str], options: CallOptions) -> Tokenized:
+        """Checked, instructed ``items`` -> windows; over-long texts counted and warned about."""
+        tokenized = self.files.windows(
+            items, max_length=options.max_length, long_text=options.long_text
+        )
+        warn_truncated(tokenized, options.max_length)
+        return tokenized
+
+    def token_embeddings(self, tokenized: Tokenized, options: CallOptions) -> list[TokenEmbeddings]:
+        """Refused: the second stage pools by itself (and needs the context).
+
+        Raises:
+            InputError: always.
+        """
         msg = (
-            f"{self.files.source.name} is a contextual (CDE) model: it has no plain forward "
-            f"pass (token vectors, late chunking); use encode/encode_documents/encode_queries"
+            f"{self.files.source.name} is a contextual (CDE) model: its second stage pools by "
+            f"itself, so it has no token vectors (output='token_embeddings', late chunking)"
         )
         raise InputError(msg)
 
-    def load_head(self, name: str) -> torch.nn.Linear | None:
-        """CDE models have no bge-m3 heads."""
-        raise FileNotFoundError(not_m3_message(self.files.source, [name]))
-
-    def token_embeddings(
-        self,
-        tokenized: Tokenized,
-        settings: ResolvedSettings,
-        options: CallOptions,
-        forward: Callable[[list[list[int]]], ForwardBatch],
-    ) -> list[TokenEmbeddings]:
-        """Refused (see :meth:`forward`)."""
-        self.forward([])
-        return []  # pragma: no cover - forward raises
-
-    def encode_m3(
-        self,
-        items: list[str],
-        settings: ResolvedSettings,
-        options: CallOptions,
-        *,
-        dense: bool,
-        sparse: bool = False,
-        colbert: bool = False,
-        tokenize: Callable[[list[str]], Tokenized],
-        forward: Callable[[list[list[int]]], ForwardBatch],
-    ) -> M3Output:
+    def encode(self, items: list[str], outputs: Sequence[str], options: CallOptions) -> Outputs:
         """Dense vectors of checked, instructed texts given ``options.context``.
 
         Raises:
-            ContextError: no context in ``options``.
-            InputError: sparse or ColBERT output was requested.
+            ContextError: texts to embed and no context in ``options``.
+            InputError: an output other than dense.
         """
-        if sparse or colbert:
-            msg = f"{self.files.source.name} is a CDE model: it gives dense vectors only"
-            raise InputError(msg)
+        check_outputs(outputs, self.capabilities, f"{self.files.source.name} (a CDE model)")
         context = options.context
         if context is None and items:  # no texts: an empty result, no model call
             raise ContextError(no_context_message(self.files.source.name))
         import torch
 
-        tokenized = tokenize(items)
+        tokenized = self.tokenize(items, options)
         rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
-        if context is None:
-            return M3Output(dense=rows)
+        if context is None or not tokenized.ids:
+            return Outputs(dense=rows)
         corpus = torch.from_numpy(np.array(context.embeddings)).to(self.device, self.dtype)
 
         def second_stage(input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -203,18 +189,17 @@ class ContextualBackend:
             )
             return out
 
-        normalize = settings.normalize and not tokenized.chunked
-        self._run(tokenized, rows, second_stage, settings, options, normalize=normalize)
-        output = M3Output(dense=rows)
+        # Windows of a chunked text are normalized once combined.
+        normalize = options.normalize and not tokenized.chunked
+        self._run(tokenized, rows, second_stage, options, normalize=normalize)
+        result = Outputs(dense=rows)
         if tokenized.chunked:
-            return output.combine(tokenized, normalize=settings.normalize)
-        return output
+            return result.combine(tokenized, normalize=options.normalize)
+        return result
 
     # -- the first stage ----------------------------------------------------------------------
 
-    def dataset_embeddings(
-        self, tokenized: Tokenized, settings: ResolvedSettings, options: CallOptions
-    ) -> np.ndarray:
+    def dataset_embeddings(self, tokenized: Tokenized, options: CallOptions) -> np.ndarray:
         """The first stage's (not normalized) vectors of ``tokenized``, one row per window."""
         rows = np.empty((len(tokenized.ids), self.dimension), dtype=np.float32)
 
@@ -222,7 +207,8 @@ class ContextualBackend:
             out: torch.Tensor = self._first(input_ids=input_ids, attention_mask=mask)
             return out
 
-        self._run(tokenized, rows, first_stage, settings, options, normalize=False)
+        if tokenized.ids:
+            self._run(tokenized, rows, first_stage, options, normalize=False)
         return rows
 
     def _run(
@@ -230,7 +216,6 @@ class ContextualBackend:
         tokenized: Tokenized,
         rows: np.ndarray,
         stage: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        settings: ResolvedSettings,
         options: CallOptions,
         *,
         normalize: bool,
@@ -241,26 +226,26 @@ class ContextualBackend:
         # in the token budget.
         extra = self.corpus_size
 
-        def step(indices: list[int]) -> None:
-            input_ids, mask = pad_right(
-                [tokenized.ids[i] for i in indices], self.pad_id, self.device
-            )
+        def step(indices: list[int]) -> np.ndarray:
+            windows = [tokenized.ids[i] for i in indices]
+            input_ids, mask = pad_right(windows, self.pad_id, self.device)
             with self._lock, torch.inference_mode():
                 vectors = stage(input_ids, mask).float()
                 if normalize:
                     vectors = torch.nn.functional.normalize(vectors, p=2.0, dim=1)
-            rows[indices] = vectors.cpu().numpy()
+            result: np.ndarray = vectors.cpu().numpy()
+            return result
 
-        if tokenized.ids:
-            run_batches(
-                [len(ids) + extra for ids in tokenized.ids],
-                step,
-                batch_size=options.batch_size,
-                max_batch_tokens=options.max_batch_tokens,
-                device=self.device,
-                max_length=settings.max_length + extra,
-                show_progress=options.show_progress,
-            )
+        for indices, batch_rows in iter_batches(
+            [len(ids) + extra for ids in tokenized.ids],
+            step,
+            batch_size=options.batch_size,
+            max_batch_tokens=options.max_batch_tokens,
+            device=self.device,
+            max_length=options.max_length + extra,
+            show_progress=options.show_progress,
+        ):
+            rows[indices] = batch_rows
 
 
 def _dimension(second: Any, model_config: Any) -> int:
