@@ -166,7 +166,17 @@ class LocalEncoder:
             return None
         context = as_context(value)
         if context is not None:
-            check_context(context, self._contextual_backend().fingerprint, self.source.name)
+            backend = self._contextual_backend()
+            check_context(context, backend.fingerprint, self.source.name)
+            if context.dimension != backend.dimension or context.size > backend.corpus_size:
+                # Only a hand-made context gets here (the fingerprint matched): the model would
+                # fail on the width, or silently drop the documents past its corpus size.
+                msg = (
+                    f"the context holds {context.size} x {context.dimension} dataset embeddings; "
+                    f"{self.source.name} takes at most {backend.corpus_size} of width "
+                    f"{backend.dimension}: build it with encoder.build_context(corpus)"
+                )
+                raise ContextError(msg)
         return context
 
     @property

@@ -208,6 +208,15 @@ def test_unreadable_context_files(tmp_path: Path, context: CorpusContext) -> Non
         CorpusContext(np.full((2, 4), np.nan), model="m", fingerprint="f")
 
 
+def test_a_hand_made_context_of_the_wrong_shape_is_refused(
+    cde_dir: Path, context: CorpusContext
+) -> None:
+    for shape in ((CORPUS_SIZE, 16), (CORPUS_SIZE + 1, 32)):
+        forged = CorpusContext(np.ones(shape), model="m", fingerprint=context.fingerprint)
+        with pytest.raises(ContextError, match="takes at most 8 of width 32"):
+            get_encoder(model=str(cde_dir), trust_remote_code=True, context=forged)
+
+
 def test_a_context_from_another_model_is_refused(
     other_cde_dir: Path, context: CorpusContext, context_file: Path
 ) -> None:
