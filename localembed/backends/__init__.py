@@ -28,7 +28,7 @@ from localembed.backends.base import (
     read_model_files,
 )
 from localembed.backends.transformer import TransformerBackend
-from localembed.contextual import is_contextual
+from localembed.corpus_context import is_contextual
 from localembed.runtimes import check_speed_options, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:

@@ -38,11 +38,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-from localembed.contextual import is_contextual
-from localembed.errors import ModelError
+from localembed.corpus_context import is_contextual
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
+    UnsupportedModelError,
     load_model_config,
     load_tokenizer,
     locate_model,
@@ -56,7 +56,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from localembed.config import ModelOptions
-    from localembed.contextual import CorpusContext
+    from localembed.corpus_context import CorpusContext
     from localembed.heads import Outputs
     from localembed.windows import Tokenized
 
@@ -75,10 +75,6 @@ CAPABILITIES = frozenset(
     {"dense", "sparse", "colbert", "logits", "token_embeddings", "windows", "chunk", "token_budget"}
 )
 """Every capability a backend may name (see the module docstring)."""
-
-
-class UnsupportedModelError(ModelError, ValueError):
-    """The model's sentence-transformers modules are ones localembed cannot run."""
 
 
 class TokenEmbeddings(NamedTuple):
@@ -153,7 +149,7 @@ def read_model_files(
     path = metadata.transformer_path
     model_config = load_model_config(path, trust_remote_code=config.trust_remote_code)
     if is_contextual(model_config):  # a CDE model's tokenizer may be named by its config
-        from localembed.backends.contextual import contextual_tokenizer
+        from localembed.corpus_context import contextual_tokenizer
 
         tokenizer = contextual_tokenizer(path, model_config, config.trust_remote_code)
     else:

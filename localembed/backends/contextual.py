@@ -27,62 +27,24 @@ import numpy as np
 
 from localembed.backends.transformer import warn_truncated
 from localembed.batching import iter_batches, pad_right, padding_id
-from localembed.contextual import ContextError, model_fingerprint, no_context_message
+from localembed.corpus_context import ContextError, model_fingerprint, no_context_message
 from localembed.errors import InputError
 from localembed.heads import Outputs, check_outputs
-from localembed.loading import ModelFileError, display_path, load_transformer
+from localembed.loading import ModelFileError, display_path
 from localembed.runtimes import resolve_device, resolve_dtype
+from localembed.weights import load_transformer
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
-    from pathlib import Path
 
     import torch
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel
 
     from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings
     from localembed.config import EncoderConfig
     from localembed.windows import Tokenized
 
-__all__ = ["ContextualBackend", "contextual_tokenizer"]
-
-
-def contextual_tokenizer(
-    directory: Path, model_config: Any, trust_remote_code: bool
-) -> PreTrainedTokenizerBase:
-    """A CDE model's tokenizer: its own directory's, else the one ``config.embedder`` names.
-
-    The released models ship no tokenizer: their card loads ``bert-base-uncased``'s (v1) or
-    ModernBERT's (v2), the backbone that ``config.embedder`` names. Only the tokenizer files
-    of that repository are read (from the hub cache, or downloaded when online).
-
-    Raises:
-        ModelFileError: no tokenizer in the directory and none loadable from ``embedder``.
-    """
-    from localembed.loading import TOKENIZER_VOCAB_FILES, load_tokenizer
-
-    if any((directory / name).is_file() for name in TOKENIZER_VOCAB_FILES):
-        return load_tokenizer(directory, trust_remote_code=trust_remote_code)
-    embedder = getattr(model_config, "embedder", None)
-    if not isinstance(embedder, str) or not embedder:
-        msg = (
-            f"no tokenizer in {display_path(directory)} and its config.json names none "
-            f"(config.embedder): a CDE model's card names the tokenizer to use; put its "
-            f"tokenizer files in the model directory"
-        )
-        raise ModelFileError(msg)
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer: PreTrainedTokenizerBase = AutoTokenizer.from_pretrained(embedder, use_fast=True)
-    except Exception as error:
-        msg = (
-            f"{display_path(directory)} has no tokenizer of its own and its config.embedder "
-            f"{embedder!r} cannot be loaded ({type(error).__name__}: {error}); download it "
-            f"once while online (or copy its tokenizer files into the model directory)"
-        )
-        raise ModelFileError(msg) from error
-    return tokenizer
+__all__ = ["ContextualBackend"]
 
 
 class ContextualBackend:
