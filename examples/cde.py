@@ -143,42 +143,35 @@ def draw(
     figure.savefig(path, dpi=110)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--model", help="a CDE model (hub id or directory); default: the tiny test model"
-    )
-    parser.add_argument("--output", type=Path, default=Path("cde_heatmaps.png"))
-    parser.add_argument(
-        "--context-file", type=Path, help="keep the context here (default: a temporary file)"
-    )
-    args = parser.parse_args()
+def compare(output: Path, model: str | None = None, context_file: Path | None = None) -> None:
+    """Embed the sample with both models, print the top answers, draw ``output``.
 
+    Args:
+        output: the PNG to write.
+        model: a CDE model (hub id or directory); None: the tiny test model.
+        context_file: where to keep the context; None: a temporary file.
+    """
     questions = [question for question, _ in QA]
     answers = [answer for _, answer in QA]
     corpus = answers + MORE_DOCUMENTS
     with tempfile.TemporaryDirectory() as folder:
-        model = args.model or tiny_cde_model(Path(folder))
-        cde = get_encoder(model=model, trust_remote_code=True)
+        name = model or tiny_cde_model(Path(folder))
+        cde = get_encoder(model=name, trust_remote_code=True)
         size = cde.context_size or 0  # documents in a full context (512 for the released models)
         # The corpus pass, once: saved with the index, loaded back for every later call.
-        context_file = args.context_file or Path(folder) / "corpus.context.safetensors"
+        saved = context_file or Path(folder) / "corpus.context.safetensors"
         context = cde.build_context(corpus, seed=0, oversample=len(corpus) < size)
-        context.save(context_file)
-        cde = get_encoder(model=model, trust_remote_code=True, context=load_context(context_file))
-        shown = context_file if args.context_file else "a temporary file"
+        context.save(saved)
+        cde = get_encoder(model=name, trust_remote_code=True, context=load_context(saved))
+        shown = saved if context_file else "a temporary file"
         print(f"context: {context.size} dataset embeddings of {len(corpus)} documents -> {shown}")
 
         basic = get_encoder()
+        tiny = "\nTINY TEST MODEL, random weights: not real CDE results"
         panels = [
             ("basic: all-MiniLM-L6-v2 (embedded default)", similarities(basic, questions, answers)),
             (
-                f"CDE: {Path(model).name if not args.model else model}"
-                + (
-                    "\nTINY TEST MODEL, random weights: not real CDE results"
-                    if not args.model
-                    else ""
-                ),
+                f"CDE: {model}" if model else f"CDE: {Path(name).name}{tiny}",
                 similarities(cde, questions, answers),
             ),
         ]
@@ -191,9 +184,22 @@ def main() -> None:
     short = [q if len(q) <= 40 else q[:38] + "…" for q in questions]
     rows = [f"Q{i + 1}: {q}" for i, q in enumerate(short)]
     labels = (rows, [f"A{i + 1}" for i in range(len(answers))])
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    draw(panels, labels, args.output)
-    print(f"wrote {args.output}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    draw(panels, labels, output)
+    print(f"wrote {output}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model", help="a CDE model (hub id or directory); default: the tiny test model"
+    )
+    parser.add_argument("--output", type=Path, default=Path("cde_heatmaps.png"))
+    parser.add_argument(
+        "--context-file", type=Path, help="keep the context here (default: a temporary file)"
+    )
+    args = parser.parse_args()
+    compare(args.output, args.model, args.context_file)
 
 
 if __name__ == "__main__":
