@@ -7,6 +7,8 @@
 - :mod:`localembed.backends.flagembedding`: FlagEmbedding's ``BGEM3FlagModel`` (the reference).
 - :mod:`localembed.backends.cross_encoder`: (query, document) pairs -> logits.
 - :mod:`localembed.backends.static`: a static model (``localembed distill``): mean token vectors.
+- :mod:`localembed.backends.contextual`: a contextual document embedding (CDE) model's two
+  stages, given a corpus context.
 
 A backend holds the weights and is shared by every encoder whose settings differ only in
 call-time options (batch size, token budget, long-text mode, instructions): those arrive
@@ -28,6 +30,7 @@ from localembed.backends.base import (
 )
 from localembed.backends.transformer import TransformerBackend
 from localembed.errors import InputError
+from localembed.corpus_context import is_contextual
 from localembed.runtimes import check_speed_options, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -94,4 +97,8 @@ def load_backend(
 
         assert settings is not None
         return FlagEmbeddingBackend(files, config, settings)
+    if is_contextual(files.model_config):
+        from localembed.backends.contextual import ContextualBackend
+
+        return ContextualBackend(files, config)
     return TransformerBackend(files, config)
