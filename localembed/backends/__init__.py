@@ -29,8 +29,8 @@ from localembed.backends.base import (
     read_model_files,
 )
 from localembed.backends.transformer import TransformerBackend
-from localembed.errors import InputError
 from localembed.corpus_context import is_contextual
+from localembed.errors import InputError
 from localembed.runtimes import check_speed_options, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
