@@ -227,5 +227,6 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
 
 def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "settings"
-    return f"{where}: {first.get('msg', 'invalid')}"
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {message}" if where else message

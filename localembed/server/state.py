@@ -458,13 +458,17 @@ def _batcher_of(model: Any) -> Any:
 
 def _build(spec: ModelSpec) -> Any:
     """Load the model of ``spec`` (in a worker thread)."""
-    if spec.kind == "reranker":
+    from localembed.config import EncoderConfig, RerankerConfig
+
+    config = spec.config
+    if isinstance(config, RerankerConfig):
         from localembed.reranker import get_reranker
 
-        return get_reranker(spec.config)
+        return get_reranker(config)
     from localembed.encoder import get_encoder
 
-    return get_encoder(spec.config)
+    assert isinstance(config, EncoderConfig)
+    return get_encoder(config)
 
 
 def _release(box: list[Any]) -> None:
