@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig
 from localembed.server.errors import ApiError, error_body, tei_error_body
+from localembed.server.gate import local_path
 from localembed.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -150,7 +151,7 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     ) -> JSONResponse:
         state.metrics.failures.labels(code).inc()
         headers = {"Retry-After": str(retry_after)} if retry_after else None
-        tei = request.url.path in TEI_PATHS
+        tei = local_path(request.scope) in TEI_PATHS
         if tei and status == 400 and code == "invalid_request":
             status = 422  # TEI answers a body that does not fit its schema with 422
         body = (
@@ -224,14 +225,14 @@ class _ModelPrefix:
         self.state = state
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        path = str(scope.get("path", ""))
-        if scope["type"] == "http" and path.startswith("/models/"):
+        path = local_path(scope) if scope["type"] == "http" else ""
+        if path.startswith("/models/"):
             from localembed.server.embeddings import ROUTED_MODEL
 
             rest = path.removeprefix("/models/")
             for name in sorted(self.state.names, key=len, reverse=True):
                 if rest == name or rest.startswith(f"{name}/"):
-                    inner = rest[len(name) :] or "/"
+                    inner = str(scope.get("root_path", "") or "") + (rest[len(name) :] or "/")
                     scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
                     break
         await self.app(scope, receive, send)
@@ -251,7 +252,7 @@ class _Timed:
             return
         started = time.perf_counter()
         status = 500
-        path = str(scope.get("path", ""))
+        path = local_path(scope)
         endpoint = path if path in self.routes else "other"
         metrics = self.state.metrics
 

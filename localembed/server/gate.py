@@ -19,6 +19,21 @@ PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 """Paths that need no API key (probes and scrapers)."""
 
 
+def local_path(scope: Scope) -> str:
+    """The request's path below the app's mount point (``root_path``: Ray Serve's prefix).
+
+    Example:
+        >>> local_path({"path": "/several/health", "root_path": "/several"})
+        '/health'
+
+    """
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "") or "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
 def bearer_token(authorization: str | None) -> str | None:
     """The token of an ``Authorization: Bearer TOKEN`` header (None without one).
 
@@ -83,7 +98,7 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = str(scope.get("path", ""))
+        path = local_path(scope)
         headers = {
             key.decode("latin-1").lower(): value.decode("latin-1")
             for key, value in scope.get("headers", [])
