@@ -74,7 +74,7 @@ class ServedModel:
 
     @property
     def kind(self) -> Kind:
-        """ "embedding" or "reranker"."""
+        """The kind: "embedding" or "reranker"."""
         return self.spec.kind
 
     @property
