@@ -377,6 +377,7 @@ class ServerState:
             if served.status in {"loading", "unloading"}:  # a task of a stopped loop
                 served.set_status("loaded" if served.model is not None else "unloaded")
         loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(asyncio.to_thread(_import_libraries)))
         self._startup = loop.create_task(self._preload())
         if self.settings.idle_unload_s is not None:
             self._tasks.append(loop.create_task(self._unload_idle()))
@@ -443,6 +444,21 @@ class ServerState:
                 except Exception:  # a scrape never fails for a cache's counters
                     logger.exception("reading the cache counters of %r failed", served.id)
         return stats
+
+
+def _import_libraries() -> None:
+    """Import torch and transformers now, so a lazy model's first request does not wait for it.
+
+    The libraries' memory is then in the RSS before any model loads, so each model's
+    measured growth is its own.
+    """
+    import torch  # noqa: F401
+    import transformers
+
+    import localembed.encoder
+    import localembed.reranker  # noqa: F401
+
+    transformers.AutoModel  # noqa: B018 (transformers imports its model classes lazily)
 
 
 def _estimate(served: ServedModel) -> int:
