@@ -132,6 +132,7 @@ class ServerState:
             served.pinned = True
             self._loaded(served, model, 0)
         self._load_lock: asyncio.Lock | None = None
+        self._imports: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: asyncio.Task[None] | None = None
         self.metrics.watch_caches(self.cache_stats)
@@ -272,6 +273,8 @@ class ServerState:
         """Load ``served`` (already marked "loading"), unloading others first if needed."""
         async with self._lock():
             try:
+                if self._imports is not None:  # importing transformers twice at once fails
+                    await asyncio.shield(self._imports)
                 await self._make_room(served)
                 before = resident_bytes()
                 started = time.perf_counter()
@@ -377,7 +380,7 @@ class ServerState:
             if served.status in {"loading", "unloading"}:  # a task of a stopped loop
                 served.set_status("loaded" if served.model is not None else "unloaded")
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(asyncio.to_thread(_import_libraries)))
+        self._imports = loop.create_task(asyncio.to_thread(_import_libraries))
         self._startup = loop.create_task(self._preload())
         if self.settings.idle_unload_s is not None:
             self._tasks.append(loop.create_task(self._unload_idle()))
@@ -458,7 +461,9 @@ def _import_libraries() -> None:
     import localembed.encoder
     import localembed.reranker  # noqa: F401
 
-    transformers.AutoModel  # noqa: B018 (transformers imports its model classes lazily)
+    # transformers imports these lazily, and two threads importing one at once can fail.
+    for name in ("AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForSequenceClassification"):
+        getattr(transformers, name)
 
 
 def _estimate(served: ServedModel) -> int:
