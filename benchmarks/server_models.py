@@ -88,7 +88,7 @@ class Server:
         command += ["--log-level", "warning", *args]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.process = subprocess.Popen(command, env=environment)
-        deadline = time.monotonic() + 300
+        deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 msg = f"the server exited with status {self.process.returncode}"
@@ -100,7 +100,7 @@ class Server:
                 pass
             time.sleep(0.2)
         self.stop()
-        msg = "the server did not become healthy in 300 s"
+        msg = "the server did not become healthy in 900 s"
         raise SystemExit(msg)
 
     def rss(self) -> int:
