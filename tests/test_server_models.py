@@ -140,12 +140,12 @@ def test_a_memory_cap_evicts_the_least_recently_used(specs: list[ModelSpec]) -> 
 
 
 def test_idle_models_unload_and_load_again(specs: list[ModelSpec]) -> None:
-    settings = ServerSettings(idle_unload_s=0.3)
+    settings = ServerSettings(idle_unload_s=1.0)
     with TestClient(create_app(models=specs[:1], settings=settings)) as client:
         deadline = time.monotonic() + 60
         while client.get("/health").status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert listed(client)["bert"]["loaded"]  # preloaded
+        assert 'localembed_model_loads_total{model="bert"} 1.0' in client.get("/metrics").text
         while listed(client)["bert"]["loaded"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not listed(client)["bert"]["loaded"]
@@ -334,3 +334,37 @@ def test_duplicate_ids_are_refused(specs: list[ModelSpec]) -> None:
 
     with pytest.raises(InputError, match="two served models are named 'bert'"):
         create_app(models=[specs[0], replace(specs[1], id="bert")])
+
+
+def test_concurrent_rerank_requests_share_forward_passes_and_keep_their_rows(
+    specs: list[ModelSpec], reranker_dir: Path
+) -> None:
+    """The reranker's pair batcher merges requests; each still gets rerank()'s answer."""
+    reranker = get_reranker(model=str(reranker_dir))
+    bodies = [
+        {
+            "query": f"query {i} about cats",
+            "documents": [f"doc {j} " * (i + j) for j in range(i + 1)],
+        }
+        for i in range(8)
+    ]
+
+    async def scenario() -> list[httpx.Response]:
+        app = create_app(models=specs[2:], settings=ServerSettings(preload=False))
+        await app.state.localembed.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return list(
+                    await asyncio.gather(*(client.post("/v1/rerank", json=b) for b in bodies))
+                )
+        finally:
+            await app.state.localembed.stop()
+
+    for body, response in zip(bodies, asyncio.run(scenario()), strict=True):
+        expected = reranker.rerank(body["query"], body["documents"])
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == [i for i, _ in expected]
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in results], [s for _, s in expected], atol=1e-5
+        )

@@ -138,7 +138,11 @@ async def rerank_documents(
         try:
             if not truncate:
                 await asyncio.to_thread(_refuse_over_long, model, query, documents)
-            ranked = await asyncio.to_thread(model.rerank, query, documents, top_n)
+            if model.encoder is None and model.num_labels == 1:  # a cross-encoder
+                batcher = served.extras.setdefault("pair_batcher", PairBatcher(model))
+                ranked = await batcher.rerank(query, documents, top_n)
+            else:
+                ranked = await asyncio.to_thread(model.rerank, query, documents, top_n)
         except ApiError:
             raise
         except Exception as error:
@@ -174,6 +178,83 @@ async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
             result["document"] = {"text": body.documents[index]}
         results.append(result)
     return {"model": served.id, "results": results}
+
+
+class PairBatcher:
+    """Merges the rerank requests of one cross-encoder that arrive while it runs.
+
+    The requests waiting when a forward pass ends are scored together in the next
+    ``score`` call (one token-budget batching over all their pairs), then each gets its own
+    scores back, ranked as :meth:`LocalReranker.rerank` ranks them. A lone request runs
+    exactly as ``rerank`` would. When a merged call fails, each of its requests is scored
+    again alone, so that one request's error (say, a NaN score) names its own documents
+    and fails only that request.
+    """
+
+    def __init__(self, model: LocalReranker) -> None:
+        self.model = model
+        self._queue: list[tuple[str, list[str], asyncio.Future[Any]]] = []
+        self._running = False
+        self._task: asyncio.Task[None] | None = None
+
+    async def rerank(
+        self, query: str, documents: list[str], top_n: int | None
+    ) -> list[tuple[int, float]]:
+        """``[(index, score), ...]`` best first, as ``LocalReranker.rerank``."""
+        import numpy as np
+
+        if not documents or top_n == 0:
+            return []
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append((query, documents, future))
+        if not self._running:
+            self._running = True
+            self._task = loop.create_task(self._work())
+        scores = await future
+        order = np.argsort(-scores, kind="stable")[:top_n]
+        return [(int(index), float(scores[index])) for index in order]
+
+    async def _work(self) -> None:
+        try:
+            while self._queue:
+                taken, self._queue = self._queue, []
+                pairs = [
+                    (query, document) for query, documents, _ in taken for document in documents
+                ]
+                try:
+                    scores = await asyncio.to_thread(self.model.score, pairs)
+                except Exception as error:
+                    if len(taken) == 1:
+                        _settle(taken[0][2], error=error)
+                        continue
+                    for query, documents, future in taken:  # alone: its own error
+                        try:
+                            alone = await asyncio.to_thread(
+                                self.model.score, [(query, document) for document in documents]
+                            )
+                        except Exception as own:
+                            _settle(future, error=own)
+                        else:
+                            _settle(future, alone)
+                    continue
+                start = 0
+                for _, documents, future in taken:
+                    _settle(future, scores[start : start + len(documents)])
+                    start += len(documents)
+        finally:
+            self._running = False
+
+
+def _settle(
+    future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the client went away
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _refuse_over_long(model: LocalReranker, query: str, documents: list[str]) -> None:

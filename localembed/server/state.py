@@ -298,6 +298,7 @@ class ServerState:
     def _loaded(self, served: ServedModel, model: Any, resident: int) -> None:
         served.model = model
         served.error = None
+        served.last_used = time.monotonic()  # idle from now, not from before the load
         served.resident = resident
         served.loads += 1
         served.extras.clear()
