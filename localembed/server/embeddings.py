@@ -97,7 +97,7 @@ async def embed(
             503 when out of memory.
     """
     try:
-        if encoder.runtime is None:  # backend="flagembedding": no micro-batcher
+        if "windows" not in encoder.capabilities:  # backend="flagembedding": no micro-batcher
             from localembed.microbatch import Encoded
 
             vectors = await asyncio.to_thread(encoder.encode, texts, instruction)

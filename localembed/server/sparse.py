@@ -29,11 +29,12 @@ def sparse_support(encoder: LocalEncoder) -> str | None:
     """None when the model has bge-m3's sparse head, else why not."""
     if encoder.reference_backend is not None:
         return None
+    from localembed.errors import LocalEmbedError
     from localembed.m3 import load_head
 
     try:
         load_head(encoder, "sparse")
-    except (ValueError, OSError) as error:
+    except (LocalEmbedError, ValueError, OSError) as error:
         return f"this model has no sparse (lexical weight) head: {error}"
     return None
 

@@ -473,7 +473,7 @@ def _estimate(served: ServedModel) -> int:
 
 def _batcher_of(model: Any) -> Any:
     """The micro-batcher of a loaded encoder (None: a reranker, or no forward pass)."""
-    if model is None or not hasattr(model, "batcher") or getattr(model, "runtime", 1) is None:
+    if model is None or "windows" not in getattr(model, "capabilities", ()):
         return None
     return model.batcher
 
