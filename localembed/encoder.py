@@ -756,6 +756,16 @@ def _load_backend(config: EncoderConfig) -> Backend:
     return load_backend(files, config, _settings(config, files))
 
 
+def release_encoder(encoder: LocalEncoder) -> None:
+    """Forget ``encoder`` and its loaded model in the shared cache (a server unloading it).
+
+    Its memory is freed once nothing else holds it; ``get_encoder`` with its settings loads
+    it again.
+    """
+    _encoders.forget(encoder)
+    _backends.forget(encoder.backend)
+
+
 def clear_encoder_cache() -> None:
     """Forget every shared encoder (their memory is freed once nothing else holds them)."""
     _encoders.clear()
