@@ -44,6 +44,7 @@ from localembed.batching import (
     token_budget,
 )
 from localembed.config import EncoderConfig
+from localembed.errors import RuntimeFault
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.precision import Precision, check_precision, quantize
 from localembed.runtimes import resolve_device, resolve_dtype
@@ -60,6 +61,7 @@ from localembed.windows import (
 if TYPE_CHECKING:
     import torch
 
+    from localembed.cache import EmbeddingCache, Rows
     from localembed.m3 import M3Output
     from localembed.microbatch import MicroBatcher
 
@@ -101,6 +103,8 @@ CALL_TIME_OPTIONS = frozenset(
         "query_instruction",
         "document_instruction",
         "truncate_dim",
+        "cache",
+        "cache_max_bytes",
     }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
@@ -150,6 +154,12 @@ class LocalEncoder:
         """Output dimension: ``truncate_dim`` when set, else the model's."""
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
+        self.cache: EmbeddingCache | None = None
+        """The embedding cache (``cache=``; see :mod:`localembed.cache`), or None."""
+        if config.cache is not None:
+            from localembed.cache import EmbeddingCache
+
+            self.cache = EmbeddingCache.for_encoder(self)
 
     # -- what is loaded -------------------------------------------------------------------
 
@@ -191,8 +201,23 @@ class LocalEncoder:
             "document_instruction": settings.document_instruction,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "fingerprint": self.fingerprint,
             "sources": dict(settings.sources),
         }
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`)."""
+        from localembed.fingerprint import model_fingerprint
+
+        return model_fingerprint(self.source.path)
+
+    def cache_stats(self) -> dict[str, int]:
+        """The embedding cache's counters (see :meth:`localembed.cache.EmbeddingCache.stats`).
+
+        Empty without a cache.
+        """
+        return self.cache.stats() if self.cache is not None else {}
 
     # -- encoding -------------------------------------------------------------------------
 
@@ -285,6 +310,13 @@ class LocalEncoder:
                 raise ValueError(msg)
             tokenized = self.tokenize(texts, instruction)
             return self.backend.token_embeddings(tokenized, self.settings, options, self.forward)
+        if self.cache is not None:  # hits from the cache; misses through _finished_rows
+            rows = self.cache.encode(
+                check_texts(texts),
+                instruction,
+                lambda items: self._rows(items, instruction, options),
+            )
+            return self.finish(rows.vectors, precision, ranges)
         result = self.backend.encode_m3(
             self._instructed(texts, instruction),
             self.settings,
@@ -294,6 +326,34 @@ class LocalEncoder:
             forward=self.forward,
         )
         return self.finish(result.dense_array(), precision, ranges)
+
+    def _rows(self, texts: list[str], instruction: str | None, options: CallOptions) -> Rows:
+        """Finished float32 rows of checked ``texts`` with their tokens (the cache's misses)."""
+        from localembed.cache import Rows
+
+        seen: list[Tokenized] = []
+
+        def tokenize(items: list[str]) -> Tokenized:
+            seen.append(self._tokenize_items(items))
+            return seen[-1]
+
+        result = self.backend.encode_m3(
+            self._instructed(texts, instruction),
+            self.settings,
+            options,
+            dense=True,
+            tokenize=tokenize,
+            forward=self.forward,
+        )
+        tokenized = Tokenized.concat(seen)
+        if tokenized.count != len(texts):
+            msg = f"the backend tokenized {tokenized.count} of {len(texts)} texts"
+            raise RuntimeFault(msg)
+        truncated = np.zeros(len(texts), bool)
+        truncated[list(tokenized.truncated_rows)] = True
+        return Rows(
+            self.finish(result.dense_array()), np.asarray(tokenized.text_tokens()), truncated
+        )
 
     def encode_m3(
         self,

@@ -64,6 +64,10 @@ class Encoded:
     """This caller's texts that were cut to the model's max_length."""
     queue_seconds: float
     """From submission to the start of the first round that ran one of its windows."""
+    text_tokens: tuple[int, ...] = ()
+    """Tokens of each text (the embedding cache stores them with its vector)."""
+    truncated_rows: tuple[int, ...] = ()
+    """Indices of the texts cut to max_length."""
 
 
 @dataclass(frozen=True)
@@ -146,6 +150,18 @@ class MicroBatcher:
 
         encoder = self._require_encoder()
         items = check_texts(texts)
+        if encoder.cache is not None and items:  # hits come from the cache, misses from here
+            return encoder.cache.submit(
+                items,
+                instruction,
+                lambda missing: self._submit(missing, instruction, tokenize_here),
+            )
+        return self._submit(items, instruction, tokenize_here)
+
+    def _submit(
+        self, items: list[str], instruction: str | None, tokenize_here: bool
+    ) -> concurrent.futures.Future[Encoded]:
+        encoder = self._require_encoder()
         tokenized = encoder.tokenize(items, instruction) if tokenize_here else None
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not items:
@@ -198,7 +214,10 @@ class MicroBatcher:
 
         Cancelling the awaiting task drops the texts that have not run yet.
         """
-        future = self.submit(texts, instruction, tokenize_here=False)
+        if self._require_encoder().cache is None:
+            future = self.submit(texts, instruction, tokenize_here=False)
+        else:  # the cache's reads and writes stay off the event loop
+            future = await asyncio.to_thread(self.submit, texts, instruction, tokenize_here=False)
         return await asyncio.wrap_future(future)
 
     async def aencode(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
@@ -392,6 +411,8 @@ def _finish(encoder: LocalEncoder, call: _Call) -> None:
         tokens=sum(len(window) for window in tokenized.ids),
         truncated=tokenized.truncated,
         queue_seconds=(call.started or call.submitted) - call.submitted,
+        text_tokens=tuple(tokenized.text_tokens()),
+        truncated_rows=tokenized.truncated_rows,
     )
     with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
         call.future.set_result(result)
