@@ -44,7 +44,9 @@ __all__ = [
     "EmbeddingCache",
     "Lookup",
     "Rows",
+    "cache_namespace",
     "is_redis_url",
+    "key_fields",
     "open_store",
 ]
 
@@ -189,26 +191,10 @@ class EmbeddingCache:
     @classmethod
     def for_encoder(cls, encoder: LocalEncoder) -> EmbeddingCache:
         """The cache of ``encoder`` (its ``cache`` and ``cache_max_bytes`` settings)."""
-        import localembed
-
-        config, settings = encoder.config, encoder.settings
+        config = encoder.config
         assert config.cache is not None
-        fields: dict[str, object] = {
-            "localembed_version": localembed.__version__,
-            "model_fingerprint": encoder.fingerprint,
-            "pooling": settings.pooling,
-            "normalize": settings.normalize,
-            "max_length": settings.max_length,
-            "long_text": config.long_text,
-            "truncate_dim": config.truncate_dim,
-            "dtype": str(encoder.dtype).removeprefix("torch."),
-            "device_type": encoder.device.type,
-            "backend": config.backend,
-            "quantize": config.quantize,
-            "stored": "float32-finished",
-        }
         store = open_store(config.cache, config.cache_max_bytes)
-        return cls(store, fields, encoder.dimension)
+        return cls(store, key_fields(encoder), encoder.dimension)
 
     def namespace(self, instruction: str | None) -> bytes:
         """The key namespace for texts embedded with ``instruction`` (None or "": none)."""
@@ -353,6 +339,47 @@ class EmbeddingCache:
             "bytes": stored,
             "evictions": self.store.evictions(),
         }
+
+
+def key_fields(encoder: LocalEncoder) -> dict[str, object]:
+    """What about ``encoder`` shapes a vector: every key field but the instruction."""
+    import localembed
+
+    config, settings = encoder.config, encoder.settings
+    return {
+        "localembed_version": localembed.__version__,
+        "model_fingerprint": encoder.fingerprint,
+        "pooling": settings.pooling,
+        "normalize": settings.normalize,
+        "max_length": settings.max_length,
+        "long_text": config.long_text,
+        "truncate_dim": config.truncate_dim,
+        "dtype": str(encoder.dtype).removeprefix("torch."),
+        "device_type": encoder.device.type,
+        "backend": config.backend,
+        "quantize": config.quantize,
+        "stored": "float32-finished",
+    }
+
+
+def cache_namespace(encoder: LocalEncoder, kind: str = "document") -> str:
+    """A hex digest of everything that shapes ``encoder``'s ``kind`` vectors but the text.
+
+    For another cache's namespace (LangChain's ``CacheBackedEmbeddings(namespace=...)``),
+    so that it misses whenever this encoder's vectors would change.
+
+    Example:
+        >>> from localembed import get_encoder
+        >>> encoder = get_encoder()
+        >>> cache_namespace(encoder) == cache_namespace(get_encoder(truncate_dim=128))
+        False
+
+    """
+    if kind not in ("document", "query"):
+        msg = f"kind must be 'document' or 'query', got {kind!r}"
+        raise ValueError(msg)
+    instruction = getattr(encoder.settings, f"{kind}_instruction") or ""
+    return namespace_digest({**key_fields(encoder), "instruction": instruction}).hex()
 
 
 def _encoded(rows: Rows, kind: type[Encoded], queue_seconds: float) -> Encoded:
