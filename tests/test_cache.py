@@ -562,3 +562,17 @@ def test_namespace_for_other_caches(tiny_bert_dir: Path) -> None:
         get_encoder(model=str(tiny_bert_dir), pooling="max")
     )
     assert isinstance(EmbeddingCache, type)
+
+
+def test_a_truncated_hit_is_still_reported(
+    tiny_bert_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(tmp_path / "c"), max_length=8)
+    long_text = "word " * 40
+    encoder.encode([long_text, "short"])
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="localembed"):
+        encoder.encode(["short", long_text])
+    assert encoder.cache_stats()["hits"] == 2
+    assert "1 of 2 texts served from the embedding cache were truncated" in caplog.text
+    assert "(rows 1)" in caplog.text

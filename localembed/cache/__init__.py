@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ __all__ = [
     "key_fields",
     "open_store",
 ]
+
+logger = logging.getLogger("localembed")
 
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
@@ -237,6 +240,16 @@ class EmbeddingCache:
             rows.truncated[row] = record.truncated
         if corrupt:
             self.store.delete(corrupt)
+        if rows.truncated.any():  # the misses' truncation is reported when they are tokenized
+            cut = rows.truncated_rows
+            logger.warning(
+                "%d of %d texts served from the embedding cache were truncated when they "
+                "were embedded (rows %s%s)",
+                len(cut),
+                count,
+                ", ".join(map(str, cut[:5])),
+                ", ..." if len(cut) > 5 else "",
+            )
         misses = sum(len(rows_of) for rows_of in missing.values())
         self._count(hits=count - misses, misses=misses, corrupt=len(corrupt))
         return Lookup(keys, rows, missing)
