@@ -520,7 +520,9 @@ def test_server_with_a_cache_config_counts_and_keeps_refusing_over_long(
     with TestClient(create_app(config, ServerSettings(truncate=False))) as client:
         while client.get("/health").status_code != 200:
             time.sleep(0.1)
-        refused = client.post("/v1/embeddings", json={"input": [long_text], "model": str(tiny_bert_dir)})
+        refused = client.post(
+            "/v1/embeddings", json={"input": [long_text], "model": str(tiny_bert_dir)}
+        )
         assert refused.status_code == 400, refused.text
     assert encoder.cache_stats()["hits"] >= 3
 
@@ -576,3 +578,13 @@ def test_a_truncated_hit_is_still_reported(
     assert encoder.cache_stats()["hits"] == 2
     assert "1 of 2 texts served from the embedding cache were truncated" in caplog.text
     assert "(rows 1)" in caplog.text
+
+
+def test_a_new_setting_joins_the_key_by_default(tiny_bert_dir: Path) -> None:
+    from localembed.cache import NOT_KEYED, key_fields
+
+    encoder = get_encoder(model=str(tiny_bert_dir))
+    fields = key_fields(encoder)
+    keyed = set(fields) | set(fields["options"])  # type: ignore[arg-type]
+    for name in EncoderConfig.model_fields:
+        assert name in NOT_KEYED or name in keyed, name

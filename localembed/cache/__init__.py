@@ -354,12 +354,46 @@ class EmbeddingCache:
         }
 
 
+NOT_KEYED = frozenset(
+    {
+        # Covered by the model fingerprint or by the resolved values keyed instead.
+        "model",
+        "pooling",
+        "normalize",
+        "max_length",
+        "dtype",
+        "device",
+        "query_instruction",
+        "document_instruction",
+        # Change no vector (batching is neighbour-independent; loading permissions).
+        "batch_size",
+        "max_batch_tokens",
+        "threads",
+        "allow_pickle_weights",
+        "trust_remote_code",
+        "cache",
+        "cache_max_bytes",
+    }
+)
+"""EncoderConfig fields left out of the key as such; every other field is keyed (a new
+setting joins the key by default, and must be listed here to stay out of it)."""
+
+
+_KEYED_BY_NAME = frozenset({"long_text", "truncate_dim", "backend", "quantize"})
+
+
 def key_fields(encoder: LocalEncoder) -> dict[str, object]:
     """What about ``encoder`` shapes a vector: every key field but the instruction."""
     import localembed
 
     config, settings = encoder.config, encoder.settings
+    options = {
+        name: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+        for name, value in sorted(config.encoder_options().items())
+        if name not in NOT_KEYED and name not in _KEYED_BY_NAME
+    }
     return {
+        "options": options,
         "localembed_version": localembed.__version__,
         "model_fingerprint": encoder.fingerprint,
         "pooling": settings.pooling,

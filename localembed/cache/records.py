@@ -47,6 +47,7 @@ KEY_FIELDS = (
     "device_type",
     "backend",
     "quantize",
+    "options",
     "stored",
 )
 """What a namespace covers (every one must be given to :func:`namespace_digest`)."""
