@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "STATS",
+    "NOT_KEYED",
     "CacheStore",
     "EmbeddingCache",
     "Lookup",

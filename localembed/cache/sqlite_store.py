@@ -3,9 +3,10 @@
 - Many readers and one writer at a time, across threads and processes (two CLI runs on one
   directory): every write is one ``BEGIN IMMEDIATE`` transaction, so a row is whole or absent;
   a busy database is waited for (``busy_timeout``), never skipped.
-- LRU under a size cap: each hit stamps its row's ``used`` time; after a write that takes the
-  stored bytes over ``max_bytes`` the least recently used rows are deleted, in the same
-  transaction, until they fit. Stored bytes and rows are kept by triggers in a ``meta`` table,
+- LRU under a size cap: each hit stamps its key's ``used`` time (in a small table of its own,
+  so that a hit never rewrites a vector's row); after a write that takes the stored bytes over
+  ``max_bytes`` the least recently used rows are deleted, in the same transaction, until they
+  fit. Stored bytes and rows are kept by triggers in a ``meta`` table,
   so the cap never scans the table.
 """
 
@@ -30,10 +31,10 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     key BLOB PRIMARY KEY,
     value BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    used INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entries_used ON entries (used);
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (key BLOB PRIMARY KEY, used INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_used ON usage (used);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('bytes', 0), ('entries', 0), ('evictions', 0);
 CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
@@ -43,6 +44,7 @@ END;
 CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
     UPDATE meta SET value = value - OLD.size WHERE name = 'bytes';
     UPDATE meta SET value = value - 1 WHERE name = 'entries';
+    DELETE FROM usage WHERE key = OLD.key;
 END;
 CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries BEGIN
     UPDATE meta SET value = value + NEW.size - OLD.size WHERE name = 'bytes';
@@ -84,6 +86,7 @@ class SQLiteStore:
         self._db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages
         with self._lock:
             self._db.executescript(_SCHEMA)  # idempotent; each statement commits by itself
 
@@ -121,7 +124,7 @@ class SQLiteStore:
                 part = keys[start : start + _BATCH]
                 marks = ",".join("?" * len(part))
                 db.execute(
-                    f"UPDATE entries SET used = ? WHERE key IN ({marks})",
+                    f"UPDATE usage SET used = ? WHERE key IN ({marks})",
                     [now, *part],
                 )
 
@@ -132,10 +135,14 @@ class SQLiteStore:
         now = time.time_ns()
         with self._write() as db:
             db.executemany(
-                "INSERT INTO entries (key, value, size, used) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, "
-                "size = excluded.size, used = excluded.used",
-                [(key, value, len(value), now) for key, value in items],
+                "INSERT INTO entries (key, value, size) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size",
+                [(key, value, len(value)) for key, value in items],
+            )
+            db.executemany(
+                "INSERT INTO usage (key, used) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET used = excluded.used",
+                [(key, now) for key, _ in items],
             )
             return self._evict(db)
 
@@ -150,7 +157,9 @@ class SQLiteStore:
                 break
             # Oldest rows first, enough of them to cover the excess (at least one).
             rows = db.execute(
-                "SELECT key, size FROM entries ORDER BY used LIMIT ?", (_BATCH,)
+                "SELECT usage.key, entries.size FROM usage JOIN entries USING (key) "
+                "ORDER BY usage.used LIMIT ?",
+                (_BATCH,),
             ).fetchall()
             if not rows:
                 break
