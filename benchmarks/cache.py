@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from localembed import clear_encoder_cache, get_encoder
-from localembed.benchmark import read_pairs, sts_file
+from localembed.cli.bench_corpora import read_pairs, sts_file
 from localembed.cache import EmbeddingCache, Rows, open_store
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 try:
     from langchain_core.embeddings import Embeddings
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("langchain_core.embeddings", "langchain_localembed")
+    raise
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -68,11 +70,11 @@ class LocalEmbeddings(EncoderAdapter, Embeddings):
         """
         try:
             from langchain_text_splitters import RecursiveCharacterTextSplitter
-        except ImportError as error:  # pragma: no cover - depends on the environment
-            msg = (
-                "text_splitter needs langchain-text-splitters: pip install 'localembed[langchain]'"
-            )
-            raise ImportError(msg) from error
+        except ImportError:  # pragma: no cover - depends on the environment
+            from localembed.extras import require
+
+            require("langchain_text_splitters", "text_splitter")
+            raise
         encoder = self.encoder
         return RecursiveCharacterTextSplitter(
             chunk_size=encoder.chunk_size("document"),

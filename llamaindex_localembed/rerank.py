@@ -8,12 +8,15 @@ try:
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("llama_index.core", "llamaindex_localembed")
+    raise
 
 from pydantic import ConfigDict, Field
 
+from localembed.errors import InputError
 from localembed.reranker import LocalReranker, RerankerConfig, get_reranker
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
@@ -61,7 +64,7 @@ class LocalRerank(RerankerConfig, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if query_bundle is None:
             msg = "LocalRerank needs the query: pass query_bundle or query_str"
-            raise ValueError(msg)
+            raise InputError(msg)
         if not nodes:
             return []
         documents = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]

@@ -1,113 +1,67 @@
-"""LocalEncoder: a thin facade over the stages; ``get_encoder`` shares loaded models.
+"""LocalEncoder: the facade over a backend; ``get_encoder`` shares loaded models.
 
-The work is done by stages, each a module owning one idea:
-
-- :mod:`localembed.texts`: input checks and instructions;
-- :mod:`localembed.settings`: one precedence (argument > sentence-transformers metadata >
-  preset > fallback) for every setting, with sources;
-- :mod:`localembed.windows`: texts -> token windows (truncate / chunk) and back;
-- :mod:`localembed.batching`: length-sorted token-budget batches, padding, out-of-memory split;
-- :mod:`localembed.runtimes`: torch / ONNX, device and dtype;
-- heads: :mod:`localembed.pooling` (dense), :mod:`localembed.m3` (bge-m3 sparse / ColBERT);
-- :mod:`localembed.backends`: the loaded model behind one interface (transformers on a
-  runtime, or :mod:`localembed.flagembedding`), chosen in one place.
-
-``get_encoder`` returns one shared instance per configuration, and encoders whose settings
-differ only in call-time options (``batch_size``, ``max_batch_tokens``, ``long_text``,
-instructions) share one loaded model, so adapters with such settings hold one model in memory.
+The encoder resolves the settings (:mod:`localembed.settings`), checks and instructs the
+texts (:mod:`localembed.texts`, the instruction for a kind from
+:meth:`~localembed.settings.ResolvedSettings.instruction`), hands them to its backend as data
+(:mod:`localembed.backends`), and finishes the rows once (:mod:`localembed.finish`).
+Concurrent ``encode_queries``/``encode_documents`` calls go through the micro-batcher
+(:mod:`localembed.microbatch`). Encoders whose settings differ only in call-time options
+share one loaded backend, so adapters with such settings hold one model in memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
-
-from localembed.backends import (
-    Backend,
-    CallOptions,
-    ModelFiles,
-    TokenEmbeddings,
-    load_backend,
-    read_model_files,
-)
-from localembed.batching import (
-    DEFAULT_BATCH_TOKENS,
-    ForwardBatch,
-    padding_id,
-    plan_batches,
-    run_batches,
-    token_budget,
-)
+from localembed.backends import Backend, load_backend
+from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings, read_model_files
+from localembed.batching import ForwardBatch
 from localembed.config import EncoderConfig
-from localembed.errors import RuntimeFault
+from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
-from localembed.precision import Precision, check_precision, quantize
-from localembed.runtimes import resolve_device, resolve_dtype
-from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
+from localembed.finish import Finish
+from localembed.precision import Precision, check_precision
+from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
-from localembed.texts import apply_instruction, check_text, check_texts
-from localembed.windows import (
-    CHARS_PER_TOKEN_BOUND,
-    CHUNK_OVERLAP_DIVISOR,
-    Tokenized,
-    combine_windows,
-)
+from localembed.texts import KINDS, Kind, apply_instruction, check_text, check_texts, instructed
+from localembed.windows import Tokenized
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from typing_extensions import TypedDict, Unpack
 
+    from localembed.backends.base import WindowBackend
     from localembed.cache import EmbeddingCache, Rows
-    from localembed.m3 import M3Output
-    from localembed.microbatch import MicroBatcher
+    from localembed.heads import Outputs
+    from localembed.microbatch import BatchSpec, MicroBatcher
+
+    class KindOptions(TypedDict, total=False):
+        """The keyword options of :meth:`LocalEncoder.encode_kind`."""
+
+        batch_size: int | None
+        show_progress: bool
+        precision: Precision
+        ranges: np.ndarray | None
+
 
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND",
-    "CHUNK_OVERLAP_DIVISOR",
-    "DEFAULT_BATCH_TOKENS",
     "OUTPUTS",
     "CallOptions",
     "ForwardBatch",
     "LocalEncoder",
-    "NonFiniteEmbeddingError",
     "ResolvedSettings",
     "TokenEmbeddings",
-    "Tokenized",
-    "check_text",
-    "check_texts",
     "clear_encoder_cache",
     "get_encoder",
-    "model_length_limit",
-    "padding_id",
-    "resolve_device",
-    "resolve_dtype",
 ]
-
-logger = logging.getLogger("localembed")
 
 Output = Literal["sentence_embedding", "token_embeddings"]
 OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
-
-TRUNCATED_ROWS_NAMED = 5
-"""The truncation warning names the first this many truncated rows."""
-
-CALL_TIME_OPTIONS = frozenset(
-    {
-        "batch_size",
-        "max_batch_tokens",
-        "long_text",
-        "query_instruction",
-        "document_instruction",
-        "truncate_dim",
-        "cache",
-        "cache_max_bytes",
-    }
-)
-"""Settings an encoder applies per call: encoders differing only in these share one model."""
 
 
 class LocalEncoder:
@@ -119,7 +73,7 @@ class LocalEncoder:
     Args:
         config: the settings.
         backend: a loaded model to share (from an encoder whose settings differ only in
-            :data:`CALL_TIME_OPTIONS`); None: load one.
+            :data:`~localembed.config.CALL_TIME_OPTIONS`); None: load one.
 
     Example:
         >>> from localembed import get_encoder
@@ -143,7 +97,7 @@ class LocalEncoder:
                 f"truncate_dim {config.truncate_dim} is larger than {self.source.name}'s "
                 f"dimension {width}; use at most {width} (or None for all)"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         self.settings = _settings(config, files)
         self._windows = files.windows
         self.backend: Backend = backend or load_backend(files, config, self.settings)
@@ -152,6 +106,11 @@ class LocalEncoder:
         self.dtype: torch.dtype = self.backend.dtype
         self.dimension: int = config.truncate_dim or self.backend.dimension
         """Output dimension: ``truncate_dim`` when set, else the model's."""
+        self._finish = Finish(
+            cut=config.truncate_dim,
+            normalize=self.settings.normalize,
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
         self.cache: EmbeddingCache | None = None
@@ -161,30 +120,37 @@ class LocalEncoder:
 
             self.cache = EmbeddingCache.for_encoder(self)
 
-    # -- what is loaded -------------------------------------------------------------------
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the backend makes and supports (see :mod:`localembed.backends.base`)."""
+        return self.backend.capabilities
 
     @property
     def model(self) -> Any:
         """The transformers model (None for the ONNX and FlagEmbedding backends)."""
-        return self.backend.model
+        return getattr(self.backend, "model", None)
 
     @property
     def runtime(self) -> Any:
         """The runtime that runs the forward pass (None for the FlagEmbedding backend)."""
-        return self.backend.runtime
+        return getattr(self.backend, "runtime", None)
 
     @property
     def reference_backend(self) -> Any:
         """The FlagEmbedding backend when ``backend="flagembedding"``, else None."""
-        return None if self.backend.runtime is not None else self.backend
+        return self.backend if self.config.backend == "flagembedding" else None
 
     def load_head(self, name: str) -> torch.nn.Linear | None:
         """The bge-m3 ``"sparse"`` or ``"colbert"`` head, loaded now (None: the backend's own).
 
         Raises:
-            FileNotFoundError: the model has no such head (it is not a bge-m3 model).
+            MissingModelFileError: the model has no such head (it is not a bge-m3 model).
         """
-        return self.backend.load_head(name)
+        load = getattr(self.backend, "load_head", None)  # None: the backend keeps its heads
+        if load is None and name not in self.capabilities:
+            msg = f"unknown head {name!r}; this backend makes {sorted(self.capabilities)}"
+            raise InputError(msg)
+        return None if load is None else load(name)
 
     def describe(self) -> dict[str, Any]:
         """The resolved settings, as ``localembed info`` prints them."""
@@ -218,8 +184,6 @@ class LocalEncoder:
         Empty without a cache.
         """
         return self.cache.stats() if self.cache is not None else {}
-
-    # -- encoding -------------------------------------------------------------------------
 
     @overload
     def encode(
@@ -281,8 +245,9 @@ class LocalEncoder:
             :class:`TokenEmbeddings` per text.
 
         Raises:
-            TypeError: ``texts`` is not a list of str; the message names the first bad index.
-            ValueError: an unknown ``output`` or ``precision``, token output where it is not
+            InputTypeError: ``texts`` is not a list of str; the message names the first bad
+                index.
+            InputError: an unknown ``output`` or ``precision``, token output where it is not
                 defined, or int8/uint8 for a single text without ``ranges``.
 
         Example:
@@ -294,9 +259,10 @@ class LocalEncoder:
         """
         if output not in OUTPUTS:
             msg = f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         check_precision(precision)
         options = self._options(batch_size, show_progress)
+        items = instructed(texts, instruction)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
                 # Overlapping windows have no single token sequence to return.
@@ -304,56 +270,31 @@ class LocalEncoder:
                     "output='token_embeddings' returns one window per text: "
                     "use long_text='truncate'"
                 )
-                raise ValueError(msg)
-            if self.backend.runtime is None:
-                msg = "output='token_embeddings' needs backend='torch' or 'onnx'"
-                raise ValueError(msg)
-            tokenized = self.tokenize(texts, instruction)
-            return self.backend.token_embeddings(tokenized, self.settings, options, self.forward)
-        if self.cache is not None:  # hits from the cache; misses through _finished_rows
+                raise InputError(msg)
+            self._require("token_embeddings", "output='token_embeddings'")
+            return self.backend.token_embeddings(self.backend.tokenize(items, options), options)
+        if self.cache is not None:  # hits from the cache; misses through _rows
             rows = self.cache.encode(
                 check_texts(texts),
                 instruction,
-                lambda items: self._rows(items, instruction, options),
+                lambda missing: self._rows(instructed(missing, instruction), options),
             )
             return self.finish(rows.vectors, precision, ranges)
-        result = self.backend.encode_m3(
-            self._instructed(texts, instruction),
-            self.settings,
-            options,
-            dense=True,
-            tokenize=self._tokenize_items,
-            forward=self.forward,
-        )
+        result = self.backend.encode(items, ("dense",), options)
         return self.finish(result.dense_array(), precision, ranges)
 
-    def _rows(self, texts: list[str], instruction: str | None, options: CallOptions) -> Rows:
-        """Finished float32 rows of checked ``texts`` with their tokens (the cache's misses)."""
+    def _rows(self, items: list[str], options: CallOptions) -> Rows:
+        """Finished float32 rows of instructed ``items``, with their tokens (cache misses)."""
+        import numpy as np
+
         from localembed.cache import Rows
 
-        seen: list[Tokenized] = []
-
-        def tokenize(items: list[str]) -> Tokenized:
-            seen.append(self._tokenize_items(items))
-            return seen[-1]
-
-        result = self.backend.encode_m3(
-            self._instructed(texts, instruction),
-            self.settings,
-            options,
-            dense=True,
-            tokenize=tokenize,
-            forward=self.forward,
-        )
-        tokenized = Tokenized.concat(seen)
-        if tokenized.count != len(texts):
-            msg = f"the backend tokenized {tokenized.count} of {len(texts)} texts"
-            raise RuntimeFault(msg)
-        truncated = np.zeros(len(texts), bool)
+        vectors = self.finish(self.backend.encode(items, ("dense",), options).dense_array())
+        # Tokens and truncation per text, for the entries (the backend warned already).
+        tokenized = self._windows(items, max_length=options.max_length, long_text=options.long_text)
+        truncated = np.zeros(len(items), bool)
         truncated[list(tokenized.truncated_rows)] = True
-        return Rows(
-            self.finish(result.dense_array()), np.asarray(tokenized.text_tokens()), truncated
-        )
+        return Rows(vectors, np.asarray(tokenized.text_tokens(), np.int64), truncated)
 
     def encode_m3(
         self,
@@ -365,38 +306,40 @@ class LocalEncoder:
         instruction: str | None = None,
         batch_size: int | None = None,
         show_progress: bool = False,
-    ) -> M3Output:
-        """bge-m3's dense, sparse (lexical weights) and multi-vector (ColBERT) outputs.
+    ) -> Outputs:
+        """Dense, sparse (lexical weights) and multi-vector (ColBERT) outputs (bge-m3's).
 
         One forward pass per batch computes every requested output; those not requested are
-        None. See :mod:`localembed.m3`.
+        None. See :mod:`localembed.heads` and :mod:`localembed.m3`.
 
         Raises:
-            ValueError: no output was requested.
-            TypeError: ``texts`` is not a list of str.
-            FileNotFoundError: sparse or ColBERT was requested and the model has no such head.
+            InputError: no output was requested.
+            InputTypeError: ``texts`` is not a list of str.
+            MissingModelFileError: sparse or ColBERT was requested and the model has no such
+                head.
             NonFiniteEmbeddingError: some output is NaN or infinite (names the rows).
         """
-        if not (dense or sparse or colbert):
+        outputs = [
+            name for name, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on
+        ]
+        if not outputs:
             msg = "request at least one output: dense=True, sparse=True or colbert=True"
-            raise ValueError(msg)
-        result = self.backend.encode_m3(
-            self._instructed(texts, instruction),
-            self.settings,
+            raise InputError(msg)
+        result = self.backend.encode(
+            instructed(texts, instruction),
+            outputs,
             self._options(batch_size, show_progress),
-            dense=dense,
-            sparse=sparse,
-            colbert=colbert,
-            tokenize=self._tokenize_items,
-            forward=self.forward,
         )
-        result = self._checked(result)
+        bad = result.non_finite_rows()
+        if bad:
+            raise NonFiniteEmbeddingError(bad, count=len(result), dtype=self._finish.dtype)
         if result.dense is not None and self.config.truncate_dim is not None:
             result = dataclasses.replace(result, dense=self.finish(result.dense))
         return result
 
-    def encode_queries(
+    def encode_kind(
         self,
+        kind: Kind,
         texts: Sequence[str],
         *,
         batch_size: int | None = None,
@@ -404,65 +347,61 @@ class LocalEncoder:
         precision: Precision = "float32",
         ranges: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Embed search queries with the query instruction (see :meth:`encode`).
+        """Embed ``texts`` as ``kind`` (``"query"`` or ``"document"``) with its instruction.
 
         Without ``batch_size`` and progress bar, concurrent calls share forward passes
         (see :attr:`batcher`).
         """
-        if batch_size is None and not show_progress and self.runtime is not None:
+        instruction = self.settings.instruction(kind)
+        if batch_size is None and not show_progress and "windows" in self.capabilities:
             check_precision(precision)
-            vectors = self.batcher.encode(texts, self.settings.query_instruction)
-            return self.finish(vectors, precision, ranges)
+            future = self.batcher.submit(texts, instruction, precision=precision, ranges=ranges)
+            return future.result().vectors
         return self.encode(
             texts,
-            self.settings.query_instruction,
+            instruction,
             batch_size=batch_size,
             show_progress=show_progress,
             precision=precision,
             ranges=ranges,
         )
 
-    def encode_documents(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-        precision: Precision = "float32",
-        ranges: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """Embed documents with the document instruction (see :meth:`encode`).
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[KindOptions]) -> np.ndarray:
+        """Embed search queries with the query instruction: ``encode_kind("query", ...)``."""
+        return self.encode_kind("query", texts, **options)
 
-        Without ``batch_size`` and progress bar, concurrent calls share forward passes
-        (see :attr:`batcher`).
+    def encode_documents(self, texts: Sequence[str], **options: Unpack[KindOptions]) -> np.ndarray:
+        """Embed documents with the document instruction: ``encode_kind("document", ...)``."""
+        return self.encode_kind("document", texts, **options)
+
+    async def aencode_kind(self, kind: Kind, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_kind`: merged with concurrent calls, the event loop stays free.
+
+        The rows are finished in the micro-batcher's worker, off the event loop.
         """
-        if batch_size is None and not show_progress and self.runtime is not None:
-            check_precision(precision)
-            vectors = self.batcher.encode(texts, self.settings.document_instruction)
-            return self.finish(vectors, precision, ranges)
-        return self.encode(
-            texts,
-            self.settings.document_instruction,
-            batch_size=batch_size,
-            show_progress=show_progress,
-            precision=precision,
-            ranges=ranges,
-        )
-
-    async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Async :meth:`encode_queries`: merged with concurrent calls, the event loop stays free."""
-        return await self._aencode(texts, self.settings.query_instruction)
-
-    async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Async :meth:`encode_documents`: merged with concurrent calls, the loop stays free."""
-        return await self._aencode(texts, self.settings.document_instruction)
-
-    async def _aencode(self, texts: Sequence[str], instruction: str) -> np.ndarray:
-        if self.runtime is None:  # backend="flagembedding" runs its own batches
+        instruction = self.settings.instruction(kind)
+        if "windows" not in self.capabilities:  # backend="flagembedding" runs its own batches
             import asyncio
 
             return await asyncio.to_thread(self.encode, texts, instruction)
-        return self.finish(await self.batcher.aencode(texts, instruction))
+        return await self.batcher.aencode(texts, instruction)
+
+    async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_queries` (see :meth:`aencode_kind`)."""
+        return await self.aencode_kind("query", texts)
+
+    async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_documents` (see :meth:`aencode_kind`)."""
+        return await self.aencode_kind("document", texts)
+
+    @property
+    def batch_spec(self) -> BatchSpec:
+        """What this encoder's micro-batched calls run with: backend, options, finish."""
+        from localembed.microbatch import BatchSpec
+
+        self._require("windows", "micro-batching")
+        backend: WindowBackend = self.backend  # type: ignore[assignment]
+        return BatchSpec(backend, self._options(None), self._finish, self.cache)
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -476,7 +415,9 @@ class LocalEncoder:
 
             with self._batcher_lock:
                 if self._batcher is None:
-                    self._batcher = MicroBatcher(self)
+                    batcher = MicroBatcher(self.batch_spec)
+                    weakref.finalize(self, batcher.close)
+                    self._batcher = batcher
         return self._batcher
 
     def finish(
@@ -487,53 +428,34 @@ class LocalEncoder:
         *,
         dimensions: int | None = None,
     ) -> np.ndarray:
-        """Pooled float vectors -> the output: the one place both steps happen.
+        """Pooled float vectors -> the output (see :class:`localembed.finish.Finish`).
 
-        The ``truncate_dim`` cut (then normalized again when normalizing), then ``precision``.
-        Vectors already cut pass through unchanged (the micro-batcher finishes its results).
+        The non-finite check, the ``truncate_dim`` cut (then normalized again when
+        normalizing), then ``precision``. Vectors already cut pass through unchanged.
         ``dimensions`` cuts to that many instead of ``truncate_dim`` (the server's per-request
-        ``dimensions``); None: the configured ``truncate_dim``.
+        ``dimensions``).
 
         Raises:
             NonFiniteEmbeddingError: some row is NaN or infinite (names the rows).
         """
-        vectors = self._finite(vectors)
-        cut = self.config.truncate_dim if dimensions is None else dimensions
-        if cut is not None and cut < vectors.shape[1]:
-            vectors = vectors[:, :cut]
-            if self.settings.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = vectors / np.maximum(norms, 1e-12)
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if precision == "float32":
-            return vectors
-        return quantize(vectors, precision, ranges)
+        return self._finish(vectors, precision, ranges, dimensions=dimensions)
 
-    def _checked(self, result: M3Output) -> M3Output:
-        bad = result.non_finite_rows()
-        if bad:
-            raise NonFiniteEmbeddingError(bad, count=len(result), dtype=self._dtype_name())
-        return result
-
-    def _finite(self, vectors: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(vectors).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite).tolist()
-            raise NonFiniteEmbeddingError(bad, count=len(vectors), dtype=self._dtype_name())
-        return vectors
-
-    def _dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            msg = f"{what} needs backend='torch' or 'onnx'"
+            raise InputError(msg)
 
     def _options(self, batch_size: int | None, show_progress: bool = False) -> CallOptions:
+        settings = self.settings
         return CallOptions(
             batch_size=batch_size or self.config.batch_size,
             max_batch_tokens=self.config.max_batch_tokens,
             long_text=self.config.long_text,
             show_progress=show_progress,
+            pooling=settings.pooling,
+            normalize=settings.normalize,
+            max_length=settings.max_length,
         )
-
-    # -- the stages, for callers that compose them (CLI, server, tests) -------------------
 
     def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
         """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).
@@ -542,37 +464,7 @@ class LocalEncoder:
         tokens) and over-long texts are counted and warned about; with ``"chunk"`` an
         over-long text gives several overlapping windows.
         """
-        return self._tokenize_items(self._instructed(texts, instruction))
-
-    @staticmethod
-    def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:
-        items = check_texts(texts)
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
-        return items
-
-    def _tokenize_items(self, items: list[str]) -> Tokenized:
-        tokenized = self._windows(
-            items, max_length=self.settings.max_length, long_text=self.config.long_text
-        )
-        if tokenized.truncated:
-            rows = tokenized.truncated_rows
-            named = ", ".join(map(str, rows[:TRUNCATED_ROWS_NAMED]))
-            more = ", ..." if len(rows) > TRUNCATED_ROWS_NAMED else ""
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated (rows %s%s); "
-                "split documents into chunks that fit with LocalEmbeddings.text_splitter() "
-                "(LangChain) or LocalEmbedding.node_parser() (LlamaIndex), or embed them "
-                "whole with long_text='chunk'",
-                tokenized.truncated,
-                tokenized.count,
-                self.settings.max_length,
-                named,
-                more,
-            )
-        return tokenized
-
-    # -- chunks that fit, late chunking ---------------------------------------------------
+        return self.backend.tokenize(instructed(texts, instruction), self._options(None))
 
     def token_ids(self, text: str) -> list[int]:
         """The ids of ``text``'s own tokens (no special tokens, no instruction, no cut).
@@ -596,7 +488,7 @@ class LocalEncoder:
         """
         return len(self.token_ids(text))
 
-    def chunk_size(self, kind: Literal["document", "query"] = "document") -> int:
+    def chunk_size(self, kind: Kind = "document") -> int:
         """The most tokens a chunk may have and be embedded whole as a ``kind``.
 
         ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
@@ -609,10 +501,10 @@ class LocalEncoder:
             254
 
         """
-        if kind not in ("document", "query"):
+        if kind not in KINDS:
             msg = f"kind must be 'document' or 'query', got {kind!r}"
-            raise ValueError(msg)
-        instruction = getattr(self.settings, f"{kind}_instruction")
+            raise InputError(msg)
+        instruction = self.settings.instruction(kind)
         used = self._windows.special_tokens + self.count_tokens(
             apply_instruction(instruction, "") if instruction else ""
         )
@@ -622,16 +514,14 @@ class LocalEncoder:
                 f"max_length {self.settings.max_length} leaves no room for text after "
                 f"{used} special and instruction tokens"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         return size
 
     def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
         """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
 
-        Each chunk's vector is the model's pooling over its own tokens, whose vectors have
-        attended to the rest of the document (with the document instruction); a document
-        longer than ``max_length`` runs in overlapping windows, each token taking its vector
-        from the window where it has the most context. See :mod:`localembed.late_chunks`.
+        Each chunk's vector pools its own tokens, which attended to the whole document (with
+        the document instruction); see :mod:`localembed.late_chunks`.
 
         Args:
             text: the whole document.
@@ -643,7 +533,7 @@ class LocalEncoder:
             cut to ``truncate_dim``.
 
         Raises:
-            ValueError: a chunk not found in the text in order (named), or a backend without
+            InputError: a chunk not found in the text in order (named), or a backend without
                 token vectors (``backend="flagembedding"``).
 
         Example:
@@ -653,21 +543,17 @@ class LocalEncoder:
             (2, 384)
 
         """
-        import torch
-
         from localembed.late_chunks import (
             DocumentTokens,
             chunk_char_spans,
             gather_token_vectors,
             plan_late_chunks,
         )
-        from localembed.pooling import dense_head
+        from localembed.pooling import pool_spans
 
         text = check_texts([check_text(text, "text")])[0]
         spans = chunk_char_spans(text, chunks)
-        if self.backend.runtime is None:
-            msg = "encode_late_chunks needs token vectors: backend='torch' or 'onnx'"
-            raise ValueError(msg)
+        self._require("token_embeddings", "encode_late_chunks needs token vectors:")
         instruction = self.settings.document_instruction
         instructed = apply_instruction(instruction, text) if instruction else text
         # Where the text starts in the instructed string: after a prefix, or at "{text}".
@@ -676,7 +562,7 @@ class LocalEncoder:
             ids, offsets, special = self._windows.encode_whole(instructed)
         except NotImplementedError as error:
             msg = "late chunking needs a fast tokenizer (character offsets)"
-            raise ValueError(msg) from error
+            raise InputError(msg) from error
         plan = plan_late_chunks(
             DocumentTokens(ids, offsets, special),
             spans,
@@ -690,59 +576,17 @@ class LocalEncoder:
             truncated=0,
             chunked=False,
         )
-        outputs = self.backend.token_embeddings(
-            windows, self.settings, self._options(None), self.forward
-        )
-        tokens = torch.from_numpy(gather_token_vectors(plan, [o.vectors for o in outputs]))
-        rows = np.empty((len(plan.spans), self.backend.dimension), dtype=np.float32)
-        for row, (start, stop) in enumerate(plan.spans):
-            span = tokens[start:stop].unsqueeze(0)
-            mask = torch.ones((1, stop - start), dtype=torch.long)
-            pooled = dense_head(self.settings.pooling, span, mask, self.settings.normalize)
-            rows[row] = pooled[0].numpy()
+        outputs = self.backend.token_embeddings(windows, self._options(None))
+        tokens = gather_token_vectors(plan, [o.vectors for o in outputs])
+        rows = pool_spans(tokens, plan.spans, self.settings.pooling, self.settings.normalize)
         return self.finish(rows)
 
     def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
         """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""
-        budget = token_budget(self.config.max_batch_tokens, self.device)
-        return plan_batches([len(w) for w in ids], batch_size or self.config.batch_size, budget)
-
-    def run_batches(
-        self,
-        tokenized: Tokenized,
-        consume: Callable[[list[int], ForwardBatch], None],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> None:
-        """Run the model over ``tokenized`` in batches (see :mod:`localembed.batching`).
-
-        ``consume(indices, batch)`` gets the window indices of the batch and the forward
-        result; it must write its results by index (an out-of-memory batch is split and run
-        again).
-        """
-
-        def step(indices: list[int]) -> None:
-            consume(indices, self.forward([tokenized.ids[i] for i in indices]))
-
-        run_batches(
-            [len(ids) for ids in tokenized.ids],
-            step,
-            batch_size=batch_size or self.config.batch_size,
-            max_batch_tokens=self.config.max_batch_tokens,
-            device=self.device,
-            max_length=self.settings.max_length,
-            show_progress=show_progress,
-        )
-
-    def forward(self, windows: list[list[int]]) -> ForwardBatch:
-        """Pad ``windows`` on the right and run the transformer once (no gradients)."""
-        result: ForwardBatch = self.backend.forward(windows)
-        return result
-
-    def combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
-        """One vector per text from per-window vectors (see :mod:`localembed.windows`)."""
-        return combine_windows(rows, tokenized, normalize=self.settings.normalize)
+        self._require("windows", "planning batches")
+        backend: WindowBackend = self.backend  # type: ignore[assignment]
+        options = self._options(batch_size)
+        return backend.plan([len(w) for w in ids], options)
 
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:
@@ -779,8 +623,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
 
 
 def _load(config: EncoderConfig) -> LocalEncoder:
-    loaded = {k: v for k, v in config.encoder_options().items() if k not in CALL_TIME_OPTIONS}
-    backend = _backends.for_settings(loaded, lambda: _load_backend(config))
+    backend = _backends.for_settings(config.load_options(), lambda: _load_backend(config))
     return LocalEncoder(config, backend)
 
 

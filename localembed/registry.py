@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from localembed.errors import InputError
+
 ENTRY_POINT_GROUP = "localembed.adapters"
 _EXTRAS = {
     "langchain": "langchain",
@@ -44,11 +46,14 @@ def load_adapter(name: str, **options: Any) -> Any:
         msg = (
             f"no adapter named {name!r}; installed adapters: {', '.join(sorted(points)) or 'none'}"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     try:
         adapter_class = points[name].load()
     except ImportError as error:
-        extra = _EXTRAS.get(name, name)
-        msg = f"the {name!r} adapter needs its framework: pip install 'localembed[{extra}]'"
-        raise ImportError(msg) from error
+        from localembed.errors import MissingExtraError
+        from localembed.extras import EXTRAS, install_hint
+
+        module = next((m for m, extra in EXTRAS.items() if extra == _EXTRAS.get(name)), name)
+        msg = f"the {name!r} adapter needs its framework ({error}): {install_hint(module)}"
+        raise MissingExtraError(msg) from error
     return adapter_class(**options)

@@ -11,9 +11,16 @@ Stage API (pure Python, no model):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
+
+from localembed.errors import InputTypeError
 
 logger = logging.getLogger("localembed")
+
+Kind = Literal["query", "document"]
+"""What a text is for: a search ``"query"`` or a ``"document"`` (passage) to be found."""
+KINDS: tuple[Kind, ...] = ("document", "query")
+"""Every :data:`Kind`, in one spelling."""
 
 
 def ordered_items(value: Any, what: str, *, single_hint: str = "") -> list[Any]:
@@ -26,25 +33,25 @@ def ordered_items(value: Any, what: str, *, single_hint: str = "") -> list[Any]:
         >>> ordered_items({"a": 1}, "str")
         Traceback (most recent call last):
         ...
-        TypeError: expected a list of str, got dict, whose items have no position for output row i to match; pass a list
+        localembed.errors.InputTypeError: expected a list of str, got dict, whose items have no position for output row i to match; pass a list
 
     """  # noqa: E501
     from collections.abc import Mapping
 
     if isinstance(value, (str, bytes, bytearray)):
         msg = f"expected a list of {what}, got a single {type(value).__name__}{single_hint}"
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     if isinstance(value, (Mapping, set, frozenset)):
         msg = (
             f"expected a list of {what}, got {type(value).__name__}, whose items have no "
             f"position for output row i to match; pass a list"
         )
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     try:
         return list(value)
     except TypeError:
         msg = f"expected a list of {what}, got {type(value).__name__}"
-        raise TypeError(msg) from None
+        raise InputTypeError(msg) from None
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -61,7 +68,7 @@ def check_texts(texts: Any) -> list[str]:
         >>> check_texts(["a", 1])
         Traceback (most recent call last):
         ...
-        TypeError: item 1 is int, not str; every text must be a str
+        localembed.errors.InputTypeError: item 1 is int, not str; every text must be a str
         >>> check_texts(["ok", "bad \udc80 byte"])
         ['ok', 'bad \ufffd byte']
 
@@ -71,7 +78,7 @@ def check_texts(texts: Any) -> list[str]:
     for index, item in enumerate(items):
         if not isinstance(item, str):
             msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
-            raise TypeError(msg)
+            raise InputTypeError(msg)
         if not item.isascii():
             try:
                 item.encode("utf-8")
@@ -98,7 +105,7 @@ def check_text(text: Any, what: str = "query") -> str:
     """
     if not isinstance(text, str):
         msg = f"{what} must be a str, got {type(text).__name__}"
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     return text
 
 
@@ -115,3 +122,17 @@ def apply_instruction(instruction: str, text: str) -> str:
     if "{text}" in instruction:
         return instruction.replace("{text}", text)
     return instruction + text
+
+
+def instructed(texts: Any, instruction: str | None) -> list[str]:
+    """``texts`` checked (:func:`check_texts`) and put into ``instruction`` (if any).
+
+    Example:
+        >>> instructed(["cats"], "query: ")
+        ['query: cats']
+
+    """
+    items = check_texts(texts)
+    if instruction:
+        items = [apply_instruction(instruction, text) for text in items]
+    return items

@@ -188,7 +188,7 @@ def test_a_hit_is_bit_identical_and_misses_run_in_one_call(
 
     def compute(texts: list[str]) -> Rows:
         calls.append(texts)
-        return later._rows(texts, None, later._options(None))
+        return later._rows(texts, later._options(None))
 
     rows = later.cache.encode(["new one", TEXTS[0], "new two", "new one"], None, compute)
     assert calls == [["new one", "new two"]]

@@ -288,17 +288,22 @@ class EmbeddingCache:
         texts: Sequence[str],
         instruction: str | None,
         run: Callable[[list[str]], concurrent.futures.Future[Encoded]],
+        finish: Callable[[np.ndarray], np.ndarray],
     ) -> concurrent.futures.Future[Encoded]:
         """:meth:`encode` for the micro-batcher: ``run(missing)`` gives a future of their rows.
 
-        Cancelling the returned future cancels the misses' call.
+        ``finish`` turns the call's float32 rows (hits and misses together) into its output
+        (precision). Cancelling the returned future cancels the misses' call.
         """
         from localembed.microbatch import Encoded
 
         lookup = self.lookup(texts, instruction)
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not lookup.missing:
-            future.set_result(_encoded(lookup.rows, Encoded, queue_seconds=0.0))
+            try:
+                _settle(future, result=_encoded(lookup.rows, Encoded, 0.0, finish))
+            except Exception as failure:
+                _settle(future, error=failure)
             return future
         inner = run(list(lookup.missing))
 
@@ -318,10 +323,11 @@ class EmbeddingCache:
                 rows = self.complete(
                     lookup, Rows(encoded.vectors, np.asarray(encoded.text_tokens), truncated)
                 )
+                result = _encoded(rows, Encoded, encoded.queue_seconds, finish)
             except Exception as failure:
                 _settle(future, error=failure)
                 return
-            _settle(future, result=_encoded(rows, Encoded, encoded.queue_seconds))
+            _settle(future, result=result)
 
         future.add_done_callback(lambda outer: outer.cancelled() and inner.cancel())
         inner.add_done_callback(done)
@@ -430,9 +436,14 @@ def cache_namespace(encoder: LocalEncoder, kind: str = "document") -> str:
     return namespace_digest({**key_fields(encoder), "instruction": instruction}).hex()
 
 
-def _encoded(rows: Rows, kind: type[Encoded], queue_seconds: float) -> Encoded:
+def _encoded(
+    rows: Rows,
+    kind: type[Encoded],
+    queue_seconds: float,
+    finish: Callable[[np.ndarray], np.ndarray],
+) -> Encoded:
     return kind(
-        rows.vectors,
+        finish(rows.vectors),
         tokens=int(rows.tokens.sum()),
         truncated=int(rows.truncated.sum()),
         queue_seconds=queue_seconds,

@@ -1,6 +1,7 @@
 """The ``localembed`` command: one module per subcommand, registered in :data:`COMMANDS`.
 
-Exit status: 0 done, 1 an error (one line on stderr, no traceback), 2 a usage error, 130
+Exit status: 0 done, 1 an error (one line on stderr for the user's errors, see
+:data:`localembed.cli.common.HANDLED`; a traceback for a bug), 2 a usage error, 130
 interrupted (Ctrl-C / SIGINT).
 
 A subcommand is a module ``localembed/cli/NAME.py`` with ``EXAMPLES`` (the epilog of its help)
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import traceback
 from types import ModuleType
 
 from localembed import __version__
@@ -98,5 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except HANDLED as error:
         print(f"localembed: {error_message(error)}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug (in localembed or a library it calls): show where
+        traceback.print_exc()
+        print(
+            "localembed: an unexpected error (the traceback above is a bug; please report it)",
+            file=sys.stderr,
+        )
         return 1
     return status

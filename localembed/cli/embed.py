@@ -44,21 +44,19 @@ from localembed.cli.common import (
     error_message,
     instruction_for,
 )
-from localembed.config import EncoderConfig
-from localembed.corpus import (
+from localembed.cli.corpus import (
     INPUT_FORMATS,
     INPUT_SUFFIXES,
-    OUTPUTS,
-    PartialOutput,
     Row,
     Source,
     TextDigest,
-    check_output,
     chunks,
     differences,
-    open_for_writing,
     open_source,
 )
+from localembed.cli.outputs import OUTPUTS, PartialOutput, check_output, open_for_writing
+from localembed.config import EncoderConfig
+from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.precision import CALIBRATION_ROWS_WARNING, PRECISIONS, Precision, quantize
 
@@ -371,7 +369,7 @@ def run_job(job: EmbedJob) -> JobResult:
                 f"the input's first {state['rows']} rows are not those in "
                 f"{writer.partial.name}: the input changed; pass --overwrite to start again"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
     start = 0 if state is None else int(state["rows"])
     seconds = 0.0
     try:
@@ -394,7 +392,7 @@ def run_job(job: EmbedJob) -> JobResult:
                         digest.update(good)
                         done += len(good)
                         writer.commit(done, digest.hexdigest(), settings)
-                    raise ValueError(_non_finite_message(source, chunk, done, error)) from None
+                    raise InputError(_non_finite_message(source, chunk, done, error)) from None
                 seconds += time.perf_counter() - began
                 writer.append(done, chunk, vectors)
                 digest.update(chunk)
@@ -456,13 +454,13 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
             loaded = np.load(job.ranges, allow_pickle=False)
         except (OSError, ValueError) as error:
             msg = f"--ranges {job.ranges}: not a readable .npy file ({error})"
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         if loaded.shape != shape or loaded.dtype.kind not in "fiu":
             msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.shape}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if not np.isfinite(loaded).all():
             msg = f"--ranges {job.ranges}: holds NaN or infinite values"
-            raise ValueError(msg)
+            raise InputError(msg)
         return np.asarray(loaded, dtype=np.float32)
     logger.info("computing %s calibration ranges over the input (a first pass)", job.precision)
     low: np.ndarray | None = None
@@ -478,7 +476,7 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
             f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
             f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     if count < CALIBRATION_ROWS_WARNING:
         logger.warning(
             "int8/uint8 calibration ranges from only %d rows; ranges from a larger corpus "
@@ -521,7 +519,7 @@ def _resume_state(
             f"{writer.partial.name} was written with other settings ({'; '.join(changed)}); "
             f"resume with the same options, or pass --overwrite to start again"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return state
 
 
