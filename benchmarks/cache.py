@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 from localembed import clear_encoder_cache, get_encoder
-from localembed.cli.bench_corpora import read_pairs, sts_file
 from localembed.cache import EmbeddingCache, Rows, open_store
+from localembed.cli.bench_corpora import read_pairs, sts_file
 
 
 def corpus(data: Path, count: int) -> list[str]:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localembed.cache.records import Record, decode, encode, namespace_digest, text_key
+from localembed.errors import InputError
 
 if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
@@ -117,7 +118,7 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
             own ``maxmemory``.
 
     Raises:
-        ValueError: ``max_bytes`` with a Redis URL.
+        InputError: ``max_bytes`` with a Redis URL.
     """
     if is_redis_url(spec):
         if max_bytes is not None:
@@ -125,7 +126,7 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
                 f"cache_max_bytes={max_bytes} applies to a directory cache; a Redis server "
                 "evicts by its own maxmemory and maxmemory-policy allkeys-lru"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         name = spec
     else:
         name = str(Path(spec).expanduser().resolve())
@@ -431,7 +432,7 @@ def cache_namespace(encoder: LocalEncoder, kind: str = "document") -> str:
     """
     if kind not in ("document", "query"):
         msg = f"kind must be 'document' or 'query', got {kind!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     instruction = getattr(encoder.settings, f"{kind}_instruction") or ""
     return namespace_digest({**key_fields(encoder), "instruction": instruction}).hex()
 
