@@ -396,7 +396,7 @@ def key_fields(encoder: LocalEncoder) -> dict[str, object]:
 
     config, settings = encoder.config, encoder.settings
     options = {
-        name: value if isinstance(value, (str, int, float, bool, type(None))) else repr(value)
+        name: _key_value(name, value)
         for name, value in sorted(config.encoder_options().items())
         if name not in NOT_KEYED and name not in _KEYED_BY_NAME
     }
@@ -415,6 +415,21 @@ def key_fields(encoder: LocalEncoder) -> dict[str, object]:
         "quantize": config.quantize,
         "stored": "float32-finished",
     }
+
+
+def _key_value(name: str, value: object) -> object:
+    """A setting as the key sees it: by content where it names data (a CDE context)."""
+    if name == "context" and value is not None:
+        from localembed.corpus_context import as_context
+
+        context = as_context(value)  # a path is keyed by the file's content, not its name
+        return None if context is None else f"sha256:{context.digest()}"
+    if isinstance(value, (str, int, float, bool, type(None))):
+        return value
+    digest = getattr(value, "digest", None)
+    if callable(digest):
+        return f"sha256:{digest()}"
+    return repr(value)
 
 
 def cache_namespace(encoder: LocalEncoder, kind: str = "document") -> str:
