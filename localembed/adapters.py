@@ -17,6 +17,7 @@ from pydantic import ConfigDict, model_validator
 
 from localembed.config import EncoderConfig
 from localembed.encoder import get_encoder
+from localembed.errors import InputError
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
@@ -87,8 +88,18 @@ class EncoderAdapter(EncoderConfig):
     show_progress: bool = False
     """Show a tqdm progress bar over the texts of each embedding call."""
 
+    caches_output: ClassVar[bool] = True
+    """Whether the embedding cache (``cache=``) holds this adapter's output (dense vectors)."""
+
     def model_post_init(self, context: Any, /) -> None:
         """Load the model (and its heads) now, so that a bad setting fails here."""
+        if self.cache is not None and not self.caches_output:
+            msg = (
+                f"{type(self).__name__} does not take cache={self.cache!r}: the embedding "
+                "cache holds dense vectors, not sparse weights; use cache= on the dense "
+                "adapter (both share one loaded model)"
+            )
+            raise InputError(msg)
         encoder = get_encoder(self)
         for name in self.required_heads:
             encoder.load_head(name)

@@ -35,6 +35,8 @@ CALL_TIME_OPTIONS = frozenset(
         "query_instruction",
         "document_instruction",
         "truncate_dim",
+        "cache",
+        "cache_max_bytes",
         "context",
     }
 )
@@ -179,6 +181,25 @@ class EncoderConfig(ModelOptions):
     CPU, ONNX Runtime installed: extra `onnx`), else "torch"; "torch": transformers on torch;
     "onnx": an ONNX Runtime export with fused attention, skip-LayerNorm and GELU (CPU);
     "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
+
+    cache: str | None = None
+    """Embedding cache: a directory (SQLite in WAL mode, on this machine) or a ``redis://``
+    URL (a shared Redis/Valkey server); None: no cache. Keyed by everything that shapes a
+    vector (model files' content, settings, instruction, version) and the text."""
+
+    cache_max_bytes: int | None = Field(default=None, gt=0)
+    """A directory cache's size cap: least recently used entries are evicted above it;
+    None: no cap. A Redis server's cap is its own ``maxmemory``."""
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_as_str(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, str) and not value.strip():
+            msg = "cache must name a directory or a redis:// URL, got an empty string"
+            raise ValueError(msg)
+        return value
 
     context: Any = None
     """CDE models only: the corpus context (a :class:`~localembed.contextual.CorpusContext`, or

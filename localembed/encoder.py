@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
     from localembed.backends.base import WindowBackend
     from localembed.backends.contextual import ContextualBackend
+    from localembed.cache import EmbeddingCache, Rows
     from localembed.contextual import CorpusContext
     from localembed.heads import Outputs
     from localembed.microbatch import BatchSpec, MicroBatcher
@@ -115,6 +116,12 @@ class LocalEncoder:
         )
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
+        self.cache: EmbeddingCache | None = None
+        """The embedding cache (``cache=``; see :mod:`localembed.cache`), or None."""
+        if config.cache is not None:
+            from localembed.cache import EmbeddingCache
+
+            self.cache = EmbeddingCache.for_encoder(self)
 
     def _check_truncate_dim(self, width: int) -> None:
         truncate_dim = self.config.truncate_dim
@@ -324,9 +331,24 @@ class LocalEncoder:
             "document_instruction": settings.document_instruction,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
+            "fingerprint": self.fingerprint,
             "sources": dict(settings.sources),
             **({"context": repr(self.context)} if self.contextual else {}),
         }
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`)."""
+        from localembed.fingerprint import model_fingerprint
+
+        return model_fingerprint(self.source.path)
+
+    def cache_stats(self) -> dict[str, int]:
+        """The embedding cache's counters (see :meth:`localembed.cache.EmbeddingCache.stats`).
+
+        Empty without a cache.
+        """
+        return self.cache.stats() if self.cache is not None else {}
 
     @overload
     def encode(
@@ -416,8 +438,28 @@ class LocalEncoder:
                 raise InputError(msg)
             self._require("token_embeddings", "output='token_embeddings'")
             return self.backend.token_embeddings(self.backend.tokenize(items, options), options)
+        if self.cache is not None:  # hits from the cache; misses through _rows
+            rows = self.cache.encode(
+                check_texts(texts),
+                instruction,
+                lambda missing: self._rows(instructed(missing, instruction), options),
+            )
+            return self.finish(rows.vectors, precision, ranges)
         result = self.backend.encode(items, ("dense",), options)
         return self.finish(result.dense_array(), precision, ranges)
+
+    def _rows(self, items: list[str], options: CallOptions) -> Rows:
+        """Finished float32 rows of instructed ``items``, with their tokens (cache misses)."""
+        import numpy as np
+
+        from localembed.cache import Rows
+
+        vectors = self.finish(self.backend.encode(items, ("dense",), options).dense_array())
+        # Tokens and truncation per text, for the entries (the backend warned already).
+        tokenized = self._windows(items, max_length=options.max_length, long_text=options.long_text)
+        truncated = np.zeros(len(items), bool)
+        truncated[list(tokenized.truncated_rows)] = True
+        return Rows(vectors, np.asarray(tokenized.text_tokens(), np.int64), truncated)
 
     def encode_m3(
         self,
@@ -524,7 +566,7 @@ class LocalEncoder:
 
         self._require("windows", "micro-batching")
         backend: WindowBackend = self.backend  # type: ignore[assignment]
-        return BatchSpec(backend, self._options(None), self._finish)
+        return BatchSpec(backend, self._options(None), self._finish, self.cache)
 
     @property
     def batcher(self) -> MicroBatcher:

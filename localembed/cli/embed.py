@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -37,6 +37,7 @@ from localembed.cli.common import (
     CommandError,
     Interrupted,
     UsageError,
+    add_cache_options,
     add_command,
     add_model_options,
     config_from_args,
@@ -209,6 +210,8 @@ class EmbedJob(BaseModel):
         resumed run with another context is refused, a moved file is not.
         """
         encoder = self.encoder.encoder_options()
+        for name in ("cache", "cache_max_bytes"):  # change no vector: a resumed run may differ
+            encoder.pop(name, None)
         encoder["context"] = None if context is None else f"sha256:{context.digest()}"
         settings = {
             "input_format": self.input_format,
@@ -252,6 +255,8 @@ class JobResult:
     dimension: int
     seconds: float
     """Time spent embedding (not reading or writing)."""
+    cache: dict[str, int] = field(default_factory=dict)
+    """The embedding cache's counters (``encoder.cache_stats()``; empty without a cache)."""
 
 
 def register(commands: Commands) -> None:
@@ -335,6 +340,7 @@ def register(commands: Commands) -> None:
     )
     shown.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     add_model_options(parser)
+    add_cache_options(parser)
     cde = parser.add_argument_group("contextual document embeddings (CDE models)")
     cde.add_argument(
         "--build-context",
@@ -369,7 +375,8 @@ def run(args: argparse.Namespace) -> int:
         rate = f", {added / result.seconds:,.0f} rows/s" if result.seconds else ""
         print(
             f"{resumed}embedded {added} row{'s' * (added != 1)} in {result.seconds:.1f} s{rate}; "
-            f"wrote {result.output}: {result.rows} x {result.dimension} {job.precision}",
+            f"wrote {result.output}: {result.rows} x {result.dimension} {job.precision}"
+            f"{cache_summary(result.cache)}",
             file=sys.stderr,
         )
     return 0
@@ -387,6 +394,7 @@ def run_job(job: EmbedJob) -> JobResult:
         built.save(context_path(job.output))
         encoder = encoder.with_context(built)
     instruction = instruction_for(encoder, job.kind)
+    cached = encoder.cache_stats()
     described = encoder.describe()
     metadata = {
         "model": encoder.source.name,
@@ -464,7 +472,32 @@ def run_job(job: EmbedJob) -> JobResult:
     except BaseException as error:
         _report_failure(error, writer, state is not None, start)
         raise
-    return JobResult(job.output, done, start, width, seconds)
+    return JobResult(job.output, done, start, width, seconds, _cache_since(encoder, cached))
+
+
+def _cache_since(encoder: LocalEncoder, before: dict[str, int]) -> dict[str, int]:
+    """The cache's counters for this job: this run's hits, misses...; the store as it is."""
+    now = encoder.cache_stats()
+    shared = ("entries", "bytes", "evictions")
+    return {name: value - (0 if name in shared else before[name]) for name, value in now.items()}
+
+
+def cache_summary(stats: dict[str, int]) -> str:
+    """The summary line's cache part ("" without a cache).
+
+    Example:
+        >>> cache_summary({"hits": 9, "misses": 1, "computed": 1, "corrupt": 0, "evictions": 0,
+        ...                "entries": 10, "bytes": 15640, "writes": 1})
+        '; cache: 9 hits, 1 misses (1 computed), 0 corrupt, 10 entries, 15640 bytes, 0 evictions'
+
+    """
+    if not stats:
+        return ""
+    return (
+        f"; cache: {stats['hits']} hits, {stats['misses']} misses ({stats['computed']} "
+        f"computed), {stats['corrupt']} corrupt, {stats['entries']} entries, "
+        f"{stats['bytes']} bytes, {stats['evictions']} evictions"
+    )
 
 
 def context_path(output: Path) -> Path:
