@@ -16,13 +16,13 @@ import os
 import random
 import struct
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from localembed import fingerprint
 from localembed.errors import InputError
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ CONTEXT_FORMAT = "localembed-cde-context/1"
 _METADATA_KEY = "localembed"
 _ARRAY_KEY = "dataset_embeddings"
 _INLINE_KEY = "inline_safetensors_base64"
-_HASH_CHUNK = 1 << 20
 
 
 class ContextError(InputError):
@@ -372,44 +371,20 @@ def sample_indices(
     return list(range(corpus_size)) * repeats + sorted(draw.sample(range(corpus_size), rest))
 
 
-_fingerprints: dict[tuple[Any, ...], str] = {}
-_fingerprints_lock = threading.Lock()
-
-
 def model_fingerprint(directory: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> str:
-    """A sha256 of what makes a model's vectors: config.json, every weight file, the tokenizer.
+    """The model's content fingerprint (:mod:`localembed.fingerprint`) with its tokenizer.
 
-    Weight files are read whole (about a second per GB), once per process for unchanged
-    files (keyed by their paths, sizes and modification times).
+    A CDE model may take its tokenizer from another directory (``config.embedder``), so the
+    tokenizer's own serialization joins the directory's content hash.
     """
-    files = sorted(
-        path
-        for pattern in ("config.json", "*.safetensors", "*.bin")
-        for path in directory.glob(pattern)
-        if path.is_file()
-    )
-    tokenizer_text = ""
-    if tokenizer is not None:
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        tokenizer_text = backend.to_str() if backend is not None else str(tokenizer.get_vocab())
-    stats = tuple((str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns) for p in files)
-    key = (stats, hashlib.sha256(tokenizer_text.encode("utf-8")).hexdigest())
-    with _fingerprints_lock:
-        known = _fingerprints.get(key)
-    if known is not None:
-        return known
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode("utf-8") + b"\0")
-        with path.open("rb") as stream:
-            while chunk := stream.read(_HASH_CHUNK):
-                digest.update(chunk)
-        digest.update(b"\0")
-    digest.update(key[1].encode("ascii"))
-    result = digest.hexdigest()
-    with _fingerprints_lock:
-        _fingerprints[key] = result
-    return result
+    base = fingerprint.model_fingerprint(directory)
+    if tokenizer is None:
+        return base
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    tokenizer_text = backend.to_str() if backend is not None else str(tokenizer.get_vocab())
+    digest = hashlib.sha256(base.encode("ascii") + b"\0")
+    digest.update(tokenizer_text.encode("utf-8"))
+    return digest.hexdigest()
 
 
 def contextual_tokenizer(

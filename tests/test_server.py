@@ -528,3 +528,17 @@ def test_non_finite_ranges_are_a_400(client: TestClient, encoder: LocalEncoder) 
         )
         error = error_of(response, 400)
         assert error["param"] == "ranges" and "finite" in error["message"], bad
+
+
+def test_metrics_export_each_models_cache_counts(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    cached = get_encoder(model=str(tiny_bert_dir), pooling="mean", cache=str(tmp_path / "cache"))
+    with client_for(cached) as client:
+        first = vectors_of(client.post("/v1/embeddings", json={"input": ["a cat", "a dog"]}))
+        again = vectors_of(client.post("/v1/embeddings", json={"input": ["a cat", "a dog"]}))
+        assert np.array_equal(first, again)
+        metrics = client.get("/metrics").text
+    stats = cached.cache_stats()
+    assert stats["hits"] >= 2 and stats["misses"] >= 2
+    lines = [line for line in metrics.splitlines() if line.startswith("localembed_cache{")]
+    hits = [line for line in lines if 'stat="hits"' in line]
+    assert hits and float(hits[0].rsplit(" ", 1)[1]) == stats["hits"]

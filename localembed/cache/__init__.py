@@ -37,8 +37,11 @@ from localembed.cache.records import Record, decode, encode, namespace_digest, t
 from localembed.errors import InputError
 
 if TYPE_CHECKING:
-    from localembed.encoder import LocalEncoder
+    import torch
+
+    from localembed.config import EncoderConfig
     from localembed.microbatch import Encoded
+    from localembed.settings import ResolvedSettings
 
 __all__ = [
     "STATS",
@@ -68,6 +71,31 @@ STATS = (
     "evictions",
 )
 """The keys of :meth:`EmbeddingCache.stats` (and ``encoder.cache_stats()``)."""
+
+
+class KeyedEncoder(Protocol):
+    """What the cache reads of an encoder (a ``LocalEncoder``) to key its vectors."""
+
+    @property
+    def config(self) -> EncoderConfig: ...
+
+    @property
+    def settings(self) -> ResolvedSettings: ...
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def dimension(self) -> int: ...
+
+    @property
+    def runtime(self) -> object: ...
 
 
 class CacheStore(Protocol):
@@ -194,7 +222,7 @@ class EmbeddingCache:
         self._counts = dict.fromkeys(("hits", "misses", "computed", "corrupt", "writes"), 0)
 
     @classmethod
-    def for_encoder(cls, encoder: LocalEncoder) -> EmbeddingCache:
+    def for_encoder(cls, encoder: KeyedEncoder) -> EmbeddingCache:
         """The cache of ``encoder`` (its ``cache`` and ``cache_max_bytes`` settings)."""
         config = encoder.config
         assert config.cache is not None
@@ -390,7 +418,7 @@ setting joins the key by default, and must be listed here to stay out of it)."""
 _KEYED_BY_NAME = frozenset({"long_text", "truncate_dim", "backend", "quantize"})
 
 
-def key_fields(encoder: LocalEncoder) -> dict[str, object]:
+def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
     """What about ``encoder`` shapes a vector: every key field but the instruction."""
     import localembed
 
@@ -411,7 +439,8 @@ def key_fields(encoder: LocalEncoder) -> dict[str, object]:
         "truncate_dim": config.truncate_dim,
         "dtype": str(encoder.dtype).removeprefix("torch."),
         "device_type": encoder.device.type,
-        "backend": config.backend,
+        # The runtime that ran ("auto" resolves per machine: ONNX Runtime or torch).
+        "backend": getattr(encoder.runtime, "name", config.backend),
         "quantize": config.quantize,
         "stored": "float32-finished",
     }
@@ -432,7 +461,7 @@ def _key_value(name: str, value: object) -> object:
     return repr(value)
 
 
-def cache_namespace(encoder: LocalEncoder, kind: str = "document") -> str:
+def cache_namespace(encoder: KeyedEncoder, kind: str = "document") -> str:
     """A hex digest of everything that shapes ``encoder``'s ``kind`` vectors but the text.
 
     For another cache's namespace (LangChain's ``CacheBackedEmbeddings(namespace=...)``),

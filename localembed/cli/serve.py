@@ -143,8 +143,5 @@ def _with_cache(spec: ModelSpec, cache: str) -> ModelSpec:
 
     if spec.kind != "embedding":
         return spec
-    if "cache" not in EncoderConfig.model_fields:
-        message = "--cache needs a localembed whose EncoderConfig has the cache setting"
-        raise InputError(message)
     config = EncoderConfig(**{**spec.config.explicit_options(), "cache": cache})
     return replace(spec, config=config)
