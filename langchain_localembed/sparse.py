@@ -92,6 +92,7 @@ class LocalSparseEmbeddings(EncoderAdapter, _EmbeddingsBase):
     """
 
     required_heads: ClassVar[tuple[str, ...]] = ("sparse",)
+    caches_output: ClassVar[bool] = False  # sparse weights are not cached (cache= refused)
 
     convert_to_tokens: bool = False
     """Also give each index's token text (``SparseVector.tokens``), for reading."""

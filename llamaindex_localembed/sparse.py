@@ -34,6 +34,7 @@ class LocalSparseEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseSparseEmb
     """
 
     required_heads: ClassVar[tuple[str, ...]] = ("sparse",)
+    caches_output: ClassVar[bool] = False  # sparse weights are not cached (cache= refused)
 
     @classmethod
     def class_name(cls) -> str:

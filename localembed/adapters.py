@@ -17,11 +17,15 @@ from pydantic import ConfigDict, model_validator
 
 from localembed.config import EncoderConfig
 from localembed.encoder import get_encoder
+from localembed.errors import InputError
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import numpy as np
 
+    from localembed.contextual import CorpusContext
     from localembed.encoder import LocalEncoder
 
 __all__ = [
@@ -91,8 +95,18 @@ class EncoderAdapter(EncoderConfig):
     show_progress: bool = False
     """Show a tqdm progress bar over the texts of each embedding call."""
 
+    caches_output: ClassVar[bool] = True
+    """Whether the embedding cache (``cache=``) holds this adapter's output (dense vectors)."""
+
     def model_post_init(self, context: Any, /) -> None:
         """Load the model (and its heads) now, so that a bad setting fails here."""
+        if self.cache is not None and not self.caches_output:
+            msg = (
+                f"{type(self).__name__} does not take cache={self.cache!r}: the embedding "
+                "cache holds dense vectors, not sparse weights; use cache= on the dense "
+                "adapter (both share one loaded model)"
+            )
+            raise InputError(msg)
         encoder = get_encoder(self)
         for name in self.required_heads:
             encoder.load_head(name)
@@ -101,6 +115,24 @@ class EncoderAdapter(EncoderConfig):
     def encoder(self) -> LocalEncoder:
         """The shared encoder behind this adapter."""
         return get_encoder(self)
+
+    def fit_context(
+        self,
+        corpus: Sequence[str],
+        size: int | None = None,
+        seed: int = 0,
+        *,
+        oversample: bool = False,
+    ) -> CorpusContext:
+        """CDE models: build the corpus context from ``corpus`` and use it from now on.
+
+        The same as ``adapter.context = adapter.encoder.build_context(corpus, size, seed)``
+        (see :meth:`localembed.LocalEncoder.build_context`); returns the context, to
+        ``.save(path)`` and pass as ``context=path`` next time.
+        """
+        context = self.encoder.build_context(corpus, size, seed, oversample=oversample)
+        self.context = context
+        return context
 
     huggingface_anchor: ClassVar[str | None] = None
     """Whose arguments this adapter also accepts (``"langchain"``: langchain-huggingface's

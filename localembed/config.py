@@ -10,7 +10,15 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from localembed.errors import InputError
 from localembed.pooling import POOLING_MODES
@@ -27,6 +35,9 @@ CALL_TIME_OPTIONS = frozenset(
         "query_instruction",
         "document_instruction",
         "truncate_dim",
+        "cache",
+        "cache_max_bytes",
+        "context",
     }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
@@ -165,9 +176,56 @@ class EncoderConfig(ModelOptions):
     long_text: Literal["truncate", "chunk"] = "truncate"
     """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
 
-    backend: Literal["torch", "onnx", "flagembedding"] = "torch"
-    """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
+    backend: Literal["auto", "torch", "onnx", "flagembedding"] = "auto"
+    """"auto": "onnx" where it is exact and faster (a BERT-family encoder in float32 on the
+    CPU, ONNX Runtime installed: extra `onnx`), else "torch"; "torch": transformers on torch;
+    "onnx": an ONNX Runtime export with fused attention, skip-LayerNorm and GELU (CPU);
     "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
+
+    cache: str | None = None
+    """Embedding cache: a directory (SQLite in WAL mode, on this machine) or a ``redis://``
+    URL (a shared Redis/Valkey server); None: no cache. Keyed by everything that shapes a
+    vector (model files' content, settings, instruction, version) and the text."""
+
+    cache_max_bytes: int | None = Field(default=None, gt=0)
+    """A directory cache's size cap: least recently used entries are evicted above it;
+    None: no cap. A Redis server's cap is its own ``maxmemory``."""
+
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _cache_as_str(cls, value: Any) -> Any:
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, str) and not value.strip():
+            msg = "cache must name a directory or a redis:// URL, got an empty string"
+            raise ValueError(msg)
+        return value
+
+    context: Any = None
+    """CDE models only: the corpus context (a :class:`~localembed.contextual.CorpusContext`, or
+    the path of a file saved with ``.save``) used for every document and query; build one with
+    ``encoder.build_context(corpus)``. Encoders differing only here share one model."""
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _check_context(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from localembed.corpus_context import CorpusContext, as_context
+
+        if isinstance(value, CorpusContext):
+            return value
+        if isinstance(value, (str, Path)):
+            if not str(value).strip():
+                msg = "context must be a CorpusContext or a context file's path, got ''"
+                raise ValueError(msg)
+            # Absolute, so that encoders made from other working directories do not share it.
+            return str(Path(value).expanduser().resolve())
+        return as_context(value)  # inline data (from a serialized adapter), or an error
+
+    @field_serializer("context")
+    def _serialize_context(self, value: Any) -> Any:
+        return value.serialized() if hasattr(value, "serialized") else value
 
     @field_validator("pooling")
     @classmethod

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localembed.errors import InputError, RuntimeFault
-from localembed.texts import instructed
+from localembed.texts import check_texts, instructed
 from localembed.windows import combine_windows
 
 if TYPE_CHECKING:
@@ -79,6 +79,22 @@ class BatchSpec:
     """Batch size, token budget, long-text mode, pooling, normalization, max_length."""
     finish: Finish
     """How pooled rows become the output (non-finite check, ``truncate_dim``, precision)."""
+    cache: CallCache | None = None
+    """The embedding cache: hits come from it, misses from the model (None: no cache)."""
+
+
+class CallCache(Protocol):
+    """An embedding cache in front of the batcher (:class:`localembed.cache.EmbeddingCache`)."""
+
+    def submit(
+        self,
+        texts: list[str],
+        instruction: str | None,
+        run: Callable[[list[str]], concurrent.futures.Future[Encoded]],
+        finish: Callable[[np.ndarray], np.ndarray],
+    ) -> concurrent.futures.Future[Encoded]:
+        """Hits from the cache, ``run(missing)`` for the rest, then ``finish`` on all rows."""
+        ...
 
 
 class Batchable(Protocol):
@@ -102,6 +118,10 @@ class Encoded:
     """This caller's texts that were cut to the model's max_length."""
     queue_seconds: float
     """From submission to the start of the first round that ran one of its windows."""
+    text_tokens: tuple[int, ...] = ()
+    """Tokens of each text (the embedding cache stores them with its vector)."""
+    truncated_rows: tuple[int, ...] = ()
+    """Indices of the texts cut to max_length."""
 
 
 @dataclass(frozen=True)
@@ -204,8 +224,29 @@ class MicroBatcher:
             RuntimeFault: the batcher is closed.
         """
         spec = self.spec
+        if spec.cache is not None:
+            checked = check_texts(texts)
+            if checked:  # hits from the cache; the misses' float32 rows from here
+                return spec.cache.submit(
+                    checked,
+                    instruction,
+                    lambda missing: self._submit(
+                        missing, instruction, tokenize_here, _Output("float32", None)
+                    ),
+                    lambda vectors: spec.finish(vectors, precision, ranges),
+                )
+        return self._submit(texts, instruction, tokenize_here, _Output(precision, ranges))
+
+    def _submit(
+        self,
+        texts: Sequence[str],
+        instruction: str | None,
+        tokenize_here: bool,
+        output: _Output,
+    ) -> concurrent.futures.Future[Encoded]:
+        spec = self.spec
+        precision, ranges = output.precision, output.ranges
         items = instructed(texts, instruction)
-        output = _Output(precision, ranges)
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not items:
             empty = np.empty((0, spec.backend.dimension), np.float32)
@@ -255,7 +296,10 @@ class MicroBatcher:
 
         Cancelling the awaiting task drops the texts that have not run yet.
         """
-        future = self.submit(texts, instruction, tokenize_here=False)
+        if self.spec.cache is None:
+            future = self.submit(texts, instruction, tokenize_here=False)
+        else:  # the cache's reads and writes stay off the event loop
+            future = await asyncio.to_thread(self.submit, texts, instruction, tokenize_here=False)
         return await asyncio.wrap_future(future)
 
     async def aencode(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
@@ -420,6 +464,8 @@ class MicroBatcher:
             tokens=sum(len(window) for window in tokenized.ids),
             truncated=tokenized.truncated,
             queue_seconds=(call.started or call.submitted) - call.submitted,
+            text_tokens=tuple(tokenized.text_tokens()),
+            truncated_rows=tokenized.truncated_rows,
         )
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             call.future.set_result(result)

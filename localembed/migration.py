@@ -135,7 +135,7 @@ def _translate(
         if rule is None:
             msg = (
                 f"{where} key {key!r} has no localembed meaning; supported keys: "
-                f"{', '.join(sorted(table))} (see the README's migration table)"
+                f"{', '.join(sorted(table))} (see the migration table in docs/migration.md)"
             )
             raise InputError(msg)
         options[rule.option] = rule.value(key, value)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from ray.data import Dataset
 
     from localembed.encoder import LocalEncoder
+    from localembed.server.models import ModelSpec
     from localembed.server.settings import ServerSettings
 
 
@@ -64,7 +65,9 @@ def embed_dataset(
             ``device`` is "auto" or "cuda", else 0. Fractions pack actors onto one GPU.
         num_cpus_per_actor: CPUs reserved per actor (Ray sets the actor's torch threads to
             it); None: Ray's default (1).
-        **config: the encoder's settings (:class:`~localembed.EncoderConfig`).
+        **config: the encoder's settings (:class:`~localembed.EncoderConfig`). A CDE model's
+            ``context`` (a CorpusContext built in the driver, or a file path read here) is
+            sent to the actors with their settings; they never rebuild it.
 
     Returns:
         A lazy Dataset: ``ds``'s columns plus ``output_column``.
@@ -82,7 +85,7 @@ def embed_dataset(
         (384,)
 
     """
-    settings = EncoderConfig(**config)
+    settings = with_context_loaded(EncoderConfig(**config))
     if kind not in KINDS:
         msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
         raise InputError(msg)
@@ -127,6 +130,23 @@ def embed_dataset(
         num_cpus=num_cpus_per_actor,
         **options,
     )
+
+
+def with_context_loaded(settings: EncoderConfig) -> EncoderConfig:
+    """``settings`` with a CDE context file read here, in the driver, into the context itself.
+
+    The context then travels to the actors (or replicas) with their settings: none reads the
+    file (it may not see it) or recomputes the context.
+
+    Raises:
+        ContextError: the file is missing or is not a context file.
+    """
+    if not isinstance(settings.context, str):
+        return settings
+    from localembed.contextual import load_context
+
+    loaded = load_context(settings.context)
+    return EncoderConfig(**{**settings.explicit_options(), "context": loaded})
 
 
 def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple[float, str]:
@@ -232,17 +252,22 @@ def serve_application(
     num_cpus_per_replica: float | None = None,
     num_gpus_per_replica: float | None = None,
     name: str = "localembed",
+    models: list[ModelSpec] | None = None,
 ) -> Any:
-    """A Ray Serve application of the ``localembed serve`` app (same endpoints and errors).
+    """A Ray Serve application of the ``localembed serve`` app (same routes and errors).
 
-    Each replica loads the model once, in its constructor (so it is ready when Ray routes to
-    it), and runs the FastAPI app of :func:`localembed.server.create_app`, with its own
-    micro-batcher; Ray Serve's proxy spreads requests over the replicas. Settings are
-    checked here, in the driver.
+    Each replica runs the FastAPI app of :func:`localembed.server.create_app`, serving the
+    same models as ``localembed serve`` would, each with its own micro-batcher, and with the
+    same loading policy per replica (preload, lazy load, ``max_loaded_models`` /
+    ``max_loaded_mb`` eviction, idle unload); Ray Serve's proxy spreads requests over the
+    replicas. With one ``config`` the replica loads it in its constructor, so it is ready
+    when Ray routes to it. Settings and model files' settings are checked here, in the
+    driver.
 
     Args:
-        config: the encoder's settings (default: the embedded model).
-        settings: the server's limits and key (:class:`~localembed.server.ServerSettings`).
+        config: one encoder's settings (default: the embedded model); ignored with ``models``.
+        settings: the server's limits, key and loading policy
+            (:class:`~localembed.server.ServerSettings`).
         num_replicas: a fixed number of replicas (ignored with min/max_replicas).
         min_replicas: with ``max_replicas``: autoscale between these bounds.
         max_replicas: the autoscaling upper bound.
@@ -252,6 +277,8 @@ def serve_application(
         num_cpus_per_replica: CPUs Ray reserves per replica (None: Ray's default, 1).
         num_gpus_per_replica: GPUs per replica (None: 0).
         name: the deployment's name.
+        models: the served models (:class:`~localembed.server.models.ModelSpec`, e.g. from
+            :func:`~localembed.server.models.read_config_file`).
 
     Returns:
         A bound ``ray.serve`` application: ``serve.run(app, route_prefix="/")``.
@@ -261,10 +288,12 @@ def serve_application(
         >>> serve.run(serve_application(min_replicas=1, max_replicas=4))  # doctest: +SKIP
 
     """
+    from localembed.server.models import check_specs
     from localembed.server.settings import ServerSettings
 
-    config = config or EncoderConfig()
+    config = with_context_loaded(config or EncoderConfig())
     settings = settings or ServerSettings()
+    specs = None if models is None else check_specs(list(models))  # errors in the driver
     if (min_replicas is None) != (max_replicas is None):
         msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"
         raise InputError(msg)
@@ -281,6 +310,8 @@ def serve_application(
         from localembed.encoder import get_encoder
         from localembed.server.app import create_app
 
+        if specs is not None:
+            return create_app(models=specs, settings=settings)
         return create_app(encoder=get_encoder(config), settings=settings)
 
     class LocalembedReplica:

@@ -454,6 +454,15 @@ def get_reranker(config: RerankerConfig | None = None, /, **options: Any) -> Loc
     return _rerankers.for_config(RerankerConfig, config, options, LocalReranker)
 
 
+def release_reranker(reranker: LocalReranker) -> None:
+    """Forget ``reranker`` (and a bge-m3 reranker's encoder) in the shared caches."""
+    _rerankers.forget(reranker)
+    if reranker.encoder is not None:
+        from localembed.encoder import release_encoder
+
+        release_encoder(reranker.encoder)
+
+
 def clear_reranker_cache() -> None:
     """Forget every shared reranker (their memory is freed once nothing else holds them)."""
     _rerankers.clear()

@@ -33,6 +33,8 @@ _DTYPES = ("float32", "bfloat16", "float16")
 
 # Architectures ONNX Runtime's transformer optimizer fuses as "bert" (attention, layer norms).
 _ORT_BERT_LIKE = frozenset({"bert", "roberta", "xlm-roberta", "camembert", "distilbert"})
+ONNX_AUTO_MAX_BYTES = 1 << 30
+"""``backend="auto"`` exports models up to this size of weights (ONNX files stop at 2 GB)."""
 ONNX_OPSET = 17
 EXPORT_TOLERANCE = 1e-3
 """Largest |difference| between ONNX and torch hidden states accepted when a model is exported."""
@@ -95,11 +97,15 @@ class Runtime(Protocol):
 class TorchRuntime:
     """The transformers model itself, in ``torch.inference_mode``.
 
+    ``name`` is "torch" (``encoder.runtime.name`` says which runtime ``backend="auto"`` chose).
+
     Loading sets torch's intra-op thread count from ``threads`` (process-wide, see
     :func:`localembed.hardware.apply_threads`) and, where ``LOCALEMBED_LINEAR_KERNEL`` asks
     for it (the CLI and server set "auto": AMD CPUs with AVX-512), runs the fp32 Linear
     layers through oneDNN (:mod:`localembed.onednn`; the model is changed in place).
     """
+
+    name = "torch"
 
     def __init__(self, model: PreTrainedModel, *, threads: Threads = "auto") -> None:
         from localembed.hardware import apply_threads, linear_kernel
@@ -126,6 +132,60 @@ class TorchRuntime:
                 input_ids=input_ids, attention_mask=attention_mask, **extra
             )[0]
         return output
+
+
+def resolve_backend(
+    backend: str,
+    path: Path,
+    model_config: PretrainedConfig,
+    options: ModelOptions,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> str:
+    """The runtime a ``backend`` setting runs: "auto" becomes "onnx" or "torch".
+
+    "auto" is "onnx" where ONNX Runtime's fused graph is exact and faster: a BERT-family
+    encoder (BERT, RoBERTa, XLM-RoBERTa, CamemBERT, DistilBERT; their attention, skip
+    LayerNorm and GELU are fused) in float32 on the CPU, without remote code, with at most
+    :data:`ONNX_AUTO_MAX_BYTES` of weights, where ``onnxruntime`` and ``onnx`` are
+    installed (extra ``onnx``). Everything else runs on torch. Other values are returned
+    as they are.
+    """
+    if backend != "auto":
+        return backend
+    reason = _onnx_auto_refusal(path, model_config, options, device, dtype)
+    if reason is not None:
+        logger.debug("backend='auto' runs torch: %s", reason)
+        return "torch"
+    return "onnx"
+
+
+def _onnx_auto_refusal(
+    path: Path,
+    model_config: PretrainedConfig,
+    options: ModelOptions,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> str | None:
+    import torch
+
+    weights = [*path.glob("*.safetensors"), *path.glob("*.bin")]
+    if device.type != "cpu" or dtype != torch.float32:
+        return f"ONNX Runtime runs float32 on the CPU here, not {dtype} on {device.type}"
+    if model_config.model_type not in _ORT_BERT_LIKE:
+        return f"no verified fused ONNX graph for model type {model_config.model_type!r}"
+    if options.trust_remote_code or getattr(model_config, "auto_map", None):
+        return "the model runs its own code"
+    if not weights or sum(f.stat().st_size for f in weights) > ONNX_AUTO_MAX_BYTES:
+        return "the weights are missing or larger than ONNX_AUTO_MAX_BYTES"
+    for module in ("onnxruntime", "onnx"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"{module} is not installed (pip install 'localembed[onnx]')"
+    if (cache_dir() / "onnx" / _export_folder_name(path) / FAILED_EXPORT).is_file():
+        return "its ONNX export failed before (see the marker file in the cache)"
+    return None
 
 
 def check_speed_options(
@@ -196,21 +256,36 @@ def load_runtime(
             **settings,
         )
 
-    if backend == "onnx":
+    chosen = resolve_backend(backend, path, model_config, options, device, dtype)
+    if chosen == "onnx":
         check_model_files(path, trust_remote_code=options.trust_remote_code)
-        runtime = OnnxRuntime(
-            path,
-            model_config,
-            quantize=options.quantize,
-            # Eager attention traces into plain ops that keep the padding mask; the sdpa
-            # path can bake the example's mask decisions into the graph.
-            load_model=lambda: load(
-                dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager"
-            ),
-            output=output,
-            threads=options.threads,
-        )
-        return runtime, None
+        try:
+            runtime = OnnxRuntime(
+                path,
+                model_config,
+                quantize=options.quantize,
+                # Eager attention traces into plain ops that keep the padding mask; the sdpa
+                # path can bake the example's mask decisions into the graph.
+                load_model=lambda: load(
+                    dtype=torch.float32, device=torch.device("cpu"), attn_implementation="eager"
+                ),
+                output=output,
+                threads=options.threads,
+            )
+        except Exception as error:
+            if backend != "auto":
+                raise
+            # "auto" promised the exact path, not ONNX: torch runs it (and the marker keeps
+            # later loads from exporting again).
+            _mark_failed_export(path, error)
+            logger.warning(
+                "backend='auto': the ONNX export of %s failed (%s: %s); running it on torch",
+                path.name,
+                type(error).__name__,
+                error,
+            )
+        else:
+            return runtime, None
     model = load()
     if options.quantize == "int8":
         model = quantize_torch_int8(model)
@@ -267,7 +342,9 @@ def cache_dir() -> Path:
 
 
 class OnnxRuntime:
-    """An ONNX Runtime session over the exported (and optionally int8) model."""
+    """An ONNX Runtime session over the exported (and optionally int8) model; ``name`` "onnx"."""
+
+    name = "onnx"
 
     def __init__(
         self,
@@ -332,17 +409,7 @@ class OnnxRuntime:
         load_model: Callable[[], PreTrainedModel],
         output: str,
     ) -> Path:
-        import onnxruntime
-        import torch
-
-        identity = [str(model_dir.resolve()), torch.__version__, onnxruntime.__version__]
-        if output != "last_hidden_state":
-            identity.append(output)
-        for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
-            stat = weights.stat()
-            identity.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
-        digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
-        folder = cache_dir() / "onnx" / f"{model_dir.name}-{digest}"
+        folder = cache_dir() / "onnx" / _export_folder_name(model_dir, output)
         fused = folder / "model.onnx"
         target = folder / ("model_int8.onnx" if quantize == "int8" else "model.onnx")
         if target.is_file():
@@ -354,6 +421,34 @@ class OnnxRuntime:
         if quantize == "int8":
             _quantize_onnx(fused, target)
         return target
+
+
+FAILED_EXPORT = "export-failed.txt"
+"""Written in an export's cache folder when ``backend="auto"`` could not export the model."""
+
+
+def _export_folder_name(model_dir: Path, output: str = "last_hidden_state") -> str:
+    """The cache folder of one model's exports: its path, weights, torch and ORT versions."""
+    import onnxruntime
+    import torch
+
+    identity = [str(model_dir.resolve()), torch.__version__, onnxruntime.__version__]
+    if output != "last_hidden_state":
+        identity.append(output)
+    for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
+        stat = weights.stat()
+        identity.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
+    return f"{model_dir.name}-{digest}"
+
+
+def _mark_failed_export(model_dir: Path, error: Exception) -> None:
+    try:
+        folder = cache_dir() / "onnx" / _export_folder_name(model_dir)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / FAILED_EXPORT).write_text(f"{type(error).__name__}: {error}\n", encoding="utf-8")
+    except (OSError, ImportError):  # a read-only cache: the next load tries again
+        pass
 
 
 def _intra_op_threads(threads: Threads) -> int:
@@ -395,7 +490,8 @@ def _export(
     names = list(probe)
     with torch.inference_mode():
         reference = model(**probe)[0].numpy()
-    raw = target.with_name("raw.onnx")
+    # Per-process names: two processes may export the same model at once.
+    raw = target.with_name(f"raw-{os.getpid()}.onnx")
     axes = {0: "rows", 1: "tokens"}
     dynamic_axes: dict[str, dict[int, str]] = dict.fromkeys(names, axes)
     dynamic_axes[output] = axes if output == "last_hidden_state" else {0: "rows"}
@@ -421,20 +517,24 @@ def _export(
             num_heads=model_config.num_attention_heads,
             hidden_size=model_config.hidden_size,
         )
-        fused = target.with_name("fused.onnx")
+        fused = target.with_name(f"fused-{os.getpid()}.onnx")
         optimized.save_model_to_file(str(fused))
-    session = onnxruntime.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
-    (exported,) = session.run(None, {key: value.numpy() for key, value in probe.items()})
-    real = attention_mask.numpy().astype(bool) if output == "last_hidden_state" else slice(None)
-    difference = float(np.abs(exported[real] - reference[real]).max())
-    if difference > EXPORT_TOLERANCE:
-        msg = (
-            f"the ONNX export of {name} differs from torch by {difference:.2g} "
-            f"(> {EXPORT_TOLERANCE}); use backend='torch' for this model"
-        )
-        raise ExportMismatchError(msg)
-    fused.replace(target)
-    raw.unlink(missing_ok=True)
+    try:
+        session = onnxruntime.InferenceSession(str(fused), providers=["CPUExecutionProvider"])
+        (exported,) = session.run(None, {key: value.numpy() for key, value in probe.items()})
+        real = attention_mask.numpy().astype(bool) if output == "last_hidden_state" else slice(None)
+        difference = float(np.abs(exported[real] - reference[real]).max())
+        logger.debug("ONNX export of %s: max |difference| to torch %.2g", name, difference)
+        if difference > EXPORT_TOLERANCE:
+            msg = (
+                f"the ONNX export of {name} differs from torch by {difference:.2g} "
+                f"(> {EXPORT_TOLERANCE}); use backend='torch' for this model"
+            )
+            raise ExportMismatchError(msg)
+        fused.replace(target)
+    finally:
+        raw.unlink(missing_ok=True)
+        fused.unlink(missing_ok=True)
 
 
 def _quantize_onnx(source: Path, target: Path) -> None:
@@ -443,7 +543,7 @@ def _quantize_onnx(source: Path, target: Path) -> None:
 
     # Unsigned per-channel weights: the most accurate dynamic int8 variant measured on
     # all-MiniLM-L6-v2 (min cosine to fp32 0.989 vs 0.929 for the signed per-tensor default).
-    partial = target.with_name(target.stem + ".partial.onnx")
+    partial = target.with_name(f"{target.stem}.partial-{os.getpid()}.onnx")
     options: dict[str, Any] = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     quiet = _DropRecord("pre-processing before quantization")
     logging.getLogger().addFilter(quiet)  # ONNX Runtime advises on the root logger

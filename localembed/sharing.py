@@ -95,6 +95,21 @@ class SharedModels(Generic[T]):
 
         return self.for_settings(settings, load)
 
+    def forget(self, item: T) -> bool:
+        """Forget ``item`` (every settings key that gives it); False if it was not here.
+
+        Its memory is freed once nothing else holds it; the next call for its settings
+        loads it again.
+        """
+        with self._lock:
+            keys = [key for key, value in self._items.items() if value is item]
+            for key in keys:
+                del self._items[key]
+            spelled = [name for name, key in self._resolved.items() if key in keys]
+            for name in spelled:
+                del self._resolved[name]
+        return bool(keys)
+
     def clear(self) -> None:
         """Forget every model (its memory is freed once nothing else holds it)."""
         with self._lock:

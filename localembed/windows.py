@@ -103,6 +103,19 @@ class Tokenized:
             truncated_rows=tuple(truncated_rows),
         )
 
+    def text_tokens(self) -> list[int]:
+        """Tokens of each text: the lengths of its windows, summed.
+
+        Example:
+            >>> Tokenized([[1, 2], [3], [4, 5, 6]], [0, 0, 1], 2, 0, True).text_tokens()
+            [3, 3]
+
+        """
+        tokens = [0] * self.count
+        for owner, window in zip(self.owners, self.ids, strict=True):
+            tokens[owner] += len(window)
+        return tokens
+
     @staticmethod
     def text_ranges(parts: list[Tokenized]) -> list[tuple[int, int]]:
         """``(start, stop)`` of each part's texts in :meth:`concat`'s result."""

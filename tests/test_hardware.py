@@ -255,13 +255,13 @@ def test_encoder_runs_linear_layers_through_onednn_when_asked(
     if not onednn_available():
         pytest.skip("this torch has no oneDNN")
     texts = ["alpha beta", "", "gamma " * 40, "delta epsilon zeta"]
-    reference = get_encoder(model=tiny_bert_dir).encode(texts)
+    reference = get_encoder(model=tiny_bert_dir, backend="torch").encode(texts)
     # Equal settings share one loaded model: forget it, so that the next load takes the
     # oneDNN kernel, and forget that one afterwards, so that no other test gets it.
     clear_encoder_cache()
     monkeypatch.setenv("LOCALEMBED_LINEAR_KERNEL", "onednn")
     try:
-        encoder = get_encoder(model=tiny_bert_dir)
+        encoder = get_encoder(model=tiny_bert_dir, backend="torch")
         kinds = {type(m).__name__ for m in encoder.model.modules()}
         assert "OneDnnLinear" in kinds and "Linear" not in kinds
         assert np.abs(encoder.encode(texts) - reference).max() < 1e-5
@@ -279,7 +279,7 @@ def test_threads_auto_never_raises_the_count(tiny_bert_dir: Path) -> None:
     from localembed import get_encoder
 
     before = torch.get_num_threads()
-    get_encoder(model=tiny_bert_dir, max_batch_tokens=997)
+    get_encoder(model=tiny_bert_dir, backend="torch", max_batch_tokens=997)
     assert torch.get_num_threads() <= before
     assert torch.get_num_threads() <= hardware.usable_cpus(quota=hardware.cgroup_cpu_quota())
 
@@ -293,7 +293,7 @@ def test_threads_option_sets_torch_and_onnx_threads(
 
     before = torch.get_num_threads()
     try:
-        get_encoder(model=tiny_bert_dir, threads=1, max_batch_tokens=996)
+        get_encoder(model=tiny_bert_dir, backend="torch", threads=1, max_batch_tokens=996)
         assert torch.get_num_threads() == 1  # process-wide: documented
         monkeypatch.setenv("LOCALEMBED_CACHE", str(tmp_path))
         onnx = get_encoder(model=tiny_bert_dir, backend="onnx", threads=1)

@@ -70,6 +70,14 @@ def encoder(m3_dir: Path) -> LocalEncoder:
 
 
 @pytest.fixture(scope="session")
+def torch_encoder(m3_dir: Path) -> LocalEncoder:
+    """The same model on torch (backend="auto" runs it on ONNX Runtime): tests hook its forward."""
+    return get_encoder(
+        model=str(m3_dir), max_length=MAX_LENGTH, device="cpu", dtype="float32", backend="torch"
+    )
+
+
+@pytest.fixture(scope="session")
 def ours(encoder: LocalEncoder) -> M3Output:
     return encoder.encode_m3(TEXTS, **OUTPUTS, batch_size=3)
 
@@ -223,8 +231,11 @@ def test_flagembedding_left_padding(encoder: LocalEncoder, flag_left: Any, ours:
     )
 
 
-def test_our_heads_do_not_depend_on_padding_side(encoder: LocalEncoder, ours: M3Output) -> None:
+def test_our_heads_do_not_depend_on_padding_side(
+    torch_encoder: LocalEncoder, ours: M3Output
+) -> None:
     """The same hidden states, padded on the left, give the same outputs."""
+    encoder = torch_encoder
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(encoder.source.path), padding_side="left")
@@ -247,7 +258,8 @@ def test_our_heads_do_not_depend_on_padding_side(encoder: LocalEncoder, ours: M3
     assert_outputs_equal(M3Output(dense, sparse, colbert), ours)
 
 
-def test_one_forward_pass_per_batch(encoder: LocalEncoder) -> None:
+def test_one_forward_pass_per_batch(torch_encoder: LocalEncoder) -> None:
+    encoder = torch_encoder
     with ForwardRecorder(encoder) as dense_only:
         encoder.encode_m3(TEXTS, dense=True, batch_size=3)
     with ForwardRecorder(encoder) as everything:
@@ -270,7 +282,8 @@ def test_dense_is_encode_and_unrequested_outputs_are_none(
         encoder.encode_m3(["a", 3], sparse=True)  # type: ignore[list-item]
 
 
-def test_empty_input_makes_no_model_call(encoder: LocalEncoder) -> None:
+def test_empty_input_makes_no_model_call(torch_encoder: LocalEncoder) -> None:
+    encoder = torch_encoder
     with ForwardRecorder(encoder) as recorder:
         empty = encoder.encode_m3([], **OUTPUTS)
     assert recorder.shapes == []
@@ -420,7 +433,11 @@ def test_chunked_long_text(m3_dir: Path) -> None:
 def test_token_budget_is_respected(m3_dir: Path, ours: M3Output) -> None:
     budget = 100
     encoder = get_encoder(
-        model=str(m3_dir), max_length=MAX_LENGTH, max_batch_tokens=budget, device="cpu"
+        model=str(m3_dir),
+        max_length=MAX_LENGTH,
+        max_batch_tokens=budget,
+        device="cpu",
+        backend="torch",  # ForwardRecorder hooks the torch model
     )
     with ForwardRecorder(encoder) as recorder:
         budgeted = encoder.encode_m3(TEXTS, **OUTPUTS)

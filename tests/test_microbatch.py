@@ -23,6 +23,7 @@ QUERIES = [f"question {i} about " + "cats and dogs " * (i % 9) for i in range(48
 def encoder(tiny_bert_dir: Path) -> LocalEncoder:
     return get_encoder(
         model=str(tiny_bert_dir),
+        backend="torch",  # the tests hook the torch model's forward
         pooling="mean",
         query_instruction="query: ",
         document_instruction="passage: ",

@@ -79,3 +79,56 @@ def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Pa
     refused = httpx.post(f"{served}/v1/embeddings", json={"input": "x"})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(f"{served}/health").json()["status"] == "ok"
+
+
+def test_several_models_on_ray_serve(
+    request: pytest.FixtureRequest, served: str, tiny_bert_dir: Path
+) -> None:
+    """The multi-model app on a replica, under a route prefix: the same routes, lazy loads."""
+    from localembed import RerankerConfig, get_reranker
+    from localembed.ray import serve_application
+    from localembed.server.models import ModelSpec
+    from tests import model_factory
+
+    reranker_dir = model_factory.build_tiny_bert_reranker(
+        request.getfixturevalue("tmp_path_factory").mktemp("ray-rr")
+    )
+    models = [
+        ModelSpec("bert", "embedding", EncoderConfig(model=str(tiny_bert_dir), pooling="mean")),
+        ModelSpec("rr", "reranker", RerankerConfig(model=str(reranker_dir))),
+    ]
+    url = f"{served}/several"  # beside the other application (Serve's proxy strips it)
+    try:
+        app = serve_application(
+            settings=ServerSettings(api_key="ray-key", preload=False, max_loaded_models=1),
+            models=models,
+            num_cpus_per_replica=0.5,
+            name="several",
+        )
+        serve.run(app, name="several", route_prefix="/several")
+        listed = httpx.get(f"{url}/v1/models", headers=KEY, timeout=60).json()["data"]
+        assert [(m["id"], m["kind"], m["loaded"]) for m in listed] == [
+            ("bert", "embedding", False),
+            ("rr", "reranker", False),
+        ]
+        texts = ["a cat on a mat", ""]
+        expected = get_encoder(model=str(tiny_bert_dir), pooling="mean").encode(texts)
+        got = httpx.post(f"{url}/embed", json={"inputs": texts}, headers=KEY, timeout=120).json()
+        assert np.abs(np.asarray(got) - expected).max() <= 1e-5
+        ranked = httpx.post(
+            f"{url}/v1/rerank",
+            json={"query": "cat", "documents": ["a cat", "a car"], "model": "rr"},
+            headers=KEY,
+            timeout=120,
+        ).json()
+        order = get_reranker(model=str(reranker_dir)).rerank("cat", ["a cat", "a car"])
+        assert [r["index"] for r in ranked["results"]] == [i for i, _ in order]
+        listed = httpx.get(f"{url}/v1/models", headers=KEY).json()["data"]
+        loaded = {m["id"]: m["loaded"] for m in listed}
+        assert loaded == {"bert": False, "rr": True}  # one at a time: bert was evicted
+        prefixed = httpx.post(
+            f"{url}/models/bert/embed", json={"inputs": "x"}, headers=KEY, timeout=120
+        )
+        assert prefixed.status_code == 200, prefixed.text
+    finally:
+        serve.delete("several")

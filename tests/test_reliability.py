@@ -421,7 +421,8 @@ class MemoryLimit:
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tiny_bert_dir: Path) -> LocalEncoder:
-    return get_encoder(model=str(tiny_bert_dir), pooling="mean", batch_size=16)
+    # backend="torch": MemoryLimit hooks the torch model's forward.
+    return get_encoder(model=str(tiny_bert_dir), pooling="mean", batch_size=16, backend="torch")
 
 
 OOM_TEXTS = [f"sentence number {i} " * (1 + i % 4) for i in range(40)]
@@ -451,7 +452,9 @@ def test_out_of_memory_splits_the_batch_and_retries(
 def test_out_of_memory_at_one_text_is_a_clear_error(
     kind: str, tiny_encoder: LocalEncoder, tiny_bert_dir: Path
 ) -> None:
-    adapter = LocalEmbeddings(model=str(tiny_bert_dir), pooling="mean", batch_size=16)
+    adapter = LocalEmbeddings(
+        model=str(tiny_bert_dir), pooling="mean", batch_size=16, backend="torch"
+    )
     with MemoryLimit(tiny_encoder, 0, OUT_OF_MEMORY[kind]) as memory:
         with pytest.raises(EncoderOutOfMemoryError) as caught:
             tiny_encoder.encode(OOM_TEXTS)
@@ -541,6 +544,8 @@ def test_sigint_during_embed_leaves_no_half_written_output(
     env["OMP_NUM_THREADS"] = "1"
     command = [sys.executable, "-c", CHILD, "embed", str(source), "-o", str(output)]
     command += ["--model", str(tiny_bert_dir), "--pooling", "mean", "--batch-size", "8"]
+    # torch: ONNX Runtime embeds this tiny model's 20,000 lines before the signal lands.
+    command += ["--backend", "torch"]
     # One chunk: the signal lands before any row is complete (resume is tested in test_cli).
     command += ["--overwrite", "--chunk-size", "100000"]
     child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
@@ -641,8 +646,9 @@ def test_building_and_dropping_adapters_does_not_leak() -> None:
 
 
 async def test_async_calls_reuse_one_thread_pool(tiny_bert_dir: Path) -> None:
-    langchain = LocalEmbeddings(model=str(tiny_bert_dir), pooling="mean")
-    llamaindex = LocalEmbedding(model=str(tiny_bert_dir), pooling="mean")
+    # backend="torch": a torch model to hook.
+    langchain = LocalEmbeddings(model=str(tiny_bert_dir), pooling="mean", backend="torch")
+    llamaindex = LocalEmbedding(model=str(tiny_bert_dir), pooling="mean", backend="torch")
     workers: set[str] = set()
     assert langchain.encoder.model is not None
     handle = langchain.encoder.model.register_forward_pre_hook(

@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from localembed import get_encoder
 from localembed.encoder import LocalEncoder
 from localembed.server import ServerSettings, create_app
+from localembed.server.tei import TEI_PATHS
 
 TEXTS = ["Paris is the capital of France.", "Cats purr when content.", "", "x " * 30]
 KEY = {"Authorization": "Bearer s3cret"}
@@ -59,12 +60,15 @@ def vectors_of(response: httpx.Response) -> np.ndarray:
 def test_embeddings_match_the_encoder_row_for_row(
     client: TestClient, encoder: LocalEncoder
 ) -> None:
-    response = embed(client, input=TEXTS, model=encoder.source.name)
+    response = embed(client, input=TEXTS, model=encoder.source.path.name)
     assert np.abs(vectors_of(response) - encoder.encode(TEXTS)).max() <= 1e-5
     body = response.json()
     tokens = sum(len(ids) for ids in encoder.tokenize(TEXTS).ids)
     assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
-    assert body["model"] == encoder.source.name and body["object"] == "list"
+    # The id is the directory's name: a server never shows its file system.
+    assert body["model"] == encoder.source.path.name and body["object"] == "list"
+    # The path as the operator gave it is accepted too (never shown).
+    assert embed(client, input="x", model=encoder.source.name).status_code == 200
     assert response.headers["X-Truncated-Inputs"] == "0"
     # /embeddings (no /v1), a single string, and no model all work too.
     single = client.post("/embeddings", json={"input": TEXTS[1]}, headers=KEY)
@@ -153,7 +157,8 @@ def test_an_unknown_model_is_a_404_naming_the_served_one(
     client: TestClient, encoder: LocalEncoder
 ) -> None:
     error = error_of(embed(client, input="x", model="text-embedding-3-small"), 404)
-    assert error["code"] == "model_not_found" and encoder.source.name in error["message"]
+    assert error["code"] == "model_not_found" and encoder.source.path.name in error["message"]
+    assert str(encoder.source.path) not in error["message"]
 
 
 def test_api_key(client: TestClient) -> None:
@@ -242,8 +247,9 @@ def test_503_while_loading_and_after_a_failed_load(tiny_bert_dir: Path, tmp_path
     from localembed import EncoderConfig
 
     config = EncoderConfig(model=str(tiny_bert_dir), pooling="cls", max_length=17)
+    no_wait = ServerSettings(load_timeout_s=0)  # answer 503 at once while the model loads
     with encoder_module._encoders._lock:  # get_encoder cannot finish while this is held
-        client = TestClient(create_app(config))
+        client = TestClient(create_app(config, no_wait))
         client.__enter__()
         health = client.get("/health")
         refused = client.post("/v1/embeddings", json={"input": "x"})
@@ -259,7 +265,8 @@ def test_503_while_loading_and_after_a_failed_load(tiny_bert_dir: Path, tmp_path
         assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
     finally:
         client.__exit__(None, None, None)
-    with TestClient(create_app(EncoderConfig(model=str(tmp_path / "missing")))) as broken:
+    missing = EncoderConfig(model=str(tmp_path / "missing"))
+    with TestClient(create_app(missing, no_wait)) as broken:
         for _ in range(600):
             if broken.get("/health").json()["status"] != "loading":
                 break
@@ -269,12 +276,16 @@ def test_503_while_loading_and_after_a_failed_load(tiny_bert_dir: Path, tmp_path
         assert broken.get("/health").json()["status"] == "failed"
         error = error_of(broken.post("/v1/embeddings", json={"input": "x"}), 503)
         assert error["code"] == "model_load_failed" and "missing" in error["message"]
+        assert broken.get("/v1/models").json()["data"][0]["status"] == "failed"
 
 
 def test_models_info_health(client: TestClient, encoder: LocalEncoder) -> None:
     models = client.get("/v1/models", headers=KEY).json()
-    assert models["data"][0]["id"] == encoder.source.name and models["object"] == "list"
+    assert models["data"][0]["id"] == encoder.source.path.name and models["object"] == "list"
+    assert models["data"][0]["kind"] == "embedding" and models["data"][0]["loaded"] is True
     info = client.get("/info", headers=KEY).json()
+    assert str(encoder.source.path.parent) not in str(info)  # no file-system path
+    assert info["model_id"] == encoder.source.path.name
     assert info["encoder"]["max_length"] == 32 and info["encoder"]["pooling"] == "mean"
     assert info["server"]["api_key"] == "set" and "s3cret" not in str(info)
     assert client.get("/health").json()["status"] == "ok"
@@ -292,10 +303,13 @@ def test_metrics(encoder: LocalEncoder) -> None:
     assert 'localembed_requests_total{endpoint="other",status="404"} 1.0' in text
     assert 'localembed_request_failures_total{reason="too_many_inputs"} 1.0' in text
     assert 'localembed_request_failures_total{reason="invalid_request"} 1.0' in text
-    assert "localembed_texts_total 2.0" in text
-    assert "localembed_queue_seconds_count 1.0" in text
-    assert "localembed_batch_size_count" in text and "localembed_batch_tokens_sum" in text
-    assert "localembed_queue_depth 0.0" in text
+    model = f'{{model="{encoder.source.path.name}"}}'
+    assert f"localembed_texts_total{model} 2.0" in text
+    assert f"localembed_queue_seconds_count{model} 1.0" in text
+    assert f"localembed_batch_size_count{model}" in text
+    assert f"localembed_batch_tokens_sum{model}" in text
+    assert f"localembed_queue_depth{model} 0.0" in text
+    assert f"localembed_model_loaded{model} 1.0" in text
     assert 'localembed_request_seconds_count{endpoint="/v1/embeddings"} 3.0' in text
 
 
@@ -348,8 +362,12 @@ def test_no_request_gets_a_5xx(encoder: LocalEncoder) -> None:
                 response = case.call(headers=headers)
                 statuses.append(response.status_code)
                 assert response.status_code < 500, (case.body, response.text)
-                if response.status_code >= 400:
-                    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+                if response.status_code >= 400 and response.status_code != 401:
+                    error = response.json()["error"]
+                    if case.operation.path in TEI_PATHS:  # text-embeddings-inference body
+                        assert isinstance(error, str) and response.json()["error_type"]
+                    else:
+                        assert set(error) == {"message", "type", "param", "code"}
 
         no_server_error()
     assert 200 in statuses and 400 in statuses and 401 in statuses

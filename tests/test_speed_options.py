@@ -106,3 +106,65 @@ def test_token_budget_keeps_vectors(reference) -> None:
     for group in budgeted.batches(budgeted.tokenize(TEXTS).ids):
         widths = [len(budgeted.tokenize(TEXTS).ids[i]) for i in group]
         assert len(group) == 1 or len(group) * max(widths) <= 300
+
+
+# -- backend="auto" (the default): ONNX Runtime where it is exact, torch elsewhere ------------
+
+
+def test_auto_runs_the_default_model_on_onnx_within_1e5_of_torch(reference) -> None:
+    pytest.importorskip("onnxruntime")
+    encoder = get_encoder()
+    assert encoder.config.backend == "auto" and encoder.runtime.name == "onnx"
+    torch_vectors = get_encoder(backend="torch").encode(TEXTS)
+    assert get_encoder(backend="torch").runtime.name == "torch"
+    np.testing.assert_allclose(reference, torch_vectors, atol=1e-5)
+
+
+def test_auto_runs_torch_without_onnxruntime(tiny_bert_dir, monkeypatch) -> None:
+    import sys
+
+    from localembed import EncoderConfig
+    from localembed.encoder import LocalEncoder
+
+    texts = ["hello world", "", "a longer text " * 20]
+    with_onnx = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir))).encode(texts)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
+    encoder = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir)))
+    assert encoder.runtime.name == "torch"
+    np.testing.assert_allclose(encoder.encode(texts), with_onnx, atol=1e-5)
+    with pytest.raises(ImportError, match=r"localembed\[onnx\]"):
+        LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), backend="onnx"))
+
+
+def test_auto_runs_torch_for_a_decoder_and_for_bfloat16(tiny_qwen2_dir, tiny_bert_dir) -> None:
+    from localembed import EncoderConfig
+    from localembed.encoder import LocalEncoder
+
+    decoder = LocalEncoder(EncoderConfig(model=str(tiny_qwen2_dir), dtype="float32"))
+    assert decoder.runtime.name == "torch"
+    bf16 = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), dtype="bfloat16"))
+    assert bf16.runtime.name == "torch"
+
+
+def test_a_failed_auto_export_warns_runs_torch_and_is_not_retried(
+    tiny_bert_dir, tmp_path, monkeypatch, caplog
+) -> None:
+    import shutil
+
+    pytest.importorskip("onnxruntime")
+    from localembed import EncoderConfig, runtimes
+    from localembed.encoder import LocalEncoder
+
+    fresh = shutil.copytree(tiny_bert_dir, tmp_path / "never-exported")
+    config = EncoderConfig(model=str(fresh))
+    monkeypatch.setattr(runtimes, "EXPORT_TOLERANCE", -1.0)  # every export now fails its check
+    with caplog.at_level(logging.WARNING, logger="localembed"):
+        encoder = LocalEncoder(config)
+    assert encoder.runtime.name == "torch"
+    assert "ONNX export of" in caplog.text and "running it on torch" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="localembed"):
+        assert LocalEncoder(config).runtime.name == "torch"  # the marker: no second try
+    assert "ONNX export" not in caplog.text
+    with pytest.raises(RuntimeError, match="differs from torch"):
+        LocalEncoder(EncoderConfig(model=str(fresh), backend="onnx"))

@@ -133,7 +133,9 @@ def _load_concurrently(model: Path, dtypes: list[str], max_length: int) -> dict[
 
     def load(index: int) -> None:
         barrier.wait()
-        loaded[index] = get_encoder(model=str(model), dtype=dtypes[index], max_length=max_length)
+        loaded[index] = get_encoder(
+            model=str(model), dtype=dtypes[index], max_length=max_length, backend="torch"
+        )
 
     threads = [threading.Thread(target=load, args=(i,)) for i in range(len(dtypes))]
     for thread in threads:

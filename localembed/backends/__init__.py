@@ -6,6 +6,9 @@
 - :mod:`localembed.backends.transformer`: a transformers model on a runtime (torch or ONNX).
 - :mod:`localembed.backends.flagembedding`: FlagEmbedding's ``BGEM3FlagModel`` (the reference).
 - :mod:`localembed.backends.cross_encoder`: (query, document) pairs -> logits.
+- :mod:`localembed.backends.static`: a static model (``localembed distill``): mean token vectors.
+- :mod:`localembed.backends.contextual`: a contextual document embedding (CDE) model's two
+  stages, given a corpus context.
 
 A backend holds the weights and is shared by every encoder whose settings differ only in
 call-time options (batch size, token budget, long-text mode, instructions): those arrive
@@ -26,6 +29,8 @@ from localembed.backends.base import (
     read_model_files,
 )
 from localembed.backends.transformer import TransformerBackend
+from localembed.corpus_context import is_contextual
+from localembed.errors import InputError
 from localembed.runtimes import check_speed_options, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -72,7 +77,15 @@ def load_backend(
         MissingExtraError: the backend's package is not installed.
     """
     from localembed.config import RerankerConfig
+    from localembed.static import is_static_model
 
+    if is_static_model(files.source.path):
+        if isinstance(config, RerankerConfig):
+            msg = f"{files.source.name} is a static embedding model, not a cross-encoder"
+            raise InputError(msg)
+        from localembed.backends.static import StaticBackend
+
+        return StaticBackend(files, config)
     device = resolve_device(config.device)
     check_speed_options(config, config.backend, device, resolve_dtype(config.dtype, device))
     if isinstance(config, RerankerConfig):
@@ -84,4 +97,8 @@ def load_backend(
 
         assert settings is not None
         return FlagEmbeddingBackend(files, config, settings)
+    if is_contextual(files.model_config):
+        from localembed.backends.contextual import ContextualBackend
+
+        return ContextualBackend(files, config)
     return TransformerBackend(files, config)

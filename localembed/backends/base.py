@@ -35,9 +35,10 @@ one there.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
+from localembed.corpus_context import is_contextual
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from localembed.config import ModelOptions
+    from localembed.corpus_context import CorpusContext
     from localembed.heads import Outputs
     from localembed.windows import Tokenized
 
@@ -67,6 +69,7 @@ __all__ = [
     "UnsupportedModelError",
     "WindowBackend",
     "read_model_files",
+    "static_model_files",
 ]
 
 CAPABILITIES = frozenset(
@@ -105,6 +108,8 @@ class CallOptions:
     """L2-normalize dense (and ColBERT) vectors."""
     max_length: int = 512
     """Tokens per window, special tokens included."""
+    context: CorpusContext | None = field(default=None, compare=False)
+    """A CDE model's corpus context (see :mod:`localembed.contextual`); None for other models."""
 
 
 @dataclass(frozen=True)
@@ -135,6 +140,10 @@ def read_model_files(
     """
     if source is None:
         source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
+    from localembed.static import is_static_model
+
+    if is_static_model(source.path):  # `localembed distill`'s output (model2vec's format)
+        return static_model_files(source)
     metadata = read_sentence_transformers_metadata(source.path)
     if metadata.unsupported_modules:
         msg = (
@@ -143,8 +152,48 @@ def read_model_files(
         )
         raise UnsupportedModelError(msg)
     path = metadata.transformer_path
-    tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     model_config = load_model_config(path, trust_remote_code=config.trust_remote_code)
+    if is_contextual(model_config):  # a CDE model's tokenizer may be named by its config
+        from localembed.corpus_context import contextual_tokenizer
+
+        tokenizer = contextual_tokenizer(path, model_config, config.trust_remote_code)
+    else:
+        tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
+    return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
+
+
+def static_model_files(source: ModelSource) -> ModelFiles:
+    """The :class:`~localembed.backends.base.ModelFiles` of a static model.
+
+    Its sentence-transformers metadata says what a static model does: mean pooling, the
+    config's ``normalize`` and ``max_length``, and no instructions (model2vec adds none).
+    """
+    from transformers import PretrainedConfig, PreTrainedTokenizerFast
+
+    from localembed.static import (
+        TOKENIZER_FILE,
+        embeddings_shape,
+        read_static_config,
+        static_max_length,
+    )
+
+    path = source.path
+    config = read_static_config(path)
+    tokens, dimension = embeddings_shape(path)
+    max_length = static_max_length(config)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_file=str(path / TOKENIZER_FILE))  # type: ignore[no-untyped-call]
+    model_config = PretrainedConfig(  # type: ignore[call-arg]
+        hidden_size=dimension,
+        max_position_embeddings=max_length or 1_000_000,
+        vocab_size=tokens,
+    )
+    metadata = SentenceTransformersMetadata(
+        transformer_path=path,
+        pooling="mean",
+        normalize=bool(config.get("normalize", False)),
+        max_seq_length=max_length,
+        prompts={"query": "", "document": ""},
+    )
     return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
 
 

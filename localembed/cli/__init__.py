@@ -38,6 +38,7 @@ COMMANDS = (
     "info",
     "bench",
     "download",
+    "distill",
 )
 """The subcommands, in the order ``localembed --help`` lists them: one line per module."""
 
@@ -51,6 +52,7 @@ examples:
   localembed info --json
   localembed bench --contenders "localembed fp32" --rounds 1 --no-stream
   localembed download BAAI/bge-small-en-v1.5 --to models/bge-small
+  localembed distill -o models/minilm-static
 
 Run `localembed COMMAND --help` for a command's options and examples."""
 

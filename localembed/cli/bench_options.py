@@ -10,6 +10,7 @@ from pathlib import Path
 
 LOCALEMBED_CONTENDERS = (
     "localembed fp32",
+    "localembed torch fp32",
     "localembed int8 (torch)",
     "localembed bf16",
     "localembed onnx fp32",
@@ -58,5 +59,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--contenders",
         default=",".join(ALL_CONTENDERS),
         help=f"comma-separated, from: {', '.join(ALL_CONTENDERS)} (default: all)",
+    )
+    parser.add_argument(
+        "--static",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="also time a static model written by `localembed distill` (contender "
+        "'localembed static'; STS shows what it gives up)",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")

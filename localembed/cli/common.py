@@ -43,9 +43,15 @@ MODEL_FLAGS: tuple[tuple[str, str], ...] = (
     ("--no-normalize", "normalize"),
     ("--trust-remote-code", "trust_remote_code"),
     ("--allow-pickle-weights", "allow_pickle_weights"),
+    ("--context", "context"),
 )
 """Command-line flag -> EncoderConfig field; help, type and choices come from the field."""
 
+CACHE_FLAGS: tuple[tuple[str, str], ...] = (
+    ("--cache", "cache"),
+    ("--cache-max-bytes", "cache_max_bytes"),
+)
+"""The embedding cache's flags (commands that embed many texts add them: embed, serve)."""
 
 HANDLED: tuple[type[BaseException], ...] = (
     LocalEmbedError,
@@ -106,6 +112,12 @@ def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[
         return options
     if name == "pooling":
         options["help"] += f" One of: auto, {', '.join(POOLING_MODES)}."
+    if name == "context":
+        options["metavar"] = "FILE"
+        options["help"] = (
+            "CDE models: a context file (saved by CorpusContext.save or --build-context) used "
+            "for every text"
+        )
     members = (
         typing.get_args(annotation)
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
@@ -146,11 +158,21 @@ def add_model_options(parser: argparse.ArgumentParser, *, model: bool = True) ->
     )
 
 
+def add_cache_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--cache DIR|URL`` and ``--cache-max-bytes N`` (from :data:`CACHE_FLAGS`)."""
+    group = parser.add_argument_group("embedding cache (the same names as EncoderConfig)")
+    for flag, name in CACHE_FLAGS:
+        options = flag_options(name)
+        if name == "cache":
+            options["metavar"] = "DIR|URL"
+        group.add_argument(flag, **options)
+
+
 def config_from_args(args: argparse.Namespace) -> EncoderConfig:
     """The EncoderConfig of the flags given (flags not given keep the config's defaults)."""
     options = {
         name: getattr(args, name)
-        for _, name in MODEL_FLAGS
+        for _, name in MODEL_FLAGS + CACHE_FLAGS
         if getattr(args, name, None) is not None
     }
     if args.instruction is not None:
@@ -168,7 +190,7 @@ def error_message(error: BaseException) -> str:
     from pydantic import ValidationError
 
     if isinstance(error, ValidationError):
-        flags = {name: flag for flag, name in MODEL_FLAGS}
+        flags = {name: flag for flag, name in MODEL_FLAGS + CACHE_FLAGS}
         parts = []
         for item in error.errors():
             text = str(item["msg"]).removeprefix("Value error, ")

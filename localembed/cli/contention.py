@@ -1,9 +1,11 @@
 """Throughput beside a competing busy process: the case of shared machines, CI and containers.
 
-Each contender runs in its own worker process with its own process settings (what its users
-get): sentence-transformers and the localembed library with the environment as the user has
-it, and localembed as the CLI and the server run it (:func:`localembed.hardware.configure_process`:
-a passive OpenMP wait policy, oneDNN Linear layers on AMD AVX-512). One extra process burns a
+Each contender runs in its own worker process, which imports torch first (as any LangChain or
+LlamaIndex application does), with its own process settings (what its users get):
+sentence-transformers and the localembed library (its defaults, and ``backend="torch"``) with
+the environment as the user has it, and localembed as the CLI and the server run it
+(:func:`localembed.hardware.configure_process`: a passive OpenMP wait policy, oneDNN Linear
+layers on AMD AVX-512). One extra process burns a
 CPU the whole time. The workers take turns (one encodes while the others wait on a pipe), round
 by round, so all see the same machine; the median round counts.
 """
@@ -25,6 +27,7 @@ from localembed.errors import RuntimeFault
 
 WORKER = """
 import json, os, sys, time
+import torch  # first, as in any LangChain or LlamaIndex application: OpenMP has its settings
 spec = json.loads(sys.argv[1])
 texts = json.loads(open(spec["corpus"], encoding="utf-8").read())
 if spec["kind"] == "sentence-transformers":
@@ -34,9 +37,8 @@ else:
     import logging
     logging.getLogger("localembed").setLevel(logging.ERROR)
     from localembed import get_encoder
-    encode = get_encoder(model=spec["path"]).encode
+    encode = get_encoder(model=spec["path"], **spec["options"]).encode
 encode(texts[:16])
-import torch
 print(json.dumps({"ready": True, "threads": torch.get_num_threads()}), flush=True)
 for line in sys.stdin:
     start = time.perf_counter()
@@ -94,8 +96,15 @@ def worker_environments() -> dict[str, dict[str, str]]:
     return {
         "sentence-transformers": user,
         "localembed fp32 (library defaults)": user,
+        "localembed fp32 (library defaults, torch)": user,
         "localembed fp32 (CLI/server settings)": cli,
     }
+
+
+WORKER_OPTIONS: dict[str, dict[str, Any]] = {
+    "localembed fp32 (library defaults, torch)": {"backend": "torch"}
+}
+"""Encoder options of a contender (the others: the defaults, ``backend="auto"``)."""
 
 
 def measure(model_path: str, texts: list[str], rounds: int, *, busy: int = 1) -> dict[str, Any]:
@@ -118,7 +127,12 @@ def measure(model_path: str, texts: list[str], rounds: int, *, busy: int = 1) ->
         try:
             for name, env in environments.items():
                 kind = "sentence-transformers" if name == "sentence-transformers" else "localembed"
-                spec = {"kind": kind, "path": model_path, "corpus": str(corpus)}
+                spec = {
+                    "kind": kind,
+                    "path": model_path,
+                    "corpus": str(corpus),
+                    "options": WORKER_OPTIONS.get(name, {}),
+                }
                 process = subprocess.Popen(
                     [sys.executable, "-c", WORKER, json.dumps(spec)],
                     stdin=subprocess.PIPE,

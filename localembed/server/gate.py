@@ -1,4 +1,4 @@
-"""The ASGI layer in front of the app: API key, request size, and refusal while draining."""
+"""The ASGI layer in front of the app: API key, request size, JSON bodies, and draining."""
 
 from __future__ import annotations
 
@@ -17,6 +17,35 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 PUBLIC_PATHS = frozenset({"/health", "/metrics"})
 """Paths that need no API key (probes and scrapers)."""
+
+
+def local_path(scope: Scope) -> str:
+    """The request's path below the app's mount point (``root_path``: Ray Serve's prefix).
+
+    Example:
+        >>> local_path({"path": "/several/health", "root_path": "/several"})
+        '/health'
+
+    """
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", "") or "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer TOKEN`` header (None without one).
+
+    Example:
+        >>> bearer_token("Bearer s3cret"), bearer_token("Basic abc"), bearer_token(None)
+        ('s3cret', None, None)
+
+    """
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
 
 
 def bearer_matches(authorization: str | None, api_key: str) -> bool:
@@ -39,7 +68,12 @@ class Gate:
     """Answers 401 (no valid key), 413 (body too large) and 503 (draining) before the app.
 
     The body is read here, up to ``max_bytes`` (chunked uploads included), and handed to the
-    app whole, so an oversized upload is refused without being parsed.
+    app whole, so an oversized upload is refused without being parsed. A body that is JSON
+    is read as JSON whatever its ``Content-Type`` says (``curl -d`` sends
+    ``application/x-www-form-urlencoded``), as OpenAI's API does.
+
+    With ``api_key`` set, a request needs it or one of ``model_keys`` (a model's own keys:
+    the routes check which models a key may use).
     """
 
     def __init__(
@@ -48,11 +82,13 @@ class Gate:
         *,
         api_key: str | None,
         max_bytes: int,
+        model_keys: frozenset[str] = frozenset(),
         is_draining: Callable[[], bool],
         on_refused: Callable[[str, int, str], None],
     ) -> None:
         self.app = app
         self.api_key = api_key
+        self.model_keys = model_keys
         self.max_bytes = max_bytes
         self.is_draining = is_draining
         self.on_refused = on_refused
@@ -62,7 +98,7 @@ class Gate:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = str(scope.get("path", ""))
+        path = local_path(scope)
         headers = {
             key.decode("latin-1").lower(): value.decode("latin-1")
             for key, value in scope.get("headers", [])
@@ -74,7 +110,10 @@ class Gate:
         if (
             self.api_key
             and path not in PUBLIC_PATHS
-            and not bearer_matches(headers.get("authorization"), self.api_key)
+            and not any(
+                bearer_matches(headers.get("authorization"), key)
+                for key in (self.api_key, *self.model_keys)
+            )
         ):
             refusal = "missing or invalid API key: send the header 'Authorization: Bearer KEY'"
             await self._refuse(send, path, 401, refusal, "invalid_api_key")
@@ -99,6 +138,8 @@ class Gate:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
+        if body and "json" not in headers.get("content-type", "json"):
+            scope = _as_json(scope, body)
         delivered = False
 
         async def replay() -> Message:
@@ -123,3 +164,14 @@ class Gate:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+
+def _as_json(scope: Scope, body: bytes) -> Scope:
+    """``scope`` with ``Content-Type: application/json`` when ``body`` parses as JSON."""
+    try:
+        json.loads(body)
+    except ValueError:
+        return scope  # the app answers 400, saying to send JSON with that header
+    headers = [(k, v) for k, v in scope.get("headers", []) if k.lower() != b"content-type"]
+    headers.append((b"content-type", b"application/json"))
+    return {**scope, "headers": headers}

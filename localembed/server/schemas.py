@@ -2,14 +2,65 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 from localembed.precision import Precision  # noqa: TC001 (pydantic needs it at run time)
 
 Input = str | list[str] | list[int] | list[list[int]]
 """OpenAI's ``input``: one text, texts, or token ids (which this server refuses: see below)."""
+
+INPUT_SHAPE = "input_shape"
+"""The error type of an ``input`` that has none of the forms below."""
+
+INPUT_FORMS = "a string, a list of strings, a list of token ids or a list of lists of token ids"
+"""What ``input`` may be (OpenAI's forms), for error messages."""
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value!r})"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        inner = {_kind(item).split(" (")[0] for item in value}
+        if len(inner) == 1:
+            return f"a list of {next(iter(inner)).removeprefix('a ').removeprefix('an ')}s"
+        return "a list of mixed items"
+    return type(value).__name__
+
+
+def check_input_shape(value: Any, what: str = "input") -> Any:
+    """``value`` if it has one of OpenAI's input forms, else an error naming the first bad item.
+
+    A list that mixes strings and token ids is left to the field's own validation (which
+    names the item that is not a string).
+    """
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, list):
+        template = "{param}: got {kind}; {param} takes {forms}"
+        context = {"param": what, "kind": _kind(value), "forms": INPUT_FORMS}
+        raise PydanticCustomError(INPUT_SHAPE, template, context)
+    for index, item in enumerate(value):
+        if isinstance(item, str) or (isinstance(item, int) and not isinstance(item, bool)):
+            continue
+        if isinstance(item, list) and all(
+            isinstance(token, int) and not isinstance(token, bool) for token in item
+        ):
+            continue
+        template = "{param}: got {kind}; {what} takes {forms}"
+        context = {"param": f"{what}[{index}]", "kind": _kind(item), "what": what}
+        raise PydanticCustomError(INPUT_SHAPE, template, {**context, "forms": INPUT_FORMS})
+    return value
 
 
 class EmbeddingRequest(BaseModel):
@@ -40,6 +91,8 @@ class EmbeddingRequest(BaseModel):
     """Extension, int8/uint8 only: the calibration ranges [[min per dimension], [max per
     dimension]] (from a corpus); None: computed from this request's inputs (at least two)."""
 
+    _input_shape = field_validator("input", mode="before")(check_input_shape)
+
 
 class SparseRequest(BaseModel):
     """``POST /v1/embeddings/sparse``: bge-m3 lexical weights."""
@@ -56,6 +109,8 @@ class SparseRequest(BaseModel):
     """Apply the model's query or document instruction; None: the text as sent."""
     user: str | None = None
     """Accepted and ignored."""
+
+    _input_shape = field_validator("input", mode="before")(check_input_shape)
 
 
 class Usage(BaseModel):
@@ -101,12 +156,20 @@ class SparseResponse(BaseModel):
 
 
 class Model(BaseModel):
-    """One entry of ``GET /v1/models``."""
+    """One entry of ``GET /v1/models``: OpenAI's fields plus the model's kind and state."""
 
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "localembed"
+    kind: Literal["embedding", "reranker"] = "embedding"
+    """"embedding" (POST /v1/embeddings, /embed) or "reranker" (POST /v1/rerank, /rerank)."""
+    loaded: bool = False
+    """Whether the model is in memory now (else it loads on its first request)."""
+    status: str = "unloaded"
+    """unloaded, loading, loaded, unloading or failed."""
+    default: bool = False
+    """Whether requests that name no model (and the TEI routes) use it."""
 
 
 class ModelList(BaseModel):

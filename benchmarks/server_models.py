@@ -1,0 +1,368 @@
+"""Several models in one `localembed serve` against one server per model, on loopback.
+
+Models: two copies of the embedded all-MiniLM-L6-v2 in their own directories (two
+embedding models of real size, loaded separately) and a MiniLM-sized cross-encoder built
+from the same weights (a random score head: its speed and memory are a real reranker's,
+its scores are not). Clients: ``--processes`` client processes, ``--concurrency`` clients
+in all, each sending one request at a time, cycling over the three models (one text to an
+embedding model, or a query and 4 documents to the reranker).
+
+    python benchmarks/server_models.py throughput --duration 20 --rounds 2
+    python benchmarks/server_models.py cold           # time to first row of a lazy model
+    python benchmarks/server_models.py unload         # RSS returned by an idle unload
+    python benchmarks/server_models.py wait           # --max-wait-ms 0 against 5
+    python benchmarks/server_models.py soak --texts 20000   # RSS over new batch shapes
+
+Each prints one table; ratios are within one run (the machine may be busy: run it twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from server_load import free_port, make_texts
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCUMENTS = ["Cats sleep in warm places.", "Paris is in France.", "A cat naps.", "Markets open."]
+
+
+def build_models(directory: Path) -> dict[str, Path]:
+    """Two embedding model directories and a cross-encoder, all MiniLM-sized."""
+    from localembed.loading import locate_model
+
+    source = locate_model(None).path
+    models = {}
+    for name in ("emb_a", "emb_b"):
+        target = directory / name
+        if not target.exists():
+            shutil.copytree(source, target)
+        models[name] = target
+    reranker = directory / "rr"
+    if not reranker.exists():
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        model = AutoModelForSequenceClassification.from_pretrained(str(source), num_labels=1)
+        model.save_pretrained(str(reranker), safe_serialization=True)
+        AutoTokenizer.from_pretrained(str(source)).save_pretrained(str(reranker))
+    models["rr"] = reranker
+    return models
+
+
+def config_file(directory: Path, models: dict[str, Path], names: list[str], extra: str) -> Path:
+    lines = [f"[server]\n{extra}\n"]
+    for name in names:
+        kind = "reranker" if name == "rr" else "embedding"
+        lines.append(
+            f'[models.{name}]\nkind = "{kind}"\nmodel = "{models[name]}"\ndevice = "cpu"\n'
+        )
+    path = directory / f"{'-'.join(names)}-{abs(hash(extra))}.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+class Server:
+    """``localembed serve`` in a subprocess, healthy when constructed."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        import httpx
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        command = [sys.executable, "-m", "localembed.cli", "serve", "--port", str(self.port)]
+        command += ["--log-level", "warning", *args]
+        environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+        self.process = subprocess.Popen(command, env=environment)
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                msg = f"the server exited with status {self.process.returncode}"
+                raise SystemExit(msg)
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        msg = "the server did not become healthy in 900 s"
+        raise SystemExit(msg)
+
+    def rss(self) -> int:
+        """The server process's resident memory in bytes."""
+        with open(f"/proc/{self.process.pid}/statm", encoding="ascii") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def request_for(model: str, text: str) -> tuple[str, dict[str, Any]]:
+    if model == "rr":
+        return "/v1/rerank", {"query": text, "documents": DOCUMENTS, "model": model}
+    return "/v1/embeddings", {"input": [text], "model": model}
+
+
+async def _client_process(
+    urls: dict[str, str], clients: int, offset: int, start: float, warmup: float, duration: float
+) -> tuple[list[float], int]:
+    import httpx
+
+    texts = make_texts(2048)
+    measure_from, stop = start + warmup, start + warmup + duration
+    latencies: list[float] = []
+    errors = 0
+    models = list(urls)
+    pools = {
+        url: httpx.AsyncClient(
+            base_url=url,
+            timeout=120,
+            limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients),
+        )
+        for url in set(urls.values())
+    }
+
+    async def worker(index: int) -> None:
+        nonlocal errors
+        position = offset + index
+        while (sent := time.time()) < stop:
+            model = models[position % len(models)]
+            path, body = request_for(model, texts[position % len(texts)])
+            position += 7
+            try:
+                response = await pools[urls[model]].post(path, json=body)
+                ok = response.status_code == 200
+            except Exception:  # counted: a ReadError is what the issue asks about
+                ok = False
+            done = time.time()
+            if not ok:
+                errors += 1
+            elif sent >= measure_from and done <= stop:
+                latencies.append(done - sent)
+
+    await asyncio.gather(*(worker(i) for i in range(clients)))
+    for pool in pools.values():
+        await pool.aclose()
+    return latencies, errors
+
+
+def _run_client(args: tuple[Any, ...]) -> tuple[list[float], int]:
+    return asyncio.run(_client_process(*args))
+
+
+def load(
+    urls: dict[str, str], concurrency: int, processes: int, warmup: float, duration: float
+) -> dict[str, float]:
+    """Requests/s and p50/p99 ms of ``concurrency`` clients in ``processes`` processes."""
+    start = time.time() + 1.0  # every process starts the clock together
+    share = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
+    jobs = [(urls, n, i * 101, start, warmup, duration) for i, n in enumerate(share) if n]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        results = pool.map(_run_client, jobs)
+    latencies = sorted(x for got, _ in results for x in got)
+    errors = sum(e for _, e in results)
+    count = len(latencies)
+    return {
+        "rps": count / duration,
+        "p50": statistics.median(latencies) * 1000 if count else float("nan"),
+        "p99": latencies[min(count - 1, int(0.99 * count))] * 1000 if count else float("nan"),
+        "errors": errors,
+    }
+
+
+def throughput(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
+    names = ["emb_a", "emb_b", "rr"]
+    rows: list[tuple[str, dict[str, float], int]] = []
+    for round_index in range(args.rounds):
+        for layout in ("one server", "three servers"):
+            servers: list[Server] = []
+            try:
+                if layout == "one server":
+                    servers.append(Server("--config", str(config_file(work, models, names, ""))))
+                    urls = dict.fromkeys(names, servers[0].url)
+                else:
+                    urls = {}
+                    for name in names:
+                        server = Server("--config", str(config_file(work, models, [name], "")))
+                        servers.append(server)
+                        urls[name] = server.url
+                result = load(urls, args.concurrency, args.processes, args.warmup, args.duration)
+                rss = sum(server.rss() for server in servers)
+            finally:
+                for server in servers:
+                    server.stop()
+            rows.append((f"{layout} (round {round_index + 1})", result, rss))
+    print(
+        f"3 models, {args.concurrency} clients in {args.processes} processes, "
+        f"{args.duration:g} s measured per round"
+    )
+    print(f"{'layout':<26} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} {'RSS MiB':>8}")
+    for name, result, rss in rows:
+        print(
+            f"{name:<26} {result['rps']:>8.1f} {result['p50']:>8.1f} {result['p99']:>8.1f} "
+            f"{result['errors']:>6.0f} {rss / 2**20:>8.0f}"
+        )
+    one = [r for n, r, _ in rows if n.startswith("one")]
+    three = [r for n, r, _ in rows if n.startswith("three")]
+    one_rss = statistics.mean(s for n, _, s in rows if n.startswith("one"))
+    three_rss = statistics.mean(s for n, _, s in rows if n.startswith("three"))
+    ratio = statistics.mean(r["rps"] for r in one) / statistics.mean(r["rps"] for r in three)
+    print(f"throughput one/three: {ratio:.2f}; RSS one/three: {one_rss / three_rss:.2f}")
+
+
+def cold(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
+    import httpx
+
+    names = ["emb_a", "emb_b", "rr"]
+    server = Server("--config", str(config_file(work, models, names, "preload = false")))
+    try:
+        print(f"{'model':<8} {'cold first row ms':>18} {'warm ms':>8}")
+        for name in names:
+            path, body = request_for(name, "a first text")
+            timings = []
+            for _ in range(2):
+                started = time.perf_counter()
+                httpx.post(f"{server.url}{path}", json=body, timeout=300).raise_for_status()
+                timings.append((time.perf_counter() - started) * 1000)
+            print(f"{name:<8} {timings[0]:>18.0f} {timings[1]:>8.1f}")
+    finally:
+        server.stop()
+
+
+def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
+    import httpx
+
+    names = ["emb_a", "emb_b", "rr"]
+    extra = f"preload = false\nidle_unload_s = {args.idle}"
+    server = Server("--config", str(config_file(work, models, names, extra)))
+    texts = make_texts(512)
+    try:
+        base = server.rss()
+        for name in names:
+            for start in range(0, 256, 32):
+                path, body = request_for(name, texts[start])
+                if name != "rr":
+                    body["input"] = texts[start : start + 32]
+                httpx.post(f"{server.url}{path}", json=body, timeout=300).raise_for_status()
+        loaded = server.rss()
+        deadline = time.monotonic() + args.idle * 4 + 30
+        while time.monotonic() < deadline:
+            listed = httpx.get(f"{server.url}/v1/models").json()["data"]
+            if not any(model["loaded"] for model in listed):
+                break
+            time.sleep(0.2)
+        time.sleep(0.5)
+        after = server.rss()
+    finally:
+        server.stop()
+    print(f"{'state':<34} {'RSS MiB':>8}")
+    print(f"{'server up, nothing loaded':<34} {base / 2**20:>8.0f}")
+    print(f"{'3 models loaded and used':<34} {loaded / 2**20:>8.0f}")
+    print(f"{'after idle unload':<34} {after / 2**20:>8.0f}")
+    returned = (loaded - after) / max(loaded - base, 1)
+    print(
+        f"returned: {(loaded - after) / 2**20:.0f} MiB of {(loaded - base) / 2**20:.0f} MiB "
+        f"the models added ({returned:.0%})"
+    )
+
+
+def wait(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
+    print(f"{'max-wait-ms':>11} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
+    for clients in (1, args.concurrency):
+        for wait_ms in ("0", "5"):
+            server = Server("--model", str(models["emb_a"]), "--max-wait-ms", wait_ms)
+            try:
+                result = load(
+                    {"emb_a": server.url},
+                    clients,
+                    min(args.processes, clients),
+                    args.warmup,
+                    args.duration,
+                )
+            finally:
+                server.stop()
+            print(
+                f"{wait_ms:>11} {clients:>7} {result['rps']:>8.1f} {result['p50']:>8.1f} "
+                f"{result['p99']:>8.1f}"
+            )
+
+
+def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
+    """RSS while every request brings a batch of a new shape (count and lengths)."""
+    import random
+
+    import httpx
+
+    env = {}
+    if args.arena_max:
+        env["MALLOC_ARENA_MAX"] = str(args.arena_max)
+    server = Server("--model", str(models["emb_a"]), env=env)
+    words = make_texts(4096)
+    rng = random.Random(0)
+    sent = 0
+    samples = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as client:
+            while sent < args.texts:
+                count = rng.randint(1, 64)
+                batch = [
+                    " ".join(words[rng.randrange(4096)] for _ in range(rng.randint(1, 6)))
+                    for _ in range(count)
+                ]
+                client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
+                before = sent
+                sent += count
+                if sent // 2000 != before // 2000:
+                    samples.append((sent, server.rss()))
+    finally:
+        server.stop()
+    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'}")
+    print(f"{'texts sent':>10} {'RSS MiB':>8}")
+    for count, rss in samples:
+        print(f"{count:>10} {rss / 2**20:>8.0f}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", choices=["throughput", "cold", "unload", "wait", "soak"])
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--processes", type=int, default=4)
+    parser.add_argument("--duration", type=float, default=15.0)
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--idle", type=float, default=3.0, help="unload: idle seconds")
+    parser.add_argument("--texts", type=int, default=20000, help="soak: texts to send")
+    parser.add_argument("--arena-max", type=int, default=0, help="soak: MALLOC_ARENA_MAX")
+    parser.add_argument("--work", default=None, help="where the model copies go (default: tmp)")
+    args = parser.parse_args()
+    work = Path(args.work or Path(tempfile.gettempdir()) / "localembed-server-models")
+    work.mkdir(parents=True, exist_ok=True)
+    models = build_models(work)
+    {"throughput": throughput, "cold": cold, "unload": unload, "wait": wait, "soak": soak}[
+        args.what
+    ](args, models, work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""The embedded cache store: one SQLite database in WAL mode in a directory (standard library).
+
+- Many readers and one writer at a time, across threads and processes (two CLI runs on one
+  directory): every write is one ``BEGIN IMMEDIATE`` transaction, so a row is whole or absent;
+  a busy database is waited for (``busy_timeout``), never skipped.
+- LRU under a size cap: each hit stamps its key's ``used`` time (in a small table of its own,
+  so that a hit never rewrites a vector's row); after a write that takes the stored bytes over
+  ``max_bytes`` the least recently used rows are deleted, in the same transaction, until they
+  fit. Stored bytes and rows are kept by triggers in a ``meta`` table,
+  so the cap never scans the table.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["DATABASE_NAME", "SQLiteStore"]
+
+DATABASE_NAME = "embeddings.sqlite3"
+"""The database file inside the cache directory (with its -wal and -shm files)."""
+
+_BATCH = 500  # host parameters per statement (SQLite's default limit is 32766; stay small)
+_BUSY_MS = 60_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key BLOB PRIMARY KEY,
+    value BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (key BLOB PRIMARY KEY, used INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS usage_used ON usage (used);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('bytes', 0), ('entries', 0), ('evictions', 0);
+CREATE TRIGGER IF NOT EXISTS entries_insert AFTER INSERT ON entries BEGIN
+    UPDATE meta SET value = value + NEW.size WHERE name = 'bytes';
+    UPDATE meta SET value = value + 1 WHERE name = 'entries';
+END;
+CREATE TRIGGER IF NOT EXISTS entries_delete AFTER DELETE ON entries BEGIN
+    UPDATE meta SET value = value - OLD.size WHERE name = 'bytes';
+    UPDATE meta SET value = value - 1 WHERE name = 'entries';
+    DELETE FROM usage WHERE key = OLD.key;
+END;
+CREATE TRIGGER IF NOT EXISTS entries_resize AFTER UPDATE OF size ON entries BEGIN
+    UPDATE meta SET value = value + NEW.size - OLD.size WHERE name = 'bytes';
+END;
+"""
+
+
+class SQLiteStore:
+    """Key -> bytes in ``directory/embeddings.sqlite3``, LRU-evicted above ``max_bytes``.
+
+    Args:
+        directory: created if absent.
+        max_bytes: the most value bytes kept (None: no cap).
+
+    Example:
+        >>> import tempfile
+        >>> store = SQLiteStore(tempfile.mkdtemp(), max_bytes=None)
+        >>> store.put_many([(b"k", b"value")])
+        0
+        >>> store.get_many([b"k", b"missing"])
+        [b'value', None]
+        >>> store.size()
+        (1, 5)
+
+    """
+
+    kind = "sqlite"
+
+    def __init__(self, directory: str | Path, *, max_bytes: int | None) -> None:
+        self.directory = Path(directory).expanduser()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.path = self.directory / DATABASE_NAME
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        # One connection per store, used under a lock (sqlite3 serializes it anyway).
+        self._db = sqlite3.connect(
+            self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
+        )
+        self._db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+        self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # idempotent; each statement commits by itself
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        """The stored bytes of each key (None: absent); hits become the most recently used."""
+        found: dict[bytes, bytes] = {}
+        with self._lock:
+            for start in range(0, len(keys), _BATCH):
+                part = list(keys[start : start + _BATCH])
+                marks = ",".join("?" * len(part))
+                rows = self._db.execute(
+                    f"SELECT key, value FROM entries WHERE key IN ({marks})",
+                    part,
+                )
+                found.update((bytes(k), bytes(v)) for k, v in rows)
+        if found:
+            self._touch(list(found))
+        return [found.get(key) for key in keys]
+
+    def _touch(self, keys: list[bytes]) -> None:
+        now = time.time_ns()
+        with self._write() as db:
+            for start in range(0, len(keys), _BATCH):
+                part = keys[start : start + _BATCH]
+                marks = ",".join("?" * len(part))
+                db.execute(
+                    f"UPDATE usage SET used = ? WHERE key IN ({marks})",
+                    [now, *part],
+                )
+
+    def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
+        """Store each (key, value) (replacing what a key held); return the rows evicted."""
+        if not items:
+            return 0
+        now = time.time_ns()
+        with self._write() as db:
+            db.executemany(
+                "INSERT INTO entries (key, value, size) VALUES (?, ?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size",
+                [(key, value, len(value)) for key, value in items],
+            )
+            db.executemany(
+                "INSERT INTO usage (key, used) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET used = excluded.used",
+                [(key, now) for key, _ in items],
+            )
+            return self._evict(db)
+
+    def _evict(self, db: sqlite3.Connection) -> int:
+        if self.max_bytes is None:
+            return 0
+        evicted = 0
+        while True:
+            (stored,) = db.execute("SELECT value FROM meta WHERE name = 'bytes'").fetchone()
+            over = stored - self.max_bytes
+            if over <= 0:
+                break
+            # Oldest rows first, enough of them to cover the excess (at least one).
+            rows = db.execute(
+                "SELECT usage.key, entries.size FROM usage JOIN entries USING (key) "
+                "ORDER BY usage.used LIMIT ?",
+                (_BATCH,),
+            ).fetchall()
+            if not rows:
+                break
+            doomed: list[bytes] = []
+            for key, size in rows:
+                doomed.append(key)
+                over -= size
+                if over <= 0:
+                    break
+            marks = ",".join("?" * len(doomed))
+            db.execute(f"DELETE FROM entries WHERE key IN ({marks})", doomed)
+            evicted += len(doomed)
+        if evicted:
+            db.execute("UPDATE meta SET value = value + ? WHERE name = 'evictions'", (evicted,))
+        return evicted
+
+    def delete(self, keys: Sequence[bytes]) -> None:
+        """Remove ``keys`` (a corrupt entry, before it is recomputed)."""
+        if not keys:
+            return
+        with self._write() as db:
+            marks = ",".join("?" * len(keys))
+            db.execute(f"DELETE FROM entries WHERE key IN ({marks})", list(keys))
+
+    def size(self) -> tuple[int, int]:
+        """(rows, value bytes) stored now, by every process using this directory."""
+        with self._lock:
+            rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        return int(rows["entries"]), int(rows["bytes"])
+
+    def evictions(self) -> int:
+        """Rows evicted from this directory so far, by every process."""
+        with self._lock:
+            (value,) = self._db.execute(
+                "SELECT value FROM meta WHERE name = 'evictions'"
+            ).fetchone()
+        return int(value)
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()

@@ -1,0 +1,232 @@
+"""What the server serves: one :class:`ModelSpec` per model, from flags or a TOML file.
+
+A config file has one table per served model under ``[models]`` (its key is the id
+clients send) and an optional ``[server]`` table of :class:`ServerSettings` fields::
+
+    [server]
+    max_loaded_models = 2
+    idle_unload_s = 600
+
+    [models.minilm]                  # kind = "embedding" is the default
+    model = "sentence-transformers/all-MiniLM-L6-v2"
+
+    [models."bge-m3"]
+    model = "BAAI/bge-m3"
+    max_length = 1024
+    api_keys = ["team-a-key"]        # only these keys (or --api-key) may use it
+
+    [models.rerank]
+    kind = "reranker"
+    model = "BAAI/bge-reranker-v2-m3"
+
+Every other key of a model's table is an :class:`~localembed.EncoderConfig` field (a
+reranker's: :class:`~localembed.RerankerConfig`), checked when the file is read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from localembed.config import EncoderConfig, ModelOptions, RerankerConfig
+from localembed.errors import InputError
+
+Kind = Literal["embedding", "reranker"]
+KINDS: tuple[Kind, ...] = ("embedding", "reranker")
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+
+_SPEC_KEYS = ("kind", "api_keys", "max_queue", "preload", "default", "aliases")
+"""Keys of a model's table that are the server's, not the model's."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One served model: its id, kind, settings and admission limits."""
+
+    id: str
+    """The id clients send (``model`` in OpenAI/Cohere bodies, ``/models/ID/...`` paths)."""
+    kind: Kind
+    """"embedding" (an EncoderConfig) or "reranker" (a RerankerConfig)."""
+    config: EncoderConfig | RerankerConfig
+    """The model's settings."""
+    api_keys: frozenset[str] | None = field(default=None, repr=False)
+    """Keys that may use this model (besides the server's --api-key); None: the server's."""
+    max_queue: int | None = None
+    """Requests admitted at once for this model; None: the server's --max-queue."""
+    preload: bool | None = None
+    """Load at start; None: the server's setting."""
+    default: bool = False
+    """The model of its kind that requests naming no model (and the TEI routes) use."""
+    aliases: frozenset[str] = frozenset()
+    """Other names clients may send for this model."""
+
+
+def public_name(model: str | None) -> str:
+    """The name a client may see for ``model``: a hub id as given, a local directory's name.
+
+    A server never discloses its file system, so a path becomes its last part.
+
+    Example:
+        >>> public_name("/srv/models/bge-small"), public_name("BAAI/bge-m3"), public_name(None)
+        ('bge-small', 'BAAI/bge-m3', 'sentence-transformers/all-MiniLM-L6-v2')
+
+    """
+    if model is None:
+        return DEFAULT_MODEL_ID
+    path = Path(model)
+    if path.is_absolute() or model.startswith(("./", "../", "~")) or path.is_dir():
+        return path.expanduser().resolve().name or model
+    return model
+
+
+def embedding_spec(config: EncoderConfig, model_id: str | None = None) -> ModelSpec:
+    """The spec of one ``--model``; the name as given (a path) is accepted as an alias."""
+    model_id = model_id or public_name(config.model)
+    aliases = frozenset({config.model} - {None, model_id})
+    return ModelSpec(id=model_id, kind="embedding", config=config, aliases=aliases)  # type: ignore[arg-type]
+
+
+def reranker_spec(name: str, like: EncoderConfig | None = None) -> ModelSpec:
+    """The spec of one ``--reranker NAME``: the served model's device, dtype and batching."""
+    options: dict[str, Any] = {}
+    if like is not None:
+        shared = (like.model_fields_set & set(ModelOptions.model_fields)) - {"max_length"}
+        shared &= set(RerankerConfig.model_fields)
+        options = {key: getattr(like, key) for key in shared}
+    try:
+        config = RerankerConfig(**{**options, "model": name})
+    except ValidationError as error:
+        message = f"--reranker {name!r}: {_first_error(error)}"
+        raise InputError(message) from error
+    model_id = public_name(name)
+    aliases = frozenset({name} - {model_id})
+    return ModelSpec(id=model_id, kind="reranker", config=config, aliases=aliases)
+
+
+def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[ModelSpec]]:
+    """The ``[server]`` options and the model specs of a TOML config file.
+
+    Raises:
+        InputError: the file cannot be read or parsed, or a table has an unknown or
+            invalid key (the message names the file, the model and the key).
+    """
+    import tomllib
+
+    source = Path(path)
+    try:
+        data = tomllib.loads(source.read_text(encoding="utf-8"))
+    except OSError as error:
+        message = f"--config {source}: cannot read it ({error.strerror or error})"
+        raise InputError(message) from error
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        message = f"--config {source}: not valid TOML ({error})"
+        raise InputError(message) from error
+    unknown = set(data) - {"server", "models"}
+    if unknown:
+        message = (
+            f"--config {source}: unknown table(s) {', '.join(sorted(unknown))}; "
+            "the file has [server] and [models.ID] tables"
+        )
+        raise InputError(message)
+    server = data.get("server", {})
+    models = data.get("models", {})
+    if not isinstance(server, dict) or not isinstance(models, dict):
+        message = f"--config {source}: [server] and [models] must be tables"
+        raise InputError(message)
+    specs = [_spec_of(source, model_id, table) for model_id, table in models.items()]
+    return server, specs
+
+
+def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
+    where = f"--config {source}: [models.{model_id}]"
+    if not isinstance(table, dict):
+        message = f"{where} must be a table of settings"
+        raise InputError(message)
+    kind = table.get("kind", "embedding")
+    if kind not in KINDS:
+        message = f"{where}: kind must be 'embedding' or 'reranker', got {kind!r}"
+        raise InputError(message)
+    settings = {key: value for key, value in table.items() if key not in _SPEC_KEYS}
+    settings.setdefault("model", model_id if kind == "reranker" else None)
+    if settings["model"] is None:
+        settings.pop("model")
+    kind_config: type[EncoderConfig] | type[RerankerConfig] = (
+        EncoderConfig if kind == "embedding" else RerankerConfig
+    )
+    try:
+        config = kind_config(**settings)
+    except ValidationError as error:
+        message = f"{where}: {_first_error(error)}"
+        raise InputError(message) from error
+    keys = table.get("api_keys")
+    if keys is not None and (
+        not isinstance(keys, list) or not keys or not all(isinstance(k, str) and k for k in keys)
+    ):
+        message = f"{where}: api_keys must be a non-empty list of non-empty strings"
+        raise InputError(message)
+    max_queue = table.get("max_queue")
+    if max_queue is not None and (
+        not isinstance(max_queue, int) or isinstance(max_queue, bool) or max_queue <= 0
+    ):
+        message = f"{where}: max_queue must be a positive integer, got {max_queue!r}"
+        raise InputError(message)
+    for flag in ("preload", "default"):
+        if flag in table and not isinstance(table[flag], bool):
+            message = f"{where}: {flag} must be true or false, got {table[flag]!r}"
+            raise InputError(message)
+    aliases = table.get("aliases", [])
+    if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
+        message = f"{where}: aliases must be a list of names"
+        raise InputError(message)
+    return ModelSpec(
+        id=model_id,
+        kind=kind,
+        config=config,
+        api_keys=frozenset(keys) if keys is not None else None,
+        max_queue=max_queue,
+        preload=table.get("preload"),
+        default=bool(table.get("default", False)),
+        aliases=frozenset(aliases),
+    )
+
+
+def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """``specs`` with one default per kind marked; ids and aliases unique.
+
+    Raises:
+        InputError: two models share an id or alias, or two of a kind are marked default.
+    """
+    seen: dict[str, str] = {}
+    for spec in specs:
+        for name in (spec.id, *sorted(spec.aliases)):
+            if name in seen:
+                message = (
+                    f"two served models are named {name!r} ({seen[name]} and {spec.id}); "
+                    "give one another id (--config table name, or --model-name)"
+                )
+                raise InputError(message)
+            seen[name] = spec.id
+    marked: list[ModelSpec] = []
+    for kind in KINDS:
+        of_kind = [spec for spec in specs if spec.kind == kind]
+        defaults = [spec for spec in of_kind if spec.default]
+        if len(defaults) > 1:
+            named = ", ".join(spec.id for spec in defaults)
+            message = f"more than one default {kind} model: {named}; mark one"
+            raise InputError(message)
+        if of_kind and not defaults:
+            defaults = [of_kind[0]]
+        marked.extend(defaults)
+    from dataclasses import replace
+
+    return [replace(spec, default=spec in marked) for spec in specs]
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    message = str(first.get("msg", "invalid")).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in first.get("loc", ()))
+    return f"{where}: {message}" if where else message

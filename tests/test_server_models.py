@@ -1,0 +1,370 @@
+"""Several models in one server app (in process): routing, lazy load, eviction, idle unload."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from localembed import EncoderConfig, RerankerConfig, get_encoder, get_reranker
+from localembed.errors import InputError
+from localembed.server import ServerSettings, create_app
+from localembed.server.models import ModelSpec, read_config_file
+from tests import model_factory
+
+TEXTS = ["Paris is the capital of France.", "Cats purr when content.", "", "x " * 30]
+
+
+@pytest.fixture(scope="module")
+def reranker_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return model_factory.build_tiny_bert_reranker(tmp_path_factory.mktemp("models-rr"))
+
+
+@pytest.fixture(scope="module")
+def specs(tiny_bert_dir: Path, tiny_xlmr_dir: Path, reranker_dir: Path) -> list[ModelSpec]:
+    return [
+        ModelSpec("bert", "embedding", EncoderConfig(model=str(tiny_bert_dir), pooling="mean")),
+        ModelSpec("m3", "embedding", EncoderConfig(model=str(tiny_xlmr_dir), pooling="cls")),
+        ModelSpec("rr", "reranker", RerankerConfig(model=str(reranker_dir))),
+    ]
+
+
+def bert(tiny_bert_dir: Path) -> Any:
+    return get_encoder(model=str(tiny_bert_dir), pooling="mean")
+
+
+def m3(tiny_xlmr_dir: Path) -> Any:
+    return get_encoder(model=str(tiny_xlmr_dir), pooling="cls")
+
+
+def vectors(response: httpx.Response) -> np.ndarray:
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert [item["index"] for item in data] == list(range(len(data)))
+    return np.asarray([item["embedding"] for item in data], dtype=np.float32)
+
+
+def listed(client: TestClient) -> dict[str, dict[str, Any]]:
+    return {item["id"]: item for item in client.get("/v1/models").json()["data"]}
+
+
+def test_lazy_models_load_on_first_request_and_route_by_model(
+    specs: list[ModelSpec], tiny_bert_dir: Path, tiny_xlmr_dir: Path
+) -> None:
+    app = create_app(models=specs, settings=ServerSettings(preload=False))
+    with TestClient(app) as client:
+        before = listed(client)
+        assert {k: (v["kind"], v["loaded"]) for k, v in before.items()} == {
+            "bert": ("embedding", False),
+            "m3": ("embedding", False),
+            "rr": ("reranker", False),
+        }
+        assert before["bert"]["default"] and before["rr"]["default"]
+        assert client.get("/health").json()["status"] == "ok"  # nothing to preload
+        got = vectors(client.post("/v1/embeddings", json={"input": TEXTS, "model": "m3"}))
+        np.testing.assert_allclose(got, m3(tiny_xlmr_dir).encode(TEXTS), atol=1e-5)
+        after = listed(client)
+        assert after["m3"]["loaded"] and not after["bert"]["loaded"]
+        # No model: the default embedding model.
+        response = client.post("/v1/embeddings", json={"input": TEXTS})
+        np.testing.assert_allclose(vectors(response), bert(tiny_bert_dir).encode(TEXTS), atol=1e-5)
+        assert response.json()["model"] == "bert"
+        # A reranker is not an embedding model, and an unknown id lists the served ones.
+        wrong = client.post("/v1/embeddings", json={"input": "x", "model": "rr"})
+        assert wrong.status_code == 404 and "'rr' is a reranker model" in wrong.text
+        unknown = client.post("/v1/embeddings", json={"input": "x", "model": "nope"}).json()
+        assert "'bert', 'm3'" in unknown["error"]["message"]
+
+
+def test_eviction_finishes_the_requests_in_progress_first(
+    specs: list[ModelSpec], tiny_bert_dir: Path, tiny_xlmr_dir: Path
+) -> None:
+    """With room for one model, loading another waits for the first one's requests."""
+    long_texts = [f"text number {i} " * 8 for i in range(1500)]
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response, list[str], Any]:
+        app = create_app(models=specs, settings=ServerSettings(preload=False, max_loaded_models=1))
+        state = app.state.localembed
+        await state.start()
+        transport = httpx.ASGITransport(app=app)
+        order: list[str] = []
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                await client.post("/v1/embeddings", json={"input": "warm", "model": "bert"})
+
+                async def post(model: str, texts: list[str]) -> httpx.Response:
+                    response = await client.post(
+                        "/v1/embeddings", json={"input": texts, "model": model}, timeout=300
+                    )
+                    order.append(model)
+                    return response
+
+                slow = asyncio.create_task(post("bert", long_texts))
+                while state.models["bert"].active == 0:
+                    await asyncio.sleep(0.001)
+                other = await post("m3", TEXTS)
+                first = await slow
+                metrics = (await client.get("/metrics")).text
+                models = (await client.get("/v1/models")).json()["data"]
+        finally:
+            await state.stop()
+        return first, other, order, (metrics, models)
+
+    first, other, order, (metrics, models) = asyncio.run(scenario())
+    assert order == ["bert", "m3"]  # m3 loaded only after bert's request had answered
+    got = vectors(first)
+    assert got.shape[0] == len(long_texts)  # nothing lost
+    expected = bert(tiny_bert_dir).encode(long_texts[:3] + long_texts[-3:])
+    np.testing.assert_allclose(np.vstack([got[:3], got[-3:]]), expected, atol=1e-5)
+    np.testing.assert_allclose(vectors(other), m3(tiny_xlmr_dir).encode(TEXTS), atol=1e-5)
+    assert 'localembed_model_unloads_total{model="bert",reason="evicted"} 1.0' in metrics
+    assert {m["id"]: m["loaded"] for m in models} == {"bert": False, "m3": True, "rr": False}
+
+
+def test_a_memory_cap_evicts_the_least_recently_used(specs: list[ModelSpec]) -> None:
+    settings = ServerSettings(preload=False, max_loaded_mb=1e-6)  # below any model
+    with TestClient(create_app(models=specs, settings=settings)) as client:
+        for model in ("bert", "m3", "bert"):
+            client.post("/v1/embeddings", json={"input": "x", "model": model}).raise_for_status()
+            assert [m for m, v in listed(client).items() if v["loaded"]] == [model]
+        text = client.get("/metrics").text
+    assert 'localembed_model_loads_total{model="bert"} 2.0' in text
+    assert 'localembed_model_unloads_total{model="m3",reason="evicted"} 1.0' in text
+
+
+def test_idle_models_unload_and_load_again(specs: list[ModelSpec]) -> None:
+    settings = ServerSettings(idle_unload_s=1.0)
+    with TestClient(create_app(models=specs[:1], settings=settings)) as client:
+        deadline = time.monotonic() + 60
+        while client.get("/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert 'localembed_model_loads_total{model="bert"} 1.0' in client.get("/metrics").text
+        while listed(client)["bert"]["loaded"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not listed(client)["bert"]["loaded"]
+        assert client.post("/v1/embeddings", json={"input": "again"}).status_code == 200
+        text = client.get("/metrics").text
+    assert 'localembed_model_unloads_total{model="bert",reason="idle"} 1.0' in text
+    assert 'localembed_model_loads_total{model="bert"} 2.0' in text
+
+
+def test_a_request_that_cannot_wait_for_the_load_gets_503_with_retry_after(
+    specs: list[ModelSpec],
+) -> None:
+    settings = ServerSettings(preload=False, load_timeout_s=0)
+    with TestClient(create_app(models=specs[:1], settings=settings)) as client:
+        refused = client.post("/v1/embeddings", json={"input": "x"})
+        assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
+        assert refused.json()["error"]["code"] == "model_loading"
+        deadline = time.monotonic() + 60
+        while not listed(client)["bert"]["loaded"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+
+
+def test_model_api_keys_scope_the_models(specs: list[ModelSpec]) -> None:
+    from dataclasses import replace
+
+    scoped = [replace(specs[0], api_keys=frozenset({"bert-key"})), specs[2]]
+    settings = ServerSettings(api_key="admin", preload=False)
+    with TestClient(create_app(models=scoped, settings=settings)) as client:
+
+        def status(key: str, path: str, body: dict[str, Any]) -> int:
+            headers = {"Authorization": f"Bearer {key}"}
+            return client.post(path, json=body, headers=headers).status_code
+
+        embed = {"input": "x", "model": "bert"}
+        rerank = {"query": "q", "documents": ["a"], "model": "rr"}
+        assert status("bert-key", "/v1/embeddings", embed) == 200
+        assert status("admin", "/v1/embeddings", embed) == 200
+        assert status("bert-key", "/v1/rerank", rerank) == 401  # not this key's model
+        assert status("admin", "/v1/rerank", rerank) == 200
+        assert status("other", "/v1/embeddings", embed) == 401
+
+
+def test_reranker_and_m3_rerank_routes(
+    specs: list[ModelSpec], reranker_dir: Path, tiny_xlmr_dir: Path
+) -> None:
+    query, documents = "where do cats sleep", ["Cats sleep in warm places.", "Paris", ""]
+    expected = get_reranker(model=str(reranker_dir)).rerank(query, documents)
+    with TestClient(create_app(models=specs, settings=ServerSettings(preload=False))) as client:
+        body = client.post("/v1/rerank", json={"query": query, "documents": documents}).json()
+        assert body["model"] == "rr"
+        assert [(r["index"], round(r["relevance_score"], 5)) for r in body["results"]] == [
+            (i, round(s, 5)) for i, s in expected
+        ]
+        # A served bge-m3 reranks by its own heads when named.
+        m3_expected = get_reranker(model=str(tiny_xlmr_dir), scoring="bge-m3").rerank(
+            query, documents
+        )
+        by_m3 = client.post(
+            "/v1/rerank", json={"query": query, "documents": documents, "model": "m3"}
+        ).json()
+        assert [r["index"] for r in by_m3["results"]] == [i for i, _ in m3_expected]
+        not_m3 = client.post("/v1/rerank", json={"query": "q", "documents": ["a"], "model": "bert"})
+        assert not_m3.status_code == 404 and "'rr'" in not_m3.text
+
+
+def test_tei_routes_in_tei_shapes(
+    specs: list[ModelSpec], tiny_bert_dir: Path, tiny_xlmr_dir: Path, reranker_dir: Path
+) -> None:
+    with TestClient(create_app(models=specs, settings=ServerSettings(preload=False))) as client:
+        embedded = client.post("/embed", json={"inputs": TEXTS, "truncate": True}).json()
+        np.testing.assert_allclose(embedded, bert(tiny_bert_dir).encode(TEXTS), atol=1e-5)
+        single = client.post("/embed", json={"inputs": "one text"}).json()
+        assert np.asarray(single).shape == (1, bert(tiny_bert_dir).dimension)
+        # InferenceClient.feature_extraction posts to the URL itself, options nested.
+        root = client.post("/", json={"inputs": ["a", "b"], "parameters": {"dimensions": 8}})
+        assert np.asarray(root.json()).shape == (2, 8)
+        # Another model: put /models/ID in front of the route.
+        other = client.post("/models/m3/embed", json={"inputs": TEXTS}).json()
+        np.testing.assert_allclose(other, m3(tiny_xlmr_dir).encode(TEXTS), atol=1e-5)
+        sparse = client.post("/models/m3/embed_sparse", json={"inputs": ["the cat sat"]}).json()
+        weights = m3(tiny_xlmr_dir).encode_m3(["the cat sat"], dense=False, sparse=True).sparse
+        assert weights is not None
+        assert [item["index"] for item in sparse[0]] == sorted(weights[0])
+        assert set(sparse[0][0]) == {"index", "value"}
+        ranks = client.post(
+            "/rerank", json={"query": "cats", "texts": ["Paris", "cats nap"], "return_text": True}
+        ).json()
+        expected = get_reranker(model=str(reranker_dir)).rerank("cats", ["Paris", "cats nap"])
+        assert [(r["index"], r["text"]) for r in ranks] == [
+            (i, ["Paris", "cats nap"][i]) for i, _ in expected
+        ]
+        assert set(ranks[0]) == {"index", "score", "text"}
+        tokens = client.post("/tokenize", json={"inputs": "héllo cat"}).json()
+        ids = bert(tiny_bert_dir).tokenizer("héllo cat")["input_ids"]
+        assert [t["id"] for t in tokens[0]] == ids
+        assert tokens[0][0]["special"] and tokens[0][0]["start"] is None
+        text = "héllo cat".encode()
+        for token in tokens[0][1:-1]:  # byte offsets into the input
+            assert text[token["start"] : token["stop"]].decode() == token["text"]
+        info = client.get("/info").json()
+        assert info["model_id"] == "bert" and info["model_type"] == {
+            "embedding": {"pooling": "mean"}
+        }
+        assert info["max_client_batch_size"] == 2048 and str(tiny_bert_dir) not in str(info)
+        rr_info = client.get("/models/rr/info").json()
+        assert "reranker" in rr_info["model_type"] and str(reranker_dir) not in str(rr_info)
+        error = client.post("/embed", json={"inputs": [["a"]]})
+        assert error.status_code == 422
+        assert (
+            error.json()
+            == {
+                "error": error.json()["error"],
+                "error_type": "Validation",
+            }
+            and "inputs[0]" in error.json()["error"]
+        )
+
+
+def test_metrics_are_per_model(specs: list[ModelSpec]) -> None:
+    with TestClient(create_app(models=specs, settings=ServerSettings(preload=False))) as client:
+        client.post("/v1/embeddings", json={"input": ["a", "b"], "model": "m3"})
+        client.post("/v1/rerank", json={"query": "q", "documents": ["a", "b", "c"]})
+        text = client.get("/metrics").text
+    assert 'localembed_texts_total{model="m3"} 2.0' in text
+    assert 'localembed_texts_total{model="rr"} 3.0' in text
+    assert 'localembed_texts_total{model="bert"} 0.0' in text  # listed, never used
+    assert 'localembed_model_requests_total{model="m3"} 1.0' in text
+    assert 'localembed_model_loaded{model="bert"} 0.0' in text
+    assert 'localembed_model_loaded{model="m3"} 1.0' in text
+    assert 'localembed_queue_depth{model="m3"} 0.0' in text
+    resident = next(
+        line
+        for line in text.splitlines()
+        if line.startswith('localembed_model_resident_bytes{model="m3"}')
+    )
+    assert float(resident.split()[-1]) > 0
+    assert "localembed_process_resident_bytes" in text
+
+
+def test_config_file(tmp_path: Path, tiny_bert_dir: Path, reranker_dir: Path) -> None:
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f"""
+[server]
+max_loaded_models = 2
+
+[models.small]
+model = "{tiny_bert_dir}"
+pooling = "mean"
+api_keys = ["k1"]
+max_queue = 4
+
+[models."team/rr"]
+kind = "reranker"
+model = "{reranker_dir}"
+""",
+        encoding="utf-8",
+    )
+    server, specs = read_config_file(config)
+    assert server == {"max_loaded_models": 2}
+    assert [(s.id, s.kind, s.max_queue) for s in specs] == [
+        ("small", "embedding", 4),
+        ("team/rr", "reranker", None),
+    ]
+    assert specs[0].config.pooling == "mean" and specs[0].api_keys == frozenset({"k1"})
+    with TestClient(create_app(models=specs, settings=ServerSettings(**server))) as client:
+        # An id with a slash works in the /models/ID/ prefix too.
+        ranks = client.post("/models/team/rr/rerank", json={"query": "q", "texts": ["a"]})
+        assert ranks.status_code == 200 and ranks.json()[0]["index"] == 0
+    bad = tmp_path / "bad.toml"
+    for text, words in [
+        ('[models.a]\npoolin = "mean"', "[models.a]: unknown option 'poolin' (did you mean"),
+        ('[models.a]\nkind = "sparse"', "kind must be 'embedding' or 'reranker'"),
+        ("[model.a]", "unknown table(s) model"),
+        ("[models.a\n", "not valid TOML"),
+        ("[models.a]\napi_keys = []", "api_keys must be a non-empty list"),
+    ]:
+        bad.write_text(text, encoding="utf-8")
+        with pytest.raises(InputError, match=re.escape(words)):
+            read_config_file(bad)
+
+
+def test_duplicate_ids_are_refused(specs: list[ModelSpec]) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(InputError, match="two served models are named 'bert'"):
+        create_app(models=[specs[0], replace(specs[1], id="bert")])
+
+
+def test_concurrent_rerank_requests_share_forward_passes_and_keep_their_rows(
+    specs: list[ModelSpec], reranker_dir: Path
+) -> None:
+    """The reranker's pair batcher merges requests; each still gets rerank()'s answer."""
+    reranker = get_reranker(model=str(reranker_dir))
+    bodies = [
+        {
+            "query": f"query {i} about cats",
+            "documents": [f"doc {j} " * (i + j) for j in range(i + 1)],
+        }
+        for i in range(8)
+    ]
+
+    async def scenario() -> list[httpx.Response]:
+        app = create_app(models=specs[2:], settings=ServerSettings(preload=False))
+        await app.state.localembed.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                return list(
+                    await asyncio.gather(*(client.post("/v1/rerank", json=b) for b in bodies))
+                )
+        finally:
+            await app.state.localembed.stop()
+
+    for body, response in zip(bodies, asyncio.run(scenario()), strict=True):
+        expected = reranker.rerank(body["query"], body["documents"])
+        results = response.json()["results"]
+        assert [r["index"] for r in results] == [i for i, _ in expected]
+        np.testing.assert_allclose(
+            [r["relevance_score"] for r in results], [s for _, s in expected], atol=1e-5
+        )
