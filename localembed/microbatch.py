@@ -126,16 +126,19 @@ class Encoded:
 
 @dataclass(frozen=True)
 class RoundStats:
-    """One worker round: what ran in it (for metrics)."""
+    """One forward batch of a worker round: what ran in it (for metrics).
+
+    Reported before the calls that this batch completes get their rows.
+    """
 
     callers: int
-    """Calls that had windows in this round."""
+    """Calls that had windows in this batch."""
     windows: int
-    """Token windows (rows) run in this round."""
+    """Token windows (rows) run in this batch."""
     tokens: int
-    """Real (unpadded) tokens run in this round."""
+    """Real (unpadded) tokens run in this batch."""
     seconds: float
-    """Wall time of the round."""
+    """Wall time of the batch (forward pass and heads)."""
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ class MicroBatcher:
         return len(self._queue)
 
     def observe(self, observer: RoundStatsObserver) -> None:
-        """Call ``observer(stats)`` after every round (for metrics; keep it quick)."""
+        """Call ``observer(stats)`` after every forward batch (for metrics; keep it quick)."""
         self._observers.append(observer)
 
     def unobserve(self, observer: RoundStatsObserver) -> None:
@@ -419,6 +422,14 @@ class MicroBatcher:
         plain = [not _chunked(call) for call, _ in targets]
         started = time.perf_counter()
         for indices, rows in spec.backend.dense_batches(ids, plain, spec.options):
+            stats = RoundStats(
+                callers=len({id(targets[index][0]) for index in indices}),
+                windows=len(indices),
+                tokens=sum(len(ids[index]) for index in indices),
+                seconds=time.perf_counter() - started,
+            )
+            for observer in list(self._observers):
+                observer(stats)
             finished: list[_Call] = []
             for row, index in enumerate(indices):
                 call, window = targets[index]
@@ -431,14 +442,7 @@ class MicroBatcher:
                         finished.append(call)
             for call in finished:  # released as soon as its last window ran
                 self._finish(call)
-        stats = RoundStats(
-            callers=len(calls),
-            windows=len(ids),
-            tokens=sum(len(window) for window in ids),
-            seconds=time.perf_counter() - started,
-        )
-        for observer in list(self._observers):
-            observer(stats)
+            started = time.perf_counter()
 
     def _finish(self, call: _Call) -> None:
         """Combine, check, cut and quantize a call's rows, and hand them to its caller."""

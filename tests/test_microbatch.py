@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -215,3 +216,29 @@ async def test_non_finite_rows_are_an_error_on_every_path(nan_bert_dir: Path) ->
             await coroutine
     # The batcher's worker survives: a later finite call gets its rows.
     assert np.isfinite(nan_encoder.batcher.encode(["dog", "bird"])).all()
+
+
+def test_a_call_is_released_when_its_last_window_has_run(encoder: LocalEncoder) -> None:
+    """Within one merged round, a call whose windows ran in an early batch gets its rows then,
+    not when the whole round ends (the rows are finished in the worker, off any event loop);
+    each batch's stats are reported before the calls it completes are released."""
+    from localembed.microbatch import BatchSpec
+
+    spec = encoder.batch_spec
+    options = dataclasses.replace(spec.options, batch_size=4, max_batch_tokens=None)
+    batcher = MicroBatcher(BatchSpec(spec.backend, options, spec.finish), max_wait=0.2)
+    order: list[str] = []
+    batcher.observe(lambda stats: order.append(f"batch of {stats.windows}"))
+    try:
+        # Long texts run first (batches are longest first): the short call's 4 windows share
+        # the round's last batch, the long call's 4 windows fill its first.
+        long_call = batcher.submit(["cats and dogs " * 20] * 4, tokenize_here=False)
+        short_call = batcher.submit(["a cat"] * 4, tokenize_here=False)
+        long_call.add_done_callback(lambda _: order.append("long"))
+        short_call.add_done_callback(lambda _: order.append("short"))
+        long_rows, short_rows = long_call.result().vectors, short_call.result().vectors
+    finally:
+        batcher.close()
+    assert order == ["batch of 4", "long", "batch of 4", "short"], order
+    assert np.abs(long_rows - encoder.encode(["cats and dogs " * 20] * 4)).max() <= 1e-5
+    assert np.abs(short_rows - encoder.encode(["a cat"] * 4)).max() <= 1e-5
