@@ -103,7 +103,12 @@ def blocks(document: Document) -> list[tuple[Region, Block]]:
         source = str(region.lexemes["source"])
         line = document.text.count("\n", 0, region.start) + 1
         gap = document.text[previous[0].end : region.start] if previous else ""
-        if language == "text" and previous and not gap.strip() and previous[1].language != "console":
+        if (
+            language == "text"
+            and previous
+            and not gap.strip()
+            and previous[1].language != "console"
+        ):
             previous[1].expected = source
             previous[0].end = region.end
             previous = None
@@ -146,7 +151,7 @@ def _clean(text: str) -> str:
 def _tolerance(shown: str) -> float:
     mantissa, _, exponent = shown.lower().partition("e")
     decimals = len(mantissa.split(".")[1])
-    return max(10.0 ** -decimals * 10.0 ** int(exponent or 0), 1e-6) * 1.0001
+    return max(10.0**-decimals * 10.0 ** int(exponent or 0), 1e-6) * 1.0001
 
 
 def matches(shown: str, printed: str) -> bool:
@@ -375,7 +380,7 @@ def evaluate(example: Example) -> str | None:
         code = compile(block.source, where, "exec")
         printed = io.StringIO()
         with contextlib.redirect_stdout(printed):
-            exec(code, example.namespace)  # noqa: S102 - running the page's example is the point
+            exec(code, example.namespace)  # running the page's example is the point
         if block.expected is not None:
             run.counts["compared"] += 1
             failure = compare(block, printed.getvalue())
@@ -400,7 +405,7 @@ def evaluate(example: Example) -> str | None:
             failure = compare(Block("console", command, block.line, expected=shown), output)
             if failure:
                 seconds = time.monotonic() - started
-                return f"{where}: `$ {command}` ({seconds:.1f} s) printed something else:\n{failure}"
+                return f"{where}: `$ {command}` ({seconds:.1f} s) printed otherwise:\n{failure}"
     return None
 
 
@@ -447,10 +452,10 @@ def main() -> None:
     total = [0, 0, 0]
     for page, runnable, compared, reasons in census():
         total = [total[0] + runnable, total[1] + compared, total[2] + len(reasons)]
-        print(f"{page:28} {runnable:3} blocks  {compared:3} with output compared  {len(reasons)} not run")
+        print(f"{page:28} {runnable:3} blocks  {compared:3} compared  {len(reasons)} not run")
         for reason in reasons:
             print(f"{'':30}not run, {reason}")
-    print(f"{'all pages':28} {total[0]:3} blocks  {total[1]:3} with output compared  {total[2]} not run")
+    print(f"{'all pages':28} {total[0]:3} blocks  {total[1]:3} compared  {total[2]} not run")
 
 
 if __name__ == "__main__":
