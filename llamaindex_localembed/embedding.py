@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
 from localembed.adapters import ato_lists, check_text, check_texts, to_lists
+from localembed.late_chunks import chunk_char_spans
 
 if TYPE_CHECKING:
     from llama_index.core.node_parser import NodeParser, SentenceSplitter
@@ -85,12 +86,20 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
         ``embedding``, so ``VectorStoreIndex(nodes)`` stores them without embedding again.
         See :meth:`localembed.LocalEncoder.encode_late_chunks`.
         """
+        from llama_index.core.schema import TextNode
+
         parser = node_parser or self.node_parser()
         nodes = parser.get_nodes_from_documents([document])
         text = document.get_content()
-        vectors = self.encoder.encode_late_chunks(text, [node.get_content() for node in nodes])
-        for node, vector in zip(nodes, to_lists(vectors), strict=True):
+        contents = [node.get_content() for node in nodes]
+        vectors = self.encoder.encode_late_chunks(text, contents)
+        # LlamaIndex finds each node from just after the previous one's start, which puts a
+        # node whose words repeat inside an earlier one: keep the placement the vectors used.
+        spans = chunk_char_spans(text, contents)
+        for node, vector, (start, stop) in zip(nodes, to_lists(vectors), spans, strict=True):
             node.embedding = vector
+            if isinstance(node, TextNode):
+                node.start_char_idx, node.end_char_idx = start, stop
         return nodes
 
     # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).

@@ -49,7 +49,13 @@ from localembed.precision import Precision, check_precision, quantize
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
 from localembed.sharing import SharedModels
-from localembed.texts import apply_instruction, check_text, check_texts
+from localembed.texts import (
+    apply_instruction,
+    check_text,
+    check_texts,
+    ordered_items,
+    repair_text,
+)
 from localembed.windows import (
     CHARS_PER_TOKEN_BOUND,
     CHUNK_OVERLAP_DIVISOR,
@@ -523,7 +529,7 @@ class LocalEncoder:
             [8870, 16405, 12171]
 
         """
-        return self._windows.token_ids(check_text(text, "text"))
+        return self._windows.token_ids(repair_text(check_text(text, "text")))
 
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` has for this model (a text splitter's length function).
@@ -603,8 +609,10 @@ class LocalEncoder:
         )
         from localembed.pooling import dense_head
 
-        text = check_texts([check_text(text, "text")])[0]
-        spans = chunk_char_spans(text, chunks)
+        text = repair_text(check_text(text, "text"))
+        # The same repair as the text's, so a chunk with a lone surrogate is still found.
+        items = ordered_items(chunks, "str (chunks)")
+        spans = chunk_char_spans(text, [repair_text(c) if isinstance(c, str) else c for c in items])
         if self.backend.runtime is None:
             msg = "encode_late_chunks needs token vectors: backend='torch' or 'onnx'"
             raise ValueError(msg)
