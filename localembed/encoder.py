@@ -546,8 +546,9 @@ class LocalEncoder:
         """The most tokens a chunk may have and be embedded whole as a ``kind``.
 
         ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
-        most this many tokens (by :meth:`count_tokens`) is never truncated. Text splitters
-        sized with it: ``LocalEmbeddings.text_splitter()``, ``LocalEmbedding.node_parser()``.
+        most this many tokens (by :meth:`count_tokens`) fits, unless the instruction and the
+        chunk tokenize differently together (see :meth:`chunk_overflow`, which the splitters
+        ``LocalEmbeddings.text_splitter()`` and ``LocalEmbedding.node_parser()`` also check).
 
         Example:
             >>> from localembed import get_encoder
@@ -555,10 +556,7 @@ class LocalEncoder:
             254
 
         """
-        if kind not in ("document", "query"):
-            msg = f"kind must be 'document' or 'query', got {kind!r}"
-            raise ValueError(msg)
-        instruction = getattr(self.settings, f"{kind}_instruction")
+        instruction = self.chunk_instruction(kind)
         used = self._windows.special_tokens + self.count_tokens(
             apply_instruction(instruction, "") if instruction else ""
         )
@@ -570,6 +568,35 @@ class LocalEncoder:
             )
             raise ValueError(msg)
         return size
+
+    def chunk_overflow(self, chunk: str, kind: Literal["document", "query"] = "document") -> int:
+        """How many tokens ``chunk`` exceeds the window by, as the encoder will tokenize it.
+
+        Counts the instructed text (instruction and chunk tokenized together, as
+        :meth:`encode_documents` does: with an instruction such as ``"passage:"`` a
+        sentencepiece tokenizer joins its end to the chunk's first word) plus the special
+        tokens; zero or less: the chunk is embedded whole. The splitters of both adapters
+        split again any chunk with a positive overflow.
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> get_encoder().chunk_overflow("Cats purr")  # 5 of 256 tokens
+            -251
+
+        """
+        instruction = self.chunk_instruction(kind)
+        text = repair_text(check_text(chunk, "chunk"))
+        instructed = apply_instruction(instruction, text) if instruction else text
+        used = len(self._windows.token_ids(instructed)) + self._windows.special_tokens
+        return used - self.settings.max_length
+
+    def chunk_instruction(self, kind: Literal["document", "query"] = "document") -> str:
+        """The instruction a chunk of ``kind`` is embedded with ("" when none)."""
+        if kind not in ("document", "query"):
+            msg = f"kind must be 'document' or 'query', got {kind!r}"
+            raise ValueError(msg)
+        instruction: str = getattr(self.settings, f"{kind}_instruction")
+        return instruction
 
     def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
         """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.

@@ -59,7 +59,13 @@ from localembed.corpus import (
     open_source,
 )
 from localembed.faults import NonFiniteEmbeddingError
-from localembed.precision import CALIBRATION_ROWS_WARNING, PRECISIONS, Precision, quantize
+from localembed.precision import (
+    CALIBRATION_ROWS_WARNING,
+    PRECISIONS,
+    Precision,
+    check_ranges,
+    quantize,
+)
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -422,13 +428,14 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
         except (OSError, ValueError) as error:
             msg = f"--ranges {job.ranges}: not a readable .npy file ({error})"
             raise ValueError(msg) from None
-        if loaded.shape != shape or loaded.dtype.kind not in "fiu":
-            msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.shape}"
+        if loaded.dtype.kind not in "fiu":
+            msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.dtype}"
             raise ValueError(msg)
-        if not np.isfinite(loaded).all():
-            msg = f"--ranges {job.ranges}: holds NaN or infinite values"
-            raise ValueError(msg)
-        return np.asarray(loaded, dtype=np.float32)
+        try:
+            return check_ranges(loaded, encoder.dimension)
+        except ValueError as error:
+            msg = f"--ranges {job.ranges}: {error}"
+            raise ValueError(msg) from None
     logger.info("computing %s calibration ranges over the input (a first pass)", job.precision)
     low: np.ndarray | None = None
     high: np.ndarray | None = None

@@ -26,6 +26,7 @@ import numpy as np
 
 from localembed.config import EncoderConfig
 from localembed.faults import NonFiniteEmbeddingError
+from localembed.precision import check_ranges
 from localembed.server.errors import ApiError, error_body, non_finite_error
 from localembed.server.gate import Gate
 from localembed.server.metrics import Metrics
@@ -38,6 +39,7 @@ from localembed.server.schemas import (
     SparseResponse,
 )
 from localembed.server.settings import ServerSettings
+from localembed.texts import check_texts
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -229,7 +231,7 @@ def create_app(
                 f"{settings.max_client_batch} (--max-client-batch)"
             )
             raise ApiError(413, message, code="too_many_inputs", param="input")
-        return [str(text) for text in texts]
+        return check_texts(texts)  # the encoder's repair of invalid unicode, once, here
 
     def instruction_of(encoder: LocalEncoder, input_type: str | None) -> str:
         if input_type == "query":
@@ -479,10 +481,10 @@ def _ranges_of(body: EmbeddingRequest, dimension: int, count: int) -> np.ndarray
             f"(the output's dimensions); got {len(body.ranges)} list(s) of lengths {shape}"
         )
         raise ApiError(400, message, code="invalid_request", param="ranges")
-    if not (np.isfinite(ranges) & (np.abs(ranges) <= np.finfo(np.float32).max)).all():
-        message = "ranges must be finite float32 numbers (got NaN, infinity or a larger value)"
-        raise ApiError(400, message, code="invalid_request", param="ranges")
-    return ranges.astype(np.float32)
+    try:
+        return check_ranges(ranges, dimension)
+    except ValueError as error:
+        raise ApiError(400, str(error), code="invalid_request", param="ranges") from None
 
 
 def _encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
@@ -501,7 +503,7 @@ def _first_over_long(
     The encoder's own tokenization (invalid unicode repaired as for embedding) finds it;
     (None, None) when it finds none.
     """
-    from localembed.texts import apply_instruction, check_texts
+    from localembed.texts import apply_instruction
 
     over = encoder.tokenize(texts, instruction).truncated_rows
     if not over:
