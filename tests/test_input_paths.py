@@ -228,3 +228,44 @@ def test_splitter_chunks_are_never_truncated_with_any_instruction(
             chunk_size=encoder.chunk_size(), chunk_overlap=8, length_function=encoder.count_tokens
         ).split_text(text)
         assert truncated(encoder, plain) > 0
+
+
+# -- model and model_name, the documented aliases ------------------------------------------
+
+
+@pytest.mark.parametrize("adapter", [LocalEmbeddings, LocalEmbedding])
+def test_model_and_model_name_together(adapter: type, default_model_dir: Path) -> None:
+    from pydantic import ValidationError
+
+    same = adapter(model=str(default_model_dir), model_name=str(default_model_dir))
+    assert same.model == str(default_model_dir)
+    assert same.encoder is adapter(model=str(default_model_dir)).encoder
+    with pytest.raises(ValidationError) as caught:
+        adapter(model=str(default_model_dir), model_name="BAAI/bge-small-en-v1.5")
+    message = str(caught.value)
+    assert "model=" in message and "model_name='BAAI/bge-small-en-v1.5'" in message
+    assert "disagree" in message and "Extra inputs" not in message
+
+
+@pytest.mark.parametrize("adapter", [LocalEmbeddings, LocalEmbedding])
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("pooling", "clss", "valid: auto, cls, mean"),
+        ("batch_size", 0, "greater than 0"),
+        ("device", "gpu", "device must be one of"),
+        ("dtype", "fp16", "'float16'"),
+        ("normalise", True, "did you mean 'normalize'"),
+        ("long_text", "split", "'truncate' or 'chunk'"),
+    ],
+)
+def test_adapter_argument_errors_name_the_field_and_what_is_accepted(
+    adapter: type, option: str, value: object, words: str
+) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as caught:
+        adapter(**{option: value})
+    message = str(caught.value)
+    assert words in message
+    assert option in message

@@ -10,10 +10,12 @@ import argparse
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from localembed.config import EncoderConfig, ModelOptions
 from localembed.pooling import POOLING_MODES
+
+C = TypeVar("C", bound=ModelOptions)
 
 if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
@@ -89,7 +91,7 @@ def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[
             options["help"] = f"turn off: {text}"
         return options
     if name == "pooling":
-        options["help"] += f" One of: auto, {', '.join(POOLING_MODES)}."
+        options["choices"] = ["auto", *POOLING_MODES]
     members = (
         typing.get_args(annotation)
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union
@@ -139,7 +141,21 @@ def config_from_args(args: argparse.Namespace) -> EncoderConfig:
     }
     if args.instruction is not None:
         options[f"{args.kind}_instruction"] = args.instruction
-    return EncoderConfig(**options)
+    return checked_config(EncoderConfig, options)
+
+
+def checked_config(config: type[C], options: dict[str, Any]) -> C:
+    """``config(**options)`` from flags; a value it refuses is a usage error naming the flag.
+
+    Raises:
+        UsageError: exit status 2, e.g. ``--batch-size: Input should be greater than 0``.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return config(**options)
+    except ValidationError as error:
+        raise UsageError(error_message(error)) from None
 
 
 def instruction_for(encoder: LocalEncoder, kind: str) -> str:
