@@ -12,7 +12,7 @@ LOCK_EXTRAS := langchain llamaindex onnx m3 qdrant ray cli serve cache distill d
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup demo test test-fast test-latest lint format lock bench stsb clean
+.PHONY: setup demo test test-fast test-latest lint format lock bench stsb docs docs-images docs-serve clean
 
 setup: $(STAMP)
 
@@ -35,7 +35,9 @@ $(STAMP): pyproject.toml $(LOCK) Makefile
 demo: setup
 	$(PY) examples/demo.py
 
-test: setup
+# CI runs this: the documentation site must build (strict), then every test, the docs' examples
+# included (tests/test_docs.py).
+test: setup docs
 	$(PY) -m pytest -q
 
 # The inner loop: everything but the slow tier (Ray, examples run as subprocesses, benchmarks).
@@ -67,11 +69,34 @@ lint: setup
 format: setup
 	$(VENV)/bin/ruff format localembed langchain_localembed llamaindex_localembed tests benchmarks examples
 
+# The STS Benchmark (not in the repository): the folder of sts-test.csv etc. from
+# stsbenchmark.tar.gz; by default ../shared/data/stsbenchmark next to the clone.
+STSB_DATA ?= ../shared/data/stsbenchmark
+HAVE_STSB := $(wildcard $(STSB_DATA)/sts-test.csv)
+
 stsb: setup
-	$(PY) benchmarks/stsb.py --data ../shared/data/stsbenchmark
+	@test -n "$(HAVE_STSB)" || { echo "make stsb needs the STS Benchmark: unpack stsbenchmark.tar.gz (sts-test.csv, ...) to $(STSB_DATA) or pass STSB_DATA=DIR"; exit 2; }
+	$(PY) benchmarks/stsb.py --data $(STSB_DATA)
 
 bench: setup
-	$(PY) benchmarks/throughput.py --data ../shared/data/stsbenchmark --json bench-results/throughput.json
+	@test -n "$(HAVE_STSB)" || echo "no STS Benchmark at $(STSB_DATA) (STSB_DATA=DIR, from stsbenchmark.tar.gz): generated sentences, no STS column"
+	$(PY) benchmarks/throughput.py $(if $(HAVE_STSB),--data $(STSB_DATA)) --json bench-results/throughput.json
+
+# The documentation site (mkdocs.yml, docs/): built strict (a broken link or reference fails).
+# The pictures on the pages are drawn by docs/gen_images.py (committed; redrawn when it changes).
+DOCS_IMAGES := docs/images/token_heatmap.png docs/images/similarity_heatmap.png docs/images/tsne.png
+
+docs: setup $(DOCS_IMAGES)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet
+
+$(DOCS_IMAGES) &: docs/gen_images.py
+	$(PY) docs/gen_images.py --out docs/images
+
+docs-images:
+	$(PY) docs/gen_images.py --out docs/images
+
+docs-serve: setup $(DOCS_IMAGES)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve
 
 clean:
 	rm -rf $(VENV) $(LATEST_VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -73,7 +73,7 @@ def embed_dataset(
             the columns present), or ``output_column`` already present.
         ImportError: Ray Data is not installed.
 
-    Example:
+    Examples:
         >>> import ray  # doctest: +SKIP
         >>> from localembed.ray import embed_dataset
         >>> ds = ray.data.from_items([{"id": 1, "text": "a cat"}])  # doctest: +SKIP
@@ -261,7 +261,7 @@ def serve_application(
     Returns:
         A bound ``ray.serve`` application: ``serve.run(app, route_prefix="/")``.
 
-    Example:
+    Examples:
         >>> from ray import serve  # doctest: +SKIP
         >>> serve.run(serve_application(min_replicas=1, max_replicas=4))  # doctest: +SKIP
 

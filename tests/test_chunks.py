@@ -15,7 +15,11 @@ from localembed import get_encoder
 from localembed.late_chunks import chunk_char_spans
 from localembed.pooling import pool
 
-README = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+# A long markdown text: every page of the documentation site, one after another.
+README = "\n\n".join(
+    path.read_text(encoding="utf-8")
+    for path in sorted((Path(__file__).resolve().parent.parent / "docs").glob("*.md"))
+)
 INSTRUCTION = "Represent this document for retrieval: "
 
 

@@ -1,4 +1,4 @@
-"""The README's "Command line" snippets run verbatim in an empty folder and print what it shows.
+"""The "Command line" page's snippets (docs/cli.md) run verbatim in an empty folder and print what it shows.
 
 The `bash` block that makes `docs.txt` and `docs.jsonl` runs first; then every `$ ` command of
 the section's `text` blocks runs in order, and its printed lines are compared with the README's
@@ -22,9 +22,7 @@ TIMING = re.compile(r"in \d+\.\d s, [\d,]+ rows/s")
 
 
 def section() -> str:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = readme.index("## Command line\n")
-    return readme[start : readme.index("\n## ", start + 1)]
+    return (ROOT / "docs" / "cli.md").read_text(encoding="utf-8")
 
 
 def snippets() -> tuple[list[str], list[tuple[str, list[str]]]]:
