@@ -721,9 +721,12 @@ class LocalEncoder:
 
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:
+    from localembed.loading import identity_names
+
     return resolve_settings(
         config,
         names=[files.source.name, str(files.source.path)],
+        identity=identity_names(files.source.path),
         metadata=files.metadata,
         tokenizer=files.tokenizer,
         model_config=files.model_config,

@@ -724,3 +724,63 @@ def _describe_mismatch(item: Any) -> str:
         key, found, expected = item
         return f"{key}: file {list(found)}, config {list(expected)}"
     return str(item)
+
+
+DOWNLOAD_RECORD = "localembed-source.json"
+"""The file ``localembed download`` writes into the folder: ``{"model": hub id, "revision"}``."""
+
+
+def identity_names(directory: Path) -> list[str]:
+    r"""The hub ids a model directory gives for itself, for matching family presets.
+
+    A folder's own name may say nothing (``models/embedder``); its files still can:
+
+    - the record ``localembed download`` writes (:data:`DOWNLOAD_RECORD`): the hub id it
+      was downloaded as;
+    - the model card (``README.md``, which hub snapshots carry): its metadata's
+      ``model-index`` names (the model itself, e.g. ``bge-small-en-v1.5``) and
+      ``base_model`` (what a fine-tune was trained from).
+
+    Unreadable or malformed files give no names (they are hints, never required).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> card = "---\nbase_model: BAAI/bge-small-en-v1.5\n---\n"
+        >>> _ = (folder / "README.md").write_text(card)
+        >>> identity_names(folder)
+        ['BAAI/bge-small-en-v1.5']
+
+    """
+    names: list[str] = []
+    record = directory / DOWNLOAD_RECORD
+    if record.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            model = json.loads(record.read_text(encoding="utf-8")).get("model")
+            if isinstance(model, str):
+                names.append(model)
+    card = directory / "README.md"
+    if card.is_file():
+        names += _card_names(card)
+    return names
+
+
+def _card_names(card: Path) -> list[str]:
+    """``model-index`` names and ``base_model`` from a model card's YAML metadata."""
+    try:
+        from huggingface_hub import metadata_load
+
+        metadata = metadata_load(card) or {}
+    except Exception as error:  # a malformed card is no reason to fail loading
+        logging.getLogger("localembed").debug("model card %s not read: %s", card, error)
+        return []
+    names: list[str] = []
+    index = metadata.get("model-index")
+    for entry in index if isinstance(index, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            names.append(entry["name"])
+    base = metadata.get("base_model")
+    for value in base if isinstance(base, list) else [base]:
+        if isinstance(value, str):
+            names.append(value)
+    return names

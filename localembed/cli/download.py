@@ -10,12 +10,13 @@ configuration, vocabularies, the sentence-transformers metadata and bge-m3's two
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localembed.cli.common import CommandError, add_command
-from localembed.loading import M3_HEAD_FILES
+from localembed.loading import DOWNLOAD_RECORD, M3_HEAD_FILES
 
 if TYPE_CHECKING:
     from localembed.cli.common import Commands
@@ -26,10 +27,11 @@ examples:
   localembed download BAAI/bge-small-en-v1.5 --to models/bge-small --revision main
   localembed embed docs.txt -o docs.npy --model models/bge-small   # then, offline"""
 
-ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", *M3_HEAD_FILES)
+ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", "README.md", *M3_HEAD_FILES)
 """What is fetched: weights (safetensors), configuration and sentence-transformers metadata
 (.json, also in module folders such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt),
-sentencepiece models, and bge-m3's head files by their exact names (at the top level)."""
+sentencepiece models, the model card (README.md: its metadata names the model's family) and
+bge-m3's head files by their exact names (at the top level)."""
 
 
 def register(commands: Commands) -> None:
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> int:
             f"does not download); the other files are in {folder}"
         )
         raise CommandError(msg)
+    # The hub id, for family presets when the folder is not named like it.
+    record = {"model": args.model, "revision": args.revision or "main"}
+    (folder / DOWNLOAD_RECORD).write_text(json.dumps(record) + "\n", encoding="utf-8")
     size = sum(path.stat().st_size for path in files) / 2**20
     print(
         f"downloaded {args.model} to {folder}: {len(files)} files, {size:,.1f} MiB "
