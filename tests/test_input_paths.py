@@ -269,3 +269,39 @@ def test_adapter_argument_errors_name_the_field_and_what_is_accepted(
     message = str(caught.value)
     assert words in message
     assert option in message
+
+
+# -- localembed embed checks cheap things before the model loads ---------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "argv", "words"),
+    [
+        ("one.txt", b"only one row\n", ["--precision", "int8"], "at least 2 rows, the input has 1"),
+        ("bad.txt", b"fine\nbad \xff byte\n", [], "bad.txt line 2"),
+        (
+            "ids.jsonl",
+            b'{"text": "a", "id": 1}\n{"text": "b", "id": null}\n',
+            ["--id-column", "id"],
+            "ids.jsonl line 2",
+        ),
+        ("sur.jsonl", b'{"text": "a"}\n{"text": "x \\udc80"}\n', [], "sur.jsonl line 2"),
+    ],
+)
+def test_embed_reports_input_errors_before_loading_the_model(
+    name: str,
+    content: bytes,
+    argv: list[str],
+    words: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # The model folder does not exist: had the model loaded first, the error would name it.
+    source = tmp_path / name
+    source.write_bytes(content)
+    missing_model = tmp_path / "model-never-loaded"
+    code, _, err = run(
+        capsys, "embed", source, "-o", tmp_path / "out.jsonl", "--model", missing_model, *argv
+    )
+    assert code == 1 and words in err, err
+    assert "model-never-loaded" not in err

@@ -329,6 +329,7 @@ def run(args: argparse.Namespace) -> int:
 def run_job(job: EmbedJob) -> JobResult:
     """Run ``job``: check, load, embed chunk by chunk, and rename the finished output."""
     check_output(job.output, overwrite=job.overwrite, resume=job.resume)
+    check_input(job)
     source = job.open_source()
     from localembed.encoder import get_encoder
 
@@ -407,6 +408,27 @@ def run_job(job: EmbedJob) -> JobResult:
     return JobResult(job.output, done, start, width, seconds)
 
 
+def check_input(job: EmbedJob) -> None:
+    """Read a file input once before the model loads: its errors come first, and cheaply.
+
+    A byte that is not UTF-8, a null id or text, a lone surrogate, a missing column, and
+    int8/uint8 calibration from fewer than two rows are named here, not after a model load
+    (standard input, which cannot be read twice, is checked as it streams).
+    """
+    if job.input == "-":
+        return
+    count = sum(1 for _ in job.open_source().rows)
+    if job.precision in ("int8", "uint8") and job.ranges is None and count < 2:
+        raise ValueError(_too_few_rows(job, count))
+
+
+def _too_few_rows(job: EmbedJob, count: int) -> str:
+    return (
+        f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
+        f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
+    )
+
+
 def ranges_path(output: Path) -> Path:
     """Where int8/uint8 calibration ranges are saved: ``OUTPUT.ranges.npy``."""
     return output.with_name(output.name + ".ranges.npy")
@@ -446,11 +468,7 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
         high = vectors.max(axis=0) if high is None else np.maximum(high, vectors.max(axis=0))
         count += len(chunk)
     if low is None or high is None or count < 2:
-        msg = (
-            f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
-            f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
-        )
-        raise ValueError(msg)
+        raise ValueError(_too_few_rows(job, count))
     if count < CALIBRATION_ROWS_WARNING:
         logger.warning(
             "int8/uint8 calibration ranges from only %d rows; ranges from a larger corpus "
