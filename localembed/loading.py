@@ -207,12 +207,18 @@ def locate_model(model: str | None, *, allow_pickle_weights: bool = False) -> Mo
     return ModelSource(snapshot, model)
 
 
-def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = False) -> Path:
+def _download(
+    repo_id: str,
+    tried: list[str],
+    *,
+    allow_pickle_weights: bool = False,
+    cache_dir: str | None = None,
+) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
         patterns = HUB_ALLOW_PATTERNS + (["pytorch_model*.bin"] if allow_pickle_weights else [])
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as error:  # hub errors have many types; all mean "not available"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         tried.append(
@@ -226,6 +232,19 @@ def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = Fa
         )
         msg = f"model {repo_id!r} not found. Tried: " + "; ".join(tried) + f". Fix: {fix}"
         raise ModelNotFoundError(msg) from error
+
+
+def hub_snapshot(repo_id: str, cache_dir: str) -> Path:
+    """The local folder of hub model ``repo_id`` in the hub cache at ``cache_dir``.
+
+    What sentence-transformers' ``cache_folder`` means: the model is looked up (and, online,
+    downloaded) there instead of the default Hugging Face cache.
+
+    Raises:
+        ModelNotFoundError: not in that cache and not downloadable (offline, unknown id).
+    """
+    tried = [f"hub cache {cache_dir!r}"]
+    return _download(repo_id, tried, cache_dir=cache_dir)
 
 
 def _read_json(path: Path) -> Any:
