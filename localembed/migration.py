@@ -331,8 +331,8 @@ def llamaindex_huggingface_options(data: dict[str, Any]) -> dict[str, Any]:
     ``text_instruction``, ``show_progress_bar`` and ``model_kwargs`` (sentence-transformers'
     transformers arguments) are renamed (:data:`LLAMAINDEX_KEYS`); an option given both ways
     with different values is an error. ``device=None`` is ``"auto"``; ``parallel_process=False``
-    and ``target_devices=None`` are dropped (other values refused, with the reason); ``cache_folder`` finds a hub model in
-    that cache.
+    and ``target_devices=None`` are dropped (other values refused, with the reason);
+    ``cache_folder`` finds a hub model in that cache.
     """
     data = _one_process(_one_process(data, "parallel_process", False), "target_devices", None)
     data = _cache_folder(data)
