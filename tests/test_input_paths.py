@@ -305,3 +305,20 @@ def test_embed_reports_input_errors_before_loading_the_model(
     )
     assert code == 1 and words in err, err
     assert "model-never-loaded" not in err
+
+
+def test_info_shows_no_absolute_model_path_unless_asked(
+    default_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    absolute = str(default_model_dir.resolve())
+    code, out, _ = run(capsys, "info")
+    assert code == 0 and absolute not in out and "--paths" in out
+    code, out, _ = run(capsys, "info", "--json")
+    assert code == 0 and absolute not in out
+    assert json.loads(out)["path"] == "the embedded model 'sentence-transformers/all-MiniLM-L6-v2'"
+    code, out, _ = run(capsys, "info", "--paths", "--json")
+    assert code == 0 and json.loads(out)["path"] == absolute
+    # The server's /info shows the encoder's description: no absolute path either.
+    with TestClient(create_app(encoder=get_encoder(), settings=ServerSettings())) as client:
+        response = client.get("/info")
+    assert response.status_code == 200 and absolute not in response.text
