@@ -7,9 +7,11 @@ from typing import Any
 
 try:
     from langchain_core.cross_encoders import BaseCrossEncoder
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("langchain_core.cross_encoders", "langchain_localembed")
+    raise
 
 from pydantic import ConfigDict
 

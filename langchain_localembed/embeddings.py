@@ -4,9 +4,11 @@ from __future__ import annotations
 
 try:
     from langchain_core.embeddings import Embeddings
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "langchain_localembed needs LangChain: pip install 'localembed[langchain]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("langchain_core.embeddings", "langchain_localembed")
+    raise
 
 import functools
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -97,9 +99,11 @@ def _fitted_splitter_class() -> Callable[..., TextSplitter]:
     """``RecursiveCharacterTextSplitter`` whose chunks are checked against the encoder."""
     try:
         from langchain_text_splitters import RecursiveCharacterTextSplitter
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        msg = "text_splitter needs langchain-text-splitters: pip install 'localembed[langchain]'"
-        raise ImportError(msg) from error
+    except ImportError:  # pragma: no cover - depends on the environment
+        from localembed.extras import require
+
+        require("langchain_text_splitters", "text_splitter")
+        raise
 
     class FittedTextSplitter(RecursiveCharacterTextSplitter):
         """Chunks that overflow the window as the encoder tokenizes them are split again."""

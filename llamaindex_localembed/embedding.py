@@ -4,9 +4,11 @@ from __future__ import annotations
 
 try:
     from llama_index.core.base.embeddings.base import BaseEmbedding
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("llama_index.core", "llamaindex_localembed")
+    raise
 
 import functools
 from typing import TYPE_CHECKING, Any, ClassVar

@@ -8,9 +8,11 @@ try:
     from llama_index.core.callbacks import CBEventType, EventPayload
     from llama_index.core.postprocessor.types import BaseNodePostprocessor
     from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("llama_index.core", "llamaindex_localembed")
+    raise
 
 from pydantic import ConfigDict, Field
 

@@ -7,9 +7,11 @@ from typing import ClassVar
 
 try:
     from llama_index.core.base.embeddings.base_sparse import BaseSparseEmbedding
-except ImportError as error:  # pragma: no cover - depends on the environment
-    msg = "llamaindex_localembed needs LlamaIndex: pip install 'localembed[llamaindex]'"
-    raise ImportError(msg) from error
+except ImportError:  # pragma: no cover - depends on the environment
+    from localembed.extras import require
+
+    require("llama_index.core", "llamaindex_localembed")
+    raise
 
 from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
 from localembed.adapters import check_text, check_texts

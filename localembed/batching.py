@@ -5,23 +5,27 @@ grouped longest first within a batch size and a padded-token budget, each batch 
 a ``step`` callable, and a batch that runs out of memory is split in halves and retried, down
 to one item (see :mod:`localembed.faults`).
 
-Stage API: :func:`plan_batches` (the plan), :func:`run_batches` (run a plan with the
-out-of-memory split), :func:`pad_right` (right-padded ``input_ids`` / ``attention_mask``)
-and :class:`ForwardBatch` (what a transformer pass returns to the heads). A micro-batcher
-merges the windows of several callers into one plan (see :mod:`localembed.microbatch`).
+Stage API: :func:`plan_batches` (the plan), :func:`iter_batches` (run a plan with the
+out-of-memory split, yielding each batch's result), :func:`run_batches` (the same for a
+``step`` that stores its results), :func:`pad_right` (right-padded ``input_ids`` /
+``attention_mask``) and :class:`ForwardBatch` (what a transformer pass returns to the
+heads). A micro-batcher merges the windows of several callers into one plan (see
+:mod:`localembed.microbatch`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger("localembed")
+
+T = TypeVar("T")
 
 DEFAULT_BATCH_TOKENS = {"cpu": 2048, "cuda": 16384}
 """Token budget per forward pass when max_batch_tokens is None. On the CPU, 1-2k padded tokens
@@ -120,11 +124,47 @@ def run_batches(
 
     ``step`` runs the model on the items ``indices`` and must write its results by index,
     because a batch that runs out of memory is split in halves and each half is run again,
-    down to one item.
+    down to one item. See :func:`iter_batches` for the arguments.
+
+    Raises:
+        EncoderOutOfMemoryError: one item alone does not fit in memory; the message names
+            the batch, its tokens and the fix. Nothing partial is returned.
+    """
+    for _ in iter_batches(
+        lengths,
+        step,
+        batch_size=batch_size,
+        max_batch_tokens=max_batch_tokens,
+        device=device,
+        max_length=max_length,
+        show_progress=show_progress,
+        description=description,
+        unit=unit,
+    ):
+        pass
+
+
+def iter_batches(
+    lengths: Sequence[int],
+    run: Callable[[list[int]], T],
+    *,
+    batch_size: int,
+    max_batch_tokens: int | None,
+    device: torch.device,
+    max_length: int,
+    show_progress: bool = False,
+    description: str = "embedding",
+    unit: str = "text",
+) -> Iterator[tuple[list[int], T]]:
+    """Yield ``(indices, run(indices))`` over batches of items with token counts ``lengths``.
+
+    Batches are planned by :func:`plan_batches`. A batch that runs out of memory is split in
+    halves and each half is run again, down to one item, so the indices of one planned batch
+    may come back in several smaller groups; every item comes back exactly once.
 
     Args:
         lengths: tokens of each item (special tokens included).
-        step: runs one batch (item indices in batch order) and stores its results.
+        run: runs one batch (item indices in batch order) and returns its result.
         batch_size: most items per batch.
         max_batch_tokens: the configured token budget (None: the device's default).
         device: where the model runs (for the default budget and the messages).
@@ -135,7 +175,7 @@ def run_batches(
 
     Raises:
         EncoderOutOfMemoryError: one item alone does not fit in memory; the message names
-            the batch, its tokens and the fix. Nothing partial is returned.
+            the batch, its tokens and the fix.
     """
     from localembed.faults import (
         EncoderOutOfMemoryError,
@@ -161,7 +201,7 @@ def run_batches(
             width = max(lengths[i] for i in indices)
             origin = origin or (len(indices), width)
             try:
-                step(indices)
+                result = run(indices)
             except Exception as error:
                 if not is_out_of_memory(error):
                     raise
@@ -182,6 +222,7 @@ def run_batches(
             else:
                 if progress is not None:
                     progress.update(len(indices))
+                yield indices, result
                 continue
             # Out of the except block, so that the failed batch's tensors (held by the
             # traceback) are freed before the retry.

@@ -280,11 +280,9 @@ def _delimited_rows(
 
 
 def _parquet_file(path: str) -> Any:
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as error:
-        msg = 'parquet files need pyarrow: pip install "localembed[cli]"'
-        raise ImportError(msg) from error
+    from localembed.extras import require
+
+    pq = require("pyarrow.parquet", "parquet files")
     return pq.ParquetFile(path)
 
 
@@ -715,11 +713,9 @@ class _ParquetOutput(PartialOutput):
         super().__init__(output, dimension, metadata, **carry)
         self.parts = 0
         self.schema: Any = None
-        try:
-            import pyarrow  # noqa: F401
-        except ImportError as error:
-            msg = 'parquet output needs pyarrow: pip install "localembed[cli]"'
-            raise ImportError(msg) from error
+        from localembed.extras import require
+
+        require("pyarrow", "parquet output")
 
     def _part(self, index: int) -> Path:
         return self.partial / f"part-{index:06d}.parquet"

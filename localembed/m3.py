@@ -36,25 +36,20 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from localembed.pooling import dense_head
-from localembed.windows import combine_windows
+from localembed.errors import InputError
+from localembed.heads import HEAD_FILES, Outputs, batch_outputs, read_head
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     import torch
-
-    from localembed.batching import ForwardBatch
-    from localembed.loading import ModelSource
-    from localembed.windows import Tokenized
 
 __all__ = [
     "COLBERT_HEAD_FILE",
+    "HEAD_FILES",
+    "SCORE_MODES",
     "SPARSE_HEAD_FILE",
     "M3Output",
     "batch_outputs",
@@ -67,265 +62,45 @@ __all__ = [
     "read_head",
 ]
 
-SPARSE_HEAD_FILE = "sparse_linear.pt"
+M3Output = Outputs
+"""bge-m3's outputs: :class:`localembed.heads.Outputs` (its old name)."""
+SPARSE_HEAD_FILE = HEAD_FILES["sparse"]
 """The sparse (lexical weight) head: ``Linear(hidden, 1)`` state dict."""
-COLBERT_HEAD_FILE = "colbert_linear.pt"
+COLBERT_HEAD_FILE = HEAD_FILES["colbert"]
 """The multi-vector head: ``Linear(hidden, colbert_dim)`` state dict."""
-HEAD_FILES = {"sparse": SPARSE_HEAD_FILE, "colbert": COLBERT_HEAD_FILE}
-"""Head name -> the file it is saved in, next to the model's weights."""
 
 SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
 """Keys :func:`hybrid_score` can return (FlagEmbedding's ``compute_score`` keys)."""
 
 
-@dataclass(frozen=True)
-class M3Output:
-    """What :func:`encode_m3` returns; item i of each output belongs to text i.
-
-    An output that was not requested is None.
-    """
-
-    dense: np.ndarray | None = None
-    """(n, dim) float32 dense vectors."""
-    sparse: list[dict[int, float]] | None = None
-    """One ``{token_id: weight}`` dict per text (lexical weights; special tokens left out)."""
-    colbert: list[np.ndarray] | None = None
-    """One (tokens - 1, colbert_dim) float32 array per text (ColBERT vectors)."""
-
-    def dense_array(self) -> np.ndarray:
-        """The dense vectors.
-
-        Returns:
-            The (n, dim) float32 array.
-
-        Raises:
-            ValueError: dense vectors were not requested.
-        """
-        if self.dense is None:
-            msg = "dense vectors were not requested; call encode_m3(..., dense=True)"
-            raise ValueError(msg)
-        return self.dense
-
-    def combine(self, tokenized: Tokenized, *, normalize: bool) -> M3Output:
-        """One result per text from per-window results (``long_text="chunk"``).
-
-        Dense: the encoder's rule (token-count-weighted mean, then normalized if asked);
-        sparse: each token id's largest weight; ColBERT: the windows' vectors in order.
-        """
-        count, owners = tokenized.count, tokenized.owners
-        dense = None
-        if self.dense is not None:
-            dense = combine_windows(self.dense, tokenized, normalize=normalize)
-        sparse: list[dict[int, float]] | None = None
-        if self.sparse is not None:
-            sparse = [{} for _ in range(count)]
-            for owner, weights in zip(owners, self.sparse, strict=True):
-                merged = sparse[owner]
-                for token, weight in weights.items():
-                    if weight > merged.get(token, 0.0):
-                        merged[token] = weight
-        colbert: list[np.ndarray] | None = None
-        if self.colbert is not None:
-            parts: list[list[np.ndarray]] = [[] for _ in range(count)]
-            for owner, vectors in zip(owners, self.colbert, strict=True):
-                parts[owner].append(vectors)
-            colbert = [p[0] if len(p) == 1 else np.concatenate(p, axis=0) for p in parts]
-        return M3Output(dense=dense, sparse=sparse, colbert=colbert)
-
-    def non_finite_rows(self) -> list[int]:
-        """Indices of texts with a NaN or infinite value in any output."""
-        bad: set[int] = set()
-        if self.dense is not None:
-            bad.update(np.flatnonzero(~np.isfinite(self.dense).all(axis=1)).tolist())
-        for index, weights in enumerate(self.sparse or []):
-            if not all(math.isfinite(weight) for weight in weights.values()):
-                bad.add(index)
-        for index, vectors in enumerate(self.colbert or []):
-            if not np.isfinite(vectors).all():
-                bad.add(index)
-        return sorted(bad)
-
-    def __len__(self) -> int:
-        for output in (self.dense, self.sparse, self.colbert):
-            if output is not None:
-                return len(output)
-        return 0
-
-
-# -- heads ---------------------------------------------------------------------------------
-
-
 class HeadOwner(Protocol):
-    """Whatever holds a model's heads (an encoder, a backend)."""
+    """Whatever holds a model's heads (an encoder)."""
 
     def load_head(self, name: str) -> torch.nn.Linear | None:
         """The head, loaded on first use; None when the backend keeps its own heads."""
         ...
 
 
-def not_m3_message(source: ModelSource, missing: Sequence[str]) -> str:
-    """The error for a model without the bge-m3 head files ``missing``."""
-    from localembed.loading import display_path
-
-    return (
-        f"{', '.join(missing)} not found in {display_path(source.path)}: {source.name!r} is "
-        f"not a bge-m3 model (sparse and ColBERT outputs need {SPARSE_HEAD_FILE} and "
-        f"{COLBERT_HEAD_FILE} next to the weights); ask for dense vectors only, or use a bge-m3 "
-        f"model such as BAAI/bge-m3"
-    )
-
-
 def load_head(owner: HeadOwner, name: str) -> torch.nn.Linear:
     """The ``"sparse"`` or ``"colbert"`` head of ``owner``'s model, loaded on first use.
 
     Args:
-        owner: a torch-backend encoder of a bge-m3 model (or its backend).
+        owner: a torch-backend encoder of a bge-m3 model.
         name: ``"sparse"`` or ``"colbert"``.
 
     Returns:
         The head as a ``torch.nn.Linear`` in eval mode, on the model's device and dtype.
 
     Raises:
-        FileNotFoundError: the head's file is missing (the model is not a bge-m3 model).
+        MissingModelFileError: the head's file is missing (the model is not a bge-m3 model).
         ModelFileError: the head file is truncated, corrupt, holds NaN/inf or does not fit.
-        ValueError: unknown ``name``, or the backend keeps its heads to itself.
+        InputError: unknown ``name``, or the backend keeps its heads to itself.
     """
     head = owner.load_head(name)
     if head is None:
         msg = "backend='flagembedding' keeps its heads inside FlagEmbedding; use backend='torch'"
-        raise ValueError(msg)
+        raise InputError(msg)
     return head
-
-
-def read_head(
-    path: Path, dimension: int, *, device: torch.device, dtype: torch.dtype
-) -> torch.nn.Linear:
-    """Read a head file (a ``Linear`` state dict) with the checks weights get.
-
-    The file is read with ``torch.load(..., weights_only=True)`` (no pickled code runs).
-
-    Raises:
-        ModelFileError: the file is truncated or corrupt, is not a Linear layer's state
-            dict, expects another hidden size, or holds NaN or infinite values.
-    """
-    import torch
-
-    from localembed.loading import ModelFileError, display_path, fix_for, scrub
-
-    shown = display_path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # zipfile, pickle and EOF errors: all mean a damaged file
-        msg = (
-            f"cannot read the head {shown}: {type(error).__name__}: {scrub(str(error))}; the "
-            f"file is truncated or corrupt; {fix_for(path)}"
-        )
-        raise ModelFileError(msg) from error
-    weight = state.get("weight") if isinstance(state, dict) else None
-    bias = state.get("bias") if isinstance(state, dict) else None
-    if (
-        not isinstance(weight, torch.Tensor)
-        or weight.dim() != 2
-        or not (bias is None or isinstance(bias, torch.Tensor))
-    ):
-        msg = f"{shown} is not a Linear layer's state dict (no 2-d 'weight'); {fix_for(path)}"
-        raise ModelFileError(msg)
-    out_features, in_features = weight.shape
-    if in_features != dimension:
-        msg = (
-            f"{shown} expects hidden size {in_features}, but the model's hidden size is "
-            f"{dimension}; {fix_for(path)}"
-        )
-        raise ModelFileError(msg)
-    for key, tensor in state.items():
-        if isinstance(tensor, torch.Tensor) and not bool(torch.isfinite(tensor).all()):
-            msg = (
-                f"the head {shown} is corrupt: {key} holds NaN or infinite values; {fix_for(path)}"
-            )
-            raise ModelFileError(msg)
-    head = torch.nn.Linear(in_features, out_features, bias=bias is not None)
-    try:
-        head.load_state_dict(state)
-    except RuntimeError as error:
-        msg = f"{shown} does not fit a Linear layer: {error}; {fix_for(path)}"
-        raise ModelFileError(msg) from error
-    head = head.to(device=device, dtype=dtype).eval()
-    head.requires_grad_(False)
-    return head
-
-
-# -- one forward batch -> outputs ---------------------------------------------------------
-
-
-def _token_weights(
-    weights: np.ndarray, ids: np.ndarray, unused: frozenset[int]
-) -> dict[int, float]:
-    keep = (weights > 0) & ~np.isin(ids, list(unused))
-    if not keep.any():
-        return {}
-    unique, inverse = np.unique(ids[keep], return_inverse=True)
-    largest = np.zeros(len(unique), dtype=weights.dtype)
-    np.maximum.at(largest, inverse, weights[keep])
-    return dict(zip(unique.tolist(), largest.tolist(), strict=True))
-
-
-def batch_outputs(
-    batch: ForwardBatch,
-    *,
-    pooling: str | None,
-    normalize: bool,
-    normalize_dense: bool | None = None,
-    sparse_head: torch.nn.Linear | None = None,
-    colbert_head: torch.nn.Linear | None = None,
-    unused_ids: frozenset[int] = frozenset(),
-) -> tuple[np.ndarray | None, list[dict[int, float]] | None, list[np.ndarray] | None]:
-    """The bge-m3 outputs of one forward batch, row by row.
-
-    Real tokens are found through the attention mask, so the result does not depend on the
-    padding side (left or right).
-
-    Args:
-        batch: the transformer's last hidden states, attention mask and input ids.
-        pooling: the dense pooling mode (a key of ``POOLING_FUNCTIONS``); None: no dense.
-        normalize: L2-normalize dense and ColBERT vectors.
-        normalize_dense: for dense vectors alone; None: as ``normalize``.
-        sparse_head: the sparse head; None: no sparse output.
-        colbert_head: the ColBERT head; None: no ColBERT output.
-        unused_ids: token ids left out of the lexical weights (special tokens).
-
-    Returns:
-        ``(dense, sparse, colbert)`` for the batch's rows; None where not requested. Dense
-        is a (rows, dim) float32 array, sparse a list of dicts, colbert a list of arrays.
-    """
-    import torch
-
-    hidden, mask = batch.hidden, batch.attention_mask
-    dense = sparse = colbert = None
-    real = [row.nonzero().flatten() for row in mask.cpu()]
-    with torch.inference_mode():
-        if pooling is not None:
-            wanted = normalize if normalize_dense is None else normalize_dense
-            dense = dense_head(pooling, hidden, mask, normalize=wanted).cpu().numpy()
-        if sparse_head is not None:
-            weights = torch.relu(sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
-            ids = batch.input_ids.cpu().numpy()
-            sparse = [
-                _token_weights(
-                    weights[row, positions.numpy()], ids[row, positions.numpy()], unused_ids
-                )
-                for row, positions in enumerate(real)
-            ]
-        if colbert_head is not None:
-            vectors = colbert_head(hidden)
-            if normalize:
-                vectors = torch.nn.functional.normalize(vectors, dim=-1)
-            vectors = vectors.float().cpu()
-            # Every real token but the first (CLS): FlagEmbedding's colbert_linear(h[:, 1:]).
-            colbert = [vectors[row, positions[1:]].numpy() for row, positions in enumerate(real)]
-    return dense, sparse, colbert
-
-
-# -- encoding -------------------------------------------------------------------------------
 
 
 class M3Encoder(Protocol):
@@ -341,7 +116,7 @@ class M3Encoder(Protocol):
         instruction: str | None = None,
         batch_size: int | None = None,
         show_progress: bool = False,
-    ) -> M3Output:
+    ) -> Outputs:
         """bge-m3's outputs of ``texts``."""
         ...
 
@@ -356,12 +131,8 @@ def encode_m3(
     instruction: str | None = None,
     batch_size: int | None = None,
     show_progress: bool = False,
-) -> M3Output:
-    """bge-m3's dense, sparse and ColBERT outputs of ``texts``: ``encoder.encode_m3(...)``.
-
-    Batching and long texts follow the encoder's settings; see the module docstring for how
-    chunked windows are combined.
-    """
+) -> Outputs:
+    """bge-m3's dense, sparse and ColBERT outputs of ``texts``: ``encoder.encode_m3(...)``."""
     return encoder.encode_m3(
         texts,
         dense=dense,
@@ -461,17 +232,17 @@ def hybrid_score(
     """
     if len(weights) != 3:
         msg = f"weights must be (dense, sparse, colbert), got {len(weights)} values"
-        raise ValueError(msg)
+        raise InputError(msg)
     w_dense, w_sparse, w_colbert = (float(w) for w in weights)
     if not all(math.isfinite(w) for w in (w_dense, w_sparse, w_colbert)):
         msg = f"weights must be finite numbers, got {tuple(weights)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if w_dense + w_sparse == 0 or w_dense + w_sparse + w_colbert == 0:
         msg = (
             f"weights {tuple(weights)} sum to zero (dense + sparse, or all three): the combined "
             f"scores would divide by zero; give the modes you combine a positive total weight"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     scores: dict[str, np.ndarray] = {}
     if queries.dense is not None and documents.dense is not None:
         scores["dense"] = (
@@ -487,7 +258,7 @@ def hybrid_score(
         scores["colbert"] = _colbert_matrix(queries.colbert, documents.colbert)
     if not scores:
         msg = "queries and documents share no output (dense, sparse or colbert) to score"
-        raise ValueError(msg)
+        raise InputError(msg)
     if "dense" in scores and "sparse" in scores:
         scores["sparse+dense"] = (scores["sparse"] * w_sparse + scores["dense"] * w_dense) / (
             w_sparse + w_dense

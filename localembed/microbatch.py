@@ -1,34 +1,41 @@
-"""Micro-batching: one worker per loaded encoder merges concurrent calls into shared batches.
+"""Micro-batching: one worker per loaded model merges concurrent calls into shared batches.
 
 Many small concurrent calls (64 coroutines each embedding one query, an HTTP server's
 requests) would otherwise each run their own forward pass, one after the other under the
-encoder's lock. :class:`MicroBatcher` gives every call a future and runs one worker thread
+model's lock. :class:`MicroBatcher` gives every call a future and runs one worker thread
 that, round after round, takes the next windows of every pending call, sorts them by length
-into token-budget batches (the encoder's own :meth:`~localembed.LocalEncoder.run_batches`,
-with its out-of-memory split) and writes each row back to the call it belongs to.
+into token-budget batches (the backend's plan, with its out-of-memory split) and writes each
+row back to the call it belongs to. It runs on a backend with the ``"windows"`` capability
+(:class:`~localembed.backends.base.WindowBackend`) and gets everything else as data
+(:class:`BatchSpec`: the backend, the call options, how rows are finished).
 
 Rules it keeps:
 
 - Each caller gets exactly its rows, in its order; results do not depend on the batch
-  neighbours (rows are padded on the right and pooled under the attention mask).
-- Inputs are checked (:func:`~localembed.encoder.check_texts`) and instructions applied per
-  caller before anything is merged, so one caller's bad input and its error reach that
+  neighbours (rows are padded on the right and pooled under the attention mask): within
+  1e-5 of a serial ``encode`` in float32.
+- Inputs are checked (:func:`~localembed.texts.check_texts`) once and instructions applied
+  per caller before anything is merged, so one caller's bad input and its error reach that
   caller alone; a merged round that fails is re-run caller by caller, so that a failure
   (out of memory on one huge text) reaches only the caller that caused it.
+- A call is finished (windows combined, non-finite check, ``truncate_dim`` cut, precision)
+  once, in the worker thread, as soon as its last window has run: results are released
+  batch by batch, not all at the end of a round, and an event loop awaiting them only
+  receives finished rows.
 - A call whose future is cancelled (a cancelled coroutine) is dropped before its next
   window runs.
 - A lone caller does not wait: a thread caller whose texts fit one batch, finding the
   model idle, runs that batch in its own thread (no hand-off to the worker and back); a
   coroutine's call starts at once on an idle worker; calls that arrive while a batch runs
-  are merged into the next round. ``max_wait`` (seconds,
-  default 0) optionally holds the first call of an idle worker a little longer to gather
-  more; it is a trade of lone-call latency for batch size.
+  are merged into the next round. ``max_wait`` (seconds, default 0) optionally holds the
+  first call of an idle worker a little longer to gather more; it is a trade of lone-call
+  latency for batch size.
 - Each round takes at most one batch's worth of windows from each call, so a large call
   (10 000 documents) shares the model with the small calls that arrive during it instead
   of holding them until it is done.
 
-The worker holds the encoder by a weak reference: dropping the encoder (for instance
-:func:`~localembed.encoder.clear_encoder_cache`) stops it.
+:meth:`MicroBatcher.close` stops the worker (an encoder closes its batcher when it is
+released, for instance by :func:`~localembed.encoder.clear_encoder_cache`).
 """
 
 from __future__ import annotations
@@ -38,18 +45,49 @@ import concurrent.futures
 import contextlib
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from localembed.errors import InputError, RuntimeFault
+from localembed.texts import apply_instruction, check_texts
+from localembed.windows import combine_windows
+
 if TYPE_CHECKING:
-    from localembed.batching import ForwardBatch
-    from localembed.encoder import LocalEncoder
+    from localembed.backends.base import CallOptions, WindowBackend
+    from localembed.finish import Finish
+    from localembed.precision import Precision
     from localembed.windows import Tokenized
+
+__all__ = ["BatchSpec", "Encoded", "MicroBatcher", "RoundStats", "RoundStatsObserver"]
+
+
+class BatcherClosedError(RuntimeFault, RuntimeError):
+    """The micro-batcher was closed; later calls are refused."""
+
+
+@dataclass(frozen=True)
+class BatchSpec:
+    """What a micro-batcher runs: a window backend, the call options, and the finish."""
+
+    backend: WindowBackend
+    """The loaded model (capability ``"windows"``)."""
+    options: CallOptions
+    """Batch size, token budget, long-text mode, pooling, normalization, max_length."""
+    finish: Finish
+    """How pooled rows become the output (non-finite check, ``truncate_dim``, precision)."""
+
+
+class Batchable(Protocol):
+    """Anything that describes its micro-batched calls (an encoder)."""
+
+    @property
+    def batch_spec(self) -> BatchSpec:
+        """The backend, options and finish of its calls."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +95,7 @@ class Encoded:
     """One caller's result, with what the server reports about it."""
 
     vectors: np.ndarray
-    """(texts, dimension) float32, row i for text i."""
+    """(texts, dimension) finished rows, row i for text i."""
     tokens: int
     """Tokens of this caller's texts run through the model (instruction, special tokens too)."""
     truncated: int
@@ -80,22 +118,38 @@ class RoundStats:
     """Wall time of the round."""
 
 
+@dataclass(frozen=True)
+class _Output:
+    precision: Precision
+    ranges: np.ndarray | None
+
+
 @dataclass(eq=False)
 class _Call:
-    texts: list[str] | None
-    instruction: str | None
+    items: list[str]
+    """Checked, instructed texts."""
     tokenized: Tokenized | None
     future: concurrent.futures.Future[Encoded]
     submitted: float
+    output: _Output
     rows: np.ndarray | None = None
+    done: np.ndarray | None = None
+    remaining: int = 0
     groups: deque[list[int]] = field(default_factory=deque)
     started: float | None = None
 
 
 class MicroBatcher:
-    """Merges concurrent :meth:`encode` / :meth:`aencode` calls on one encoder.
+    """Merges concurrent :meth:`encode` / :meth:`aencode` calls on one loaded model.
 
-    Use ``encoder.batcher`` (one per loaded encoder) rather than this constructor.
+    Use ``encoder.batcher`` (one per encoder) rather than this constructor.
+
+    Args:
+        source: an encoder (anything with a ``batch_spec``) or a :class:`BatchSpec`.
+        max_wait: seconds an idle worker holds a first call to gather more (0: none).
+
+    Raises:
+        InputError: the backend cannot run token windows (``backend="flagembedding"``).
 
     Example:
         >>> from localembed import get_encoder
@@ -106,11 +160,13 @@ class MicroBatcher:
 
     """
 
-    def __init__(self, encoder: LocalEncoder, *, max_wait: float = 0.0) -> None:
-        if encoder.runtime is None:
+    def __init__(self, source: Batchable | BatchSpec, *, max_wait: float = 0.0) -> None:
+        spec = source if isinstance(source, BatchSpec) else source.batch_spec
+        if "windows" not in spec.backend.capabilities:
             msg = "micro-batching needs a forward pass: backend='torch' or 'onnx'"
-            raise ValueError(msg)
-        self._encoder = weakref.ref(encoder)
+            raise InputError(msg)
+        self.spec = spec
+        """The backend, options and finish this batcher runs with."""
         self.max_wait = max_wait
         """Seconds an idle worker holds a first call to gather more (0: start at once)."""
         self._queue: deque[_Call] = deque()
@@ -120,7 +176,6 @@ class MicroBatcher:
         self._inline = False  # a lone caller runs its own call in its thread
         self._thread: threading.Thread | None = None
         self._observers: list[RoundStatsObserver] = []
-        weakref.finalize(encoder, self.close)
 
     # -- callers -----------------------------------------------------------------------
 
@@ -130,36 +185,37 @@ class MicroBatcher:
         instruction: str | None = None,
         *,
         tokenize_here: bool = True,
+        precision: Precision = "float32",
+        ranges: np.ndarray | None = None,
     ) -> concurrent.futures.Future[Encoded]:
         """Queue ``texts`` and return the future of their :class:`Encoded` result.
 
-        With ``tokenize_here`` (threads) the texts are checked and tokenized in the calling
-        thread, in parallel with other callers, and a bad input raises here; otherwise
-        (coroutines, which must not block their event loop) they are checked here and
-        tokenized by the worker, and a tokenizer error is set on the future.
+        The texts are checked here (a bad input raises here). With ``tokenize_here``
+        (threads) they are also tokenized in the calling thread, in parallel with other
+        callers; otherwise (coroutines, which must not block their event loop) the worker
+        tokenizes them and a tokenizer error is set on the future. The rows come back
+        finished: cut to ``truncate_dim`` and in ``precision``.
 
         Raises:
-            TypeError: ``texts`` is not a list of str (the message names the bad index).
-            RuntimeError: the batcher is closed.
+            InputTypeError: ``texts`` is not a list of str (the message names the bad index).
+            RuntimeFault: the batcher is closed.
         """
-        from localembed.texts import check_texts
-
-        encoder = self._require_encoder()
+        spec = self.spec
         items = check_texts(texts)
-        tokenized = encoder.tokenize(items, instruction) if tokenize_here else None
+        if instruction:
+            items = [apply_instruction(instruction, text) for text in items]
+        output = _Output(precision, ranges)
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not items:
-            future.set_result(
-                Encoded(
-                    np.empty((0, encoder.backend.dimension), np.float32), 0, 0, queue_seconds=0.0
-                )
-            )
+            empty = np.empty((0, spec.backend.dimension), np.float32)
+            future.set_result(Encoded(spec.finish(empty, precision, ranges), 0, 0, 0.0))
             return future
-        call = _Call(items, instruction, tokenized, future, time.perf_counter())
+        tokenized = spec.backend.tokenize(items, spec.options) if tokenize_here else None
+        call = _Call(items, tokenized, future, time.perf_counter(), output)
         with self._condition:
             if self._closed:
                 msg = "the micro-batcher is closed"
-                raise RuntimeError(msg)
+                raise BatcherClosedError(msg)
             # A lone thread caller whose texts fit one batch runs them itself: no hand-off
             # to the worker and back (two thread switches, slow on a busy machine). Calls
             # arriving meanwhile queue up for the worker, which starts once it is done.
@@ -167,7 +223,7 @@ class MicroBatcher:
                 tokenized is not None
                 and not (self._working or self._inline or self._queue)
                 and self.max_wait == 0
-                and len(encoder.batches(tokenized.ids)) == 1
+                and len(spec.backend.plan([len(w) for w in tokenized.ids], spec.options)) == 1
             )
             if inline:
                 self._inline = True
@@ -177,7 +233,7 @@ class MicroBatcher:
                 self._condition.notify()
         if inline:
             try:
-                self._round(encoder, [call])
+                self._round([call])
             finally:
                 with self._condition:
                     self._inline = False
@@ -227,13 +283,6 @@ class MicroBatcher:
 
     # -- worker ------------------------------------------------------------------------
 
-    def _require_encoder(self) -> LocalEncoder:
-        encoder = self._encoder()
-        if encoder is None:
-            msg = "the encoder behind this micro-batcher was released"
-            raise RuntimeError(msg)
-        return encoder
-
     def _ensure_worker(self) -> None:
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(
@@ -262,36 +311,32 @@ class MicroBatcher:
     def _work(self) -> None:
         active: list[_Call] = []
         while self._take(active):
-            encoder = self._encoder()
-            if encoder is None:
-                error = RuntimeError("the encoder behind this micro-batcher was released")
-                for call in active:
-                    _fail(call, error)
-                return
-            active = self._round(encoder, active)
-            del encoder
+            active = self._round(active)
 
-    def _start(self, encoder: LocalEncoder, call: _Call) -> bool:
+    def _start(self, call: _Call) -> bool:
         """Tokenize a new call if needed and give it its row buffer; False if it failed."""
+        spec = self.spec
         if call.tokenized is None:
             try:
-                call.tokenized = encoder.tokenize(call.texts or [], call.instruction)
+                call.tokenized = spec.backend.tokenize(call.items, spec.options)
             except Exception as error:
                 _fail(call, error)
                 return False
-        tokenized = call.tokenized
-        call.rows = np.empty((len(tokenized.ids), encoder.backend.dimension), dtype=np.float32)
+        ids = call.tokenized.ids
+        call.rows = np.empty((len(ids), spec.backend.dimension), dtype=np.float32)
+        call.done = np.zeros(len(ids), dtype=bool)
+        call.remaining = len(ids)
         # The call's own batches, longest first, as a lone encode() runs them.
-        call.groups = deque(encoder.batches(tokenized.ids))
+        call.groups = deque(spec.backend.plan([len(w) for w in ids], spec.options))
         return True
 
-    def _round(self, encoder: LocalEncoder, active: list[_Call]) -> list[_Call]:
+    def _round(self, active: list[_Call]) -> list[_Call]:
         """Run one batch's worth of windows of every active call; return those still active."""
         calls: list[_Call] = []
         for call in active:
             if call.future.cancelled():
                 continue
-            if call.rows is None and not self._start(encoder, call):
+            if call.rows is None and not self._start(call):
                 continue
             calls.append(call)
         if not calls:
@@ -303,33 +348,23 @@ class MicroBatcher:
             if call.started is None:
                 call.started = now
         try:
-            self._run(encoder, calls, taken)
+            self._run(calls, taken)
         except Exception as error:
             if len(calls) == 1:
                 _fail(calls[0], error)
                 return []
             # Re-run caller by caller, so that the error reaches only the caller it belongs to.
             for call, windows in zip(calls, taken, strict=True):
+                if call.future.done():
+                    continue
                 try:
-                    self._run(encoder, [call], [windows])
+                    self._run([call], [windows])
                 except Exception as alone:
                     _fail(call, alone)
-        still: list[_Call] = []
-        for call in calls:
-            if call.future.done():
-                continue
-            if call.groups:
-                still.append(call)
-            else:
-                _finish(encoder, call)
-        return still
+        return [call for call in calls if call.groups and not call.future.done()]
 
-    def _run(self, encoder: LocalEncoder, calls: list[_Call], taken: list[list[int]]) -> None:
-        import torch
-
-        from localembed.pooling import dense_head
-        from localembed.windows import Tokenized
-
+    def _run(self, calls: list[_Call], taken: list[list[int]]) -> None:
+        spec = self.spec
         # The merged windows of this round, and where each row goes back to.
         ids: list[list[int]] = []
         targets: list[tuple[_Call, int]] = []
@@ -338,22 +373,22 @@ class MicroBatcher:
             for window in windows:
                 ids.append(call.tokenized.ids[window])
                 targets.append((call, window))
-        merged = Tokenized(ids, list(range(len(ids))), len(ids), truncated=0, chunked=False)
+        # Windows of a chunked text are normalized once combined, not here.
+        plain = [not _chunked(call) for call, _ in targets]
         started = time.perf_counter()
-        settings = encoder.settings
-
-        def scatter(indices: list[int], batch: ForwardBatch) -> None:
-            # Windows of a chunked text are combined (then normalized) later.
-            plain = torch.tensor([not _chunked(targets[i][0]) for i in indices])
-            normalize = plain if settings.normalize else False
-            vectors = dense_head(settings.pooling, batch.hidden, batch.attention_mask, normalize)
-            array = vectors.cpu().numpy()
+        for indices, rows in spec.backend.dense_batches(ids, plain, spec.options):
+            finished: list[_Call] = []
             for row, index in enumerate(indices):
                 call, window = targets[index]
-                assert call.rows is not None
-                call.rows[window] = array[row]
-
-        encoder.run_batches(merged, scatter)
+                assert call.rows is not None and call.done is not None
+                call.rows[window] = rows[row]
+                if not call.done[window]:
+                    call.done[window] = True
+                    call.remaining -= 1
+                    if call.remaining == 0:
+                        finished.append(call)
+            for call in finished:  # released as soon as its last window ran
+                self._finish(call)
         stats = RoundStats(
             callers=len(calls),
             windows=len(ids),
@@ -362,6 +397,30 @@ class MicroBatcher:
         )
         for observer in list(self._observers):
             observer(stats)
+
+    def _finish(self, call: _Call) -> None:
+        """Combine, check, cut and quantize a call's rows, and hand them to its caller."""
+        tokenized, rows = call.tokenized, call.rows
+        assert tokenized is not None and rows is not None
+        if call.future.done():  # cancelled meanwhile
+            return
+        try:
+            vectors = rows
+            if tokenized.chunked:
+                vectors = combine_windows(rows, tokenized, normalize=self.spec.options.normalize)
+            # NonFiniteEmbeddingError names this call's rows.
+            finished = self.spec.finish(vectors, call.output.precision, call.output.ranges)
+        except Exception as error:
+            _fail(call, error)
+            return
+        result = Encoded(
+            finished,
+            tokens=sum(len(window) for window in tokenized.ids),
+            truncated=tokenized.truncated,
+            queue_seconds=(call.started or call.submitted) - call.submitted,
+        )
+        with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
+            call.future.set_result(result)
 
 
 RoundStatsObserver = Callable[[RoundStats], None]
@@ -376,22 +435,3 @@ def _fail(call: _Call, error: BaseException) -> None:
     if not call.future.done():
         with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
             call.future.set_exception(error)
-
-
-def _finish(encoder: LocalEncoder, call: _Call) -> None:
-    tokenized, rows = call.tokenized, call.rows
-    assert tokenized is not None and rows is not None
-    vectors = encoder.combine_windows(rows, tokenized) if tokenized.chunked else rows
-    try:
-        finished = encoder.finish(vectors)  # NonFiniteEmbeddingError names this call's rows
-    except Exception as error:
-        _fail(call, error)
-        return
-    result = Encoded(
-        finished,
-        tokens=sum(len(window) for window in tokenized.ids),
-        truncated=tokenized.truncated,
-        queue_seconds=(call.started or call.submitted) - call.submitted,
-    )
-    with contextlib.suppress(concurrent.futures.InvalidStateError):  # cancelled meanwhile
-        call.future.set_result(result)

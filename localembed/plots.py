@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from localembed.extras import require
+
 ANNOTATE_LIMIT = 24
 """With ``annotate=None``, values are written in the cells up to this many rows and columns."""
 
@@ -50,7 +52,7 @@ def similarity_heatmap(
         The path written.
 
     Raises:
-        ImportError: matplotlib is not installed (``pip install "localembed[cli]"``).
+        MissingExtraError: matplotlib is not installed (the ``cli`` extra).
         ValueError: the labels do not match the matrix shape.
     """
     values = np.asarray(matrix, dtype=np.float64)
@@ -61,12 +63,9 @@ def similarity_heatmap(
             f"{len(row_labels)} and {len(col_labels)}"
         )
         raise ValueError(msg)
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as error:
-        msg = 'plots need matplotlib: pip install "localembed[cli]"'
-        raise ImportError(msg) from error
+    require("matplotlib", "plots")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     rows, cols = values.shape
     if annotate is None:

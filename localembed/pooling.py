@@ -7,10 +7,11 @@ give the same result.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
 
 PoolingFunction = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
@@ -128,3 +129,31 @@ def dense_head(
     if normalize is True:
         return normalized
     return torch.where(normalize.to(vectors.device)[:, None], normalized, vectors)
+
+
+def pool_spans(
+    tokens: np.ndarray, spans: Sequence[tuple[int, int]], mode: str, normalize: bool
+) -> np.ndarray:
+    """One pooled float32 vector per ``(start, stop)`` span of a text's token vectors.
+
+    Each span is pooled on its own with :func:`dense_head` (late chunking: a chunk's tokens
+    from one pass over the whole text).
+
+    Example:
+        >>> import numpy as np
+        >>> tokens = np.array([[3.0, 0.0], [3.0, 8.0], [0.0, 2.0]], dtype=np.float32)
+        >>> pool_spans(tokens, [(0, 2), (2, 3)], "mean", normalize=False)
+        array([[3., 4.],
+               [0., 2.]], dtype=float32)
+
+    """
+    import numpy as np
+    import torch
+
+    vectors = torch.from_numpy(tokens)
+    rows = np.empty((len(spans), tokens.shape[1]), dtype=np.float32)
+    for row, (start, stop) in enumerate(spans):
+        span = vectors[start:stop].unsqueeze(0)
+        mask = torch.ones((1, stop - start), dtype=torch.long)
+        rows[row] = dense_head(mode, span, mask, normalize)[0].numpy()
+    return rows

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from localembed.texts import apply_instruction
 
-__all__ = ["PRESETS", "WEB_SEARCH_TASK", "Preset", "apply_instruction", "find_preset"]
+__all__ = ["HEAD_FILES", "PRESETS", "WEB_SEARCH_TASK", "Preset", "apply_instruction", "find_preset"]
 
 WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 """The retrieval task the gte-Qwen2 and Qwen3-Embedding cards use in their examples."""
@@ -44,6 +44,8 @@ class Preset:
     """"embedding" (for :class:`~localembed.LocalEncoder`) or "reranker" (a cross-encoder)."""
     activation: str | None = None
     """Rerankers: "sigmoid" or "none" (raw logits) on the scores; None: the model's own rule."""
+    heads: tuple[tuple[str, str], ...] = ()
+    """Extra output heads saved next to the weights: (output name, file name) pairs."""
 
     def instruction(self, kind: str) -> str:
         """The query or document instruction with ``{task}`` filled in."""
@@ -78,6 +80,7 @@ PRESETS: tuple[Preset, ...] = (
         family="bge-m3",
         pattern=r"bge-m3",
         pooling="cls",
+        heads=(("sparse", "sparse_linear.pt"), ("colbert", "colbert_linear.pt")),
         max_length=8192,
     ),
     Preset(
@@ -154,6 +157,10 @@ PRESETS: tuple[Preset, ...] = (
     ),
 )
 """Model families, most specific first; the first match wins."""
+
+HEAD_FILES: dict[str, str] = {name: file for p in PRESETS for name, file in p.heads}
+"""Output head name -> the file it is saved in next to the weights (bge-m3's two heads): the
+one place head files are named (loading and ``localembed download`` fetch them)."""
 
 
 def find_preset(*names: str, kind: str = "embedding") -> Preset | None:

@@ -13,6 +13,7 @@ import reprlib
 from typing import TYPE_CHECKING, Any, Literal
 
 from localembed.config import EncoderConfig
+from localembed.extras import require
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,12 +98,8 @@ def embed_dataset(
             f"use device='cuda' or 'auto' (and num_gpus_per_actor)"
         )
         raise ValueError(msg)
-    try:
-        import ray
-        import ray.data
-    except ImportError as error:
-        msg = 'embed_dataset needs Ray Data: pip install "localembed[ray]"'
-        raise ImportError(msg) from error
+    ray = require("ray", "embed_dataset")
+    require("ray.data", "embed_dataset")
 
     # Without execution: a schema Ray already knows (in-memory data, Parquet metadata).
     schema = ds.schema(fetch_if_missing=False)
@@ -280,11 +277,7 @@ def serve_application(
     ):
         msg = f"need 0 <= min_replicas <= max_replicas, got {min_replicas} and {max_replicas}"
         raise ValueError(msg)
-    try:
-        from ray import serve
-    except ImportError as error:
-        msg = 'serve_application needs Ray Serve: pip install "localembed[ray]" "ray[serve]"'
-        raise ImportError(msg) from error
+    serve = require("ray.serve", "serve_application")
 
     def build_app() -> Any:  # runs on each replica
         from localembed.encoder import get_encoder

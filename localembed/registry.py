@@ -48,7 +48,10 @@ def load_adapter(name: str, **options: Any) -> Any:
     try:
         adapter_class = points[name].load()
     except ImportError as error:
-        extra = _EXTRAS.get(name, name)
-        msg = f"the {name!r} adapter needs its framework: pip install 'localembed[{extra}]'"
-        raise ImportError(msg) from error
+        from localembed.errors import MissingExtraError
+        from localembed.extras import EXTRAS, install_hint
+
+        module = next((m for m, extra in EXTRAS.items() if extra == _EXTRAS.get(name)), name)
+        msg = f"the {name!r} adapter needs its framework ({error}): {install_hint(module)}"
+        raise MissingExtraError(msg) from error
     return adapter_class(**options)

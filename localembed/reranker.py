@@ -27,44 +27,41 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from localembed.batching import pad_right, padding_id, run_batches
+from localembed.backends import load_backend, read_model_files
+from localembed.backends.base import CallOptions
+from localembed.backends.cross_encoder import CrossEncoderBackend, TokenizedPairs
 from localembed.config import ModelOptions, RerankerConfig
+from localembed.errors import InputError, InputTypeError
+from localembed.heads import HEAD_FILES
 from localembed.loading import (
+    MissingModelFileError,
+    ModelFileError,
     check_model_files,
-    load_model_config,
-    load_tokenizer,
     locate_model,
     read_sentence_transformers_metadata,
 )
 from localembed.presets import find_preset
 from localembed.runtimes import resolve_device, resolve_dtype
-from localembed.settings import model_length_limit
+from localembed.settings import model_length_limit, resolve_max_length
 from localembed.sharing import SharedModels
 from localembed.texts import check_text, check_texts, ordered_items
-from localembed.windows import CHARS_PER_TOKEN_BOUND
 
 if TYPE_CHECKING:
     import torch
 
     from localembed.encoder import LocalEncoder
-    from localembed.m3 import M3Output
-    from localembed.runtimes import Runtime
-
-logger = logging.getLogger("localembed")
 
 __all__ = [
     "ACTIVATIONS",
     "LocalReranker",
     "RerankerConfig",
+    "TokenizedPairs",
     "check_pairs",
     "clear_reranker_cache",
     "get_reranker",
@@ -82,20 +79,6 @@ _SAVED_ACTIVATIONS = {
 """sentence-transformers' saved activation paths that localembed applies."""
 
 
-@dataclass(frozen=True)
-class TokenizedPairs:
-    """Pairs as model-ready token rows (no padding)."""
-
-    ids: list[list[int]]
-    """Token ids of each pair: [CLS] query [SEP] document [SEP] (the model's template)."""
-    type_ids: list[list[int]] | None
-    """Segment ids (0 query, 1 document) where the model takes them, else None."""
-    truncated: int
-    """Pairs cut to max_length."""
-    truncated_rows: tuple[int, ...] = ()
-    """Indices of the pairs cut to max_length (ascending)."""
-
-
 def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
     """Split ``pairs`` into queries and documents, or raise TypeError naming the bad pair.
 
@@ -109,7 +92,7 @@ def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
         >>> check_pairs([("q", "d"), ("q", 3)])
         Traceback (most recent call last):
         ...
-        TypeError: pair 1: the document is int, not str
+        localembed.errors.InputTypeError: pair 1: the document is int, not str
 
     """
     items = ordered_items(pairs, "(query, document) pairs")
@@ -118,11 +101,11 @@ def check_pairs(pairs: Any) -> tuple[list[str], list[str]]:
     for index, pair in enumerate(items):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             msg = f"pair {index} is {type(pair).__name__}, not a (query, document) pair"
-            raise TypeError(msg)
+            raise InputTypeError(msg)
         for part, value in zip(("query", "document"), pair, strict=True):
             if not isinstance(value, str):
                 msg = f"pair {index}: the {part} is {type(value).__name__}, not str"
-                raise TypeError(msg)
+                raise InputTypeError(msg)
         queries.append(pair[0])
         documents.append(pair[1])
     return check_texts(queries), check_texts(documents)
@@ -146,7 +129,7 @@ def _saved_activation(directory: Path, model_config: Any) -> str | None:
             f"{directory}: the model's saved activation {path!r} is not one localembed applies "
             f"(Sigmoid or Identity); pass activation='none' for raw logits or 'sigmoid'"
         )
-        raise ValueError(msg)
+        raise ModelFileError(msg)
     return _SAVED_ACTIVATIONS[str(path)]
 
 
@@ -168,41 +151,39 @@ class LocalReranker:
         self.scoring = self._scoring()
         self.encoder: LocalEncoder | None = None
         """bge-m3 scoring: the shared encoder that computes its three outputs."""
-        self.runtime: Runtime | None = None
-        self.model: Any = None
+        self.backend: CrossEncoderBackend | None = None
+        """Cross-encoder scoring: the loaded model (pairs -> logits)."""
         if self.scoring == "bge-m3":
             self._init_m3()
             return
-        if metadata.unsupported_modules:
-            msg = (
-                f"{self.source.name}: sentence-transformers modules "
-                f"{', '.join(metadata.unsupported_modules)} are not supported by the reranker "
-                f"(only a Transformer with its classification head)"
-            )
-            raise ValueError(msg)
-        trust = config.trust_remote_code
-        self.tokenizer = load_tokenizer(self.path, trust_remote_code=trust)
-        self.model_config = load_model_config(self.path, trust_remote_code=trust)
+        files = read_model_files(
+            config,
+            source=self.source,
+            what="the reranker (only a Transformer with its classification head)",
+        )
+        self.tokenizer = files.tokenizer
+        self.model_config = files.model_config
         self.num_labels: int = int(self.model_config.num_labels or 1)
         """Outputs of the classification head (1 for rerankers)."""
-        self.max_length = self._resolve_max_length(metadata.max_seq_length)
-        self.activation = self._resolve_activation()
-        self._pad_id = padding_id(self.tokenizer)
-        self._segments = "token_type_ids" in self.tokenizer.model_input_names
-        self._forward_lock = threading.Lock()
-        from localembed.runtimes import check_speed_options, load_runtime
-
-        check_speed_options(config, config.backend, self.device, self.dtype)
-        self.runtime, self.model = load_runtime(
-            self.path,
-            self.model_config,
-            config,
-            backend=config.backend,
-            device=self.device,
-            dtype=self.dtype,
-            auto_class="AutoModelForSequenceClassification",
-            output="logits",
+        preset = find_preset(*self._names(self.model_config), kind="reranker")
+        self.max_length, self.sources["max_length"] = resolve_max_length(
+            config.max_length,
+            saved=metadata.max_seq_length,
+            preset=preset,
+            limit=model_length_limit(self.tokenizer, self.model_config),
         )
+        self.activation = self._resolve_activation()
+        self.backend = load_backend(files, config)
+
+    @property
+    def runtime(self) -> Any:
+        """The runtime of the cross-encoder (None with bge-m3 scoring)."""
+        return None if self.backend is None else self.backend.runtime
+
+    @property
+    def model(self) -> Any:
+        """The transformers model (None with bge-m3 scoring or the ONNX runtime)."""
+        return None if self.backend is None else self.backend.model
 
     # -- settings -------------------------------------------------------------------------
 
@@ -217,43 +198,23 @@ class LocalReranker:
         if self.config.scoring != "auto":
             self.sources["scoring"] = "argument"
             return self.config.scoring
-        from localembed.m3 import COLBERT_HEAD_FILE, SPARSE_HEAD_FILE
-
         saved = check_model_files(self.path, trust_remote_code=self.config.trust_remote_code)
         architectures = [str(name) for name in saved.get("architectures") or []]
         if any(name.endswith("ForSequenceClassification") for name in architectures):
             self.sources["scoring"] = "classification head"
             return "cross-encoder"
-        if all((self.path / name).is_file() for name in (SPARSE_HEAD_FILE, COLBERT_HEAD_FILE)):
+        heads = list(HEAD_FILES.values())
+        if all((self.path / name).is_file() for name in heads):
             self.sources["scoring"] = "bge-m3 heads"
             return "bge-m3"
         msg = (
             f"{self.source.name!r} is not a reranker: config.json names no "
             f"*ForSequenceClassification architecture ({', '.join(architectures) or 'none'}) "
-            f"and there are no bge-m3 heads ({SPARSE_HEAD_FILE}, {COLBERT_HEAD_FILE}); use a "
+            f"and there are no bge-m3 heads ({', '.join(heads)}); use a "
             f"cross-encoder such as BAAI/bge-reranker-v2-m3 or "
             f"cross-encoder/ms-marco-MiniLM-L6-v2, or pass scoring='cross-encoder' or 'bge-m3'"
         )
-        raise ValueError(msg)
-
-    def _resolve_max_length(self, saved: int | None) -> int:
-        config = self.config
-        limit = model_length_limit(self.tokenizer, self.model_config)
-        preset = find_preset(*self._names(self.model_config), kind="reranker")
-        if config.max_length is not None:
-            if limit is not None and config.max_length > limit:
-                msg = f"max_length={config.max_length} exceeds the model's limit of {limit} tokens"
-                raise ValueError(msg)
-            length, self.sources["max_length"] = config.max_length, "argument"
-        elif saved:
-            length, self.sources["max_length"] = saved, "sentence-transformers"
-        elif preset and preset.max_length:
-            length, self.sources["max_length"] = preset.max_length, f"preset {preset.family}"
-        elif limit is not None:
-            length, self.sources["max_length"] = limit, "model"
-        else:
-            length, self.sources["max_length"] = 512, "fallback"
-        return min(length, limit) if limit is not None else length
+        raise InputError(msg)
 
     def _resolve_activation(self) -> str:
         if self.config.activation != "auto":
@@ -276,7 +237,11 @@ class LocalReranker:
         config = self.config
         if config.activation != "auto":
             msg = "bge-m3 scores are similarities, not logits: leave activation='auto'"
-            raise ValueError(msg)
+            raise InputError(msg)
+        missing = [n for n in HEAD_FILES.values() if not (self.path / n).is_file()]
+        if missing:
+            msg = f"scoring='bge-m3' needs {', '.join(missing)} in {self.path}"
+            raise MissingModelFileError(msg)
         options = {
             name: getattr(config, name)
             for name in config.model_fields_set & set(ModelOptions.model_fields)
@@ -285,14 +250,6 @@ class LocalReranker:
         if "backend" in config.model_fields_set:
             options["backend"] = config.backend
         self.encoder = get_encoder(**options)
-        from localembed.m3 import COLBERT_HEAD_FILE, SPARSE_HEAD_FILE
-
-        missing = [
-            n for n in (SPARSE_HEAD_FILE, COLBERT_HEAD_FILE) if not (self.path / n).is_file()
-        ]
-        if missing:
-            msg = f"scoring='bge-m3' needs {', '.join(missing)} in {self.path}"
-            raise FileNotFoundError(msg)
         self.tokenizer = self.encoder.tokenizer
         self.model_config = self.encoder.model_config
         self.num_labels = 1
@@ -350,36 +307,19 @@ class LocalReranker:
         if not queries:
             shape = (0,) if self.num_labels == 1 else (0, self.num_labels)
             return np.empty(shape, dtype=np.float32)
-        tokenized = self.tokenize(queries, documents)
-        scores = np.empty((len(queries), self.num_labels), dtype=np.float32)
+        backend = self._cross_encoder("score")
+        logits = backend.score_pairs(self.tokenize(queries, documents), self._options(batch_size))
+        if self.activation == "sigmoid":
+            import torch
 
-        def step(indices: list[int]) -> None:
-            type_ids = tokenized.type_ids
-            logits = self.forward(
-                [tokenized.ids[i] for i in indices],
-                None if type_ids is None else [type_ids[i] for i in indices],
-            ).float()
-            if self.activation == "sigmoid":
-                logits = logits.sigmoid()
-            scores[indices] = logits.cpu().numpy()
-
-        run_batches(
-            [len(ids) for ids in tokenized.ids],
-            step,
-            batch_size=batch_size or self.config.batch_size,
-            max_batch_tokens=self.config.max_batch_tokens,
-            device=self.device,
-            max_length=self.max_length,
-            description="reranking",
-            unit="pair",
-        )
-        bad = np.flatnonzero(~np.isfinite(scores).all(axis=1)).tolist()
+            logits = torch.from_numpy(logits).sigmoid().numpy()
+        bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
         if bad:
             from localembed.faults import NonFiniteEmbeddingError
 
             dtype = str(self.dtype).removeprefix("torch.")
-            raise NonFiniteEmbeddingError(bad, count=len(scores), dtype=dtype, what="pairs")
-        return scores[:, 0] if self.num_labels == 1 else scores
+            raise NonFiniteEmbeddingError(bad, count=len(logits), dtype=dtype, what="pairs")
+        return logits[:, 0] if self.num_labels == 1 else logits
 
     def rerank(
         self,
@@ -409,13 +349,13 @@ class LocalReranker:
         items = check_texts(documents)
         if top_n is not None and (isinstance(top_n, bool) or top_n < 0):
             msg = f"top_n must be None or a count >= 0, got {top_n!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         if self.num_labels != 1:
             msg = (
                 f"rerank needs a one-label model; {self.source.name} has {self.num_labels} labels: "
                 f"use score(pairs) for its per-label scores"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         if not items or top_n == 0:
             return []
         scores = self.score([(query, document) for document in items], batch_size=batch_size)
@@ -424,75 +364,45 @@ class LocalReranker:
 
     # -- stages ---------------------------------------------------------------------------
 
+    def _cross_encoder(self, what: str) -> CrossEncoderBackend:
+        if self.backend is None:
+            msg = (
+                f"{what}: scoring='bge-m3' embeds queries and documents apart (no pair "
+                f"windows); use reranker.encoder for bge-m3's tokens and outputs"
+            )
+            raise InputError(msg)
+        return self.backend
+
+    def _options(self, batch_size: int | None) -> CallOptions:
+        return CallOptions(
+            batch_size=batch_size or self.config.batch_size,
+            max_batch_tokens=self.config.max_batch_tokens,
+            long_text="truncate",
+            max_length=self.max_length,
+        )
+
     def tokenize(self, queries: list[str], documents: list[str]) -> TokenizedPairs:
         """Tokenize pairs as two segments, truncated ``longest_first`` to ``max_length``.
 
         Over-long pairs are counted and warned about (one warning per call).
-        """
-        limit = self.max_length * CHARS_PER_TOKEN_BOUND
-        cut_queries = [text[:limit] for text in queries]
-        cut_documents = [text[:limit] for text in documents]
-        # One token more than max_length shows which pairs overflow; those are tokenized
-        # again at max_length (the truncation sentence-transformers applies).
-        encoded = self._encode(cut_queries, cut_documents, self.max_length + 1)
-        ids, type_ids = encoded
-        over = [i for i, row in enumerate(ids) if len(row) > self.max_length]
-        cut = [
-            i
-            for i, row in enumerate(ids)
-            if len(row) <= self.max_length and max(len(queries[i]), len(documents[i])) > limit
-        ]
-        if cut:  # a cut text that no longer overflows (extremely long "words"): read it whole
-            whole = self._encode([queries[i] for i in cut], [documents[i] for i in cut], None)
-            for position, index in enumerate(cut):
-                ids[index] = whole[0][position]
-                if type_ids is not None and whole[1] is not None:
-                    type_ids[index] = whole[1][position]
-            over = sorted({*over, *(i for i in cut if len(ids[i]) > self.max_length)})
-        if over:
-            again = self._encode(
-                [cut_queries[i] for i in over], [cut_documents[i] for i in over], self.max_length
-            )
-            for position, index in enumerate(over):
-                ids[index] = again[0][position]
-                if type_ids is not None and again[1] is not None:
-                    type_ids[index] = again[1][position]
-            logger.warning(
-                "%d of %d pairs were longer than %d tokens and were truncated",
-                len(over),
-                len(ids),
-                self.max_length,
-            )
-        return TokenizedPairs(
-            ids=ids, type_ids=type_ids, truncated=len(over), truncated_rows=tuple(over)
-        )
 
-    def _encode(
-        self, queries: list[str], documents: list[str], max_length: int | None
-    ) -> tuple[list[list[int]], list[list[int]] | None]:
-        encoded = self.tokenizer(
-            queries,
-            documents,
-            truncation="longest_first" if max_length is not None else False,
-            max_length=max_length,
-            return_attention_mask=False,
-            return_token_type_ids=self._segments,
-        )
-        ids = [list(row) for row in encoded["input_ids"]]
-        type_ids = [list(row) for row in encoded["token_type_ids"]] if self._segments else None
-        return ids, type_ids
+        Raises:
+            InputError: a bge-m3 reranker, which reads no pairs.
+        """
+        return self._cross_encoder("tokenize").tokenize_pairs(queries, documents, self.max_length)
 
     def forward(self, rows: list[list[int]], type_ids: list[list[int]] | None) -> torch.Tensor:
-        """Pad ``rows`` on the right and run the model once: (rows, labels) logits."""
-        input_ids, attention_mask = pad_right(rows, self._pad_id, self.device)
-        segments = None if type_ids is None else pad_right(type_ids, 0, self.device)[0]
-        assert self.runtime is not None, "bge-m3 scoring has no classification forward pass"
-        with self._forward_lock:
-            return self.runtime(input_ids, attention_mask, segments)
+        """Pad ``rows`` on the right and run the model once: (rows, labels) logits.
+
+        Raises:
+            InputError: a bge-m3 reranker, which has no classification forward pass.
+        """
+        return self._cross_encoder("forward").forward(rows, type_ids)
 
     def _m3_scores(self, queries: list[str], documents: list[str]) -> np.ndarray:
         """bge-m3: each query and document encoded once (dense, sparse, ColBERT), then mixed."""
-        from localembed.m3 import M3Output, hybrid_score
+        from localembed.heads import Outputs
+        from localembed.m3 import hybrid_score
 
         assert self.encoder is not None
         scores = np.empty(len(queries), dtype=np.float32)
@@ -509,10 +419,10 @@ class LocalReranker:
         query_row = {text: i for i, text in enumerate(unique_queries)}
         document_row = {text: i for i, text in enumerate(unique_documents)}
 
-        def rows(output: M3Output, picked: list[int]) -> M3Output:
+        def rows(output: Outputs, picked: list[int]) -> Outputs:
             assert output.dense is not None and output.sparse is not None
             assert output.colbert is not None
-            return M3Output(
+            return Outputs(
                 dense=output.dense[picked],
                 sparse=[output.sparse[i] for i in picked],
                 colbert=[output.colbert[i] for i in picked],

@@ -285,11 +285,9 @@ class OnnxRuntime:
             threads: the session's intra-op threads; "auto": torch's count capped at the
                 CPUs this process may use (affinity and cgroup quota).
         """
-        try:
-            import onnxruntime
-        except ImportError as error:
-            msg = "backend='onnx' needs ONNX Runtime: pip install 'localembed[onnx]'"
-            raise ImportError(msg) from error
+        from localembed.extras import require
+
+        onnxruntime = require("onnxruntime", "backend='onnx'")
         self.output = output
         self.path = self._exported_file(model_dir, model_config, quantize, load_model, output)
         options = onnxruntime.SessionOptions()

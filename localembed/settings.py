@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from localembed.errors import InputError
 from localembed.presets import find_preset
 
 if TYPE_CHECKING:
@@ -27,8 +28,16 @@ if TYPE_CHECKING:
 
     from localembed.config import EncoderConfig
     from localembed.loading import SentenceTransformersMetadata
+    from localembed.presets import Preset
+    from localembed.texts import Kind
 
-__all__ = ["ResolvedSettings", "is_causal", "model_length_limit", "resolve_settings"]
+__all__ = [
+    "ResolvedSettings",
+    "is_causal",
+    "model_length_limit",
+    "resolve_max_length",
+    "resolve_settings",
+]
 
 logger = logging.getLogger("localembed")
 
@@ -53,6 +62,19 @@ class ResolvedSettings:
     sources: dict[str, str]
     """Where each setting came from: argument, sentence-transformers, saved prompts,
     preset <family>, model, fallback, none."""
+
+    def instruction(self, kind: Kind) -> str:
+        """The instruction for a ``"query"`` or a ``"document"``.
+
+        Raises:
+            InputError: ``kind`` is neither.
+        """
+        if kind == "query":
+            return self.query_instruction
+        if kind == "document":
+            return self.document_instruction
+        msg = f"kind must be 'query' or 'document', got {kind!r}"
+        raise InputError(msg)
 
 
 def is_causal(model_config: PretrainedConfig) -> bool:
@@ -93,6 +115,42 @@ def model_length_limit(
             positions -= (model_config.pad_token_id or 0) + 1
         limits.append(positions)
     return min(limits) if limits else None
+
+
+def resolve_max_length(
+    requested: int | None, *, saved: int | None, preset: Preset | None, limit: int | None
+) -> tuple[int, str]:
+    """Tokens per input: argument > sentence-transformers > preset > model > fallback.
+
+    The one rule for encoders and rerankers; the result never exceeds the model's ``limit``.
+
+    Args:
+        requested: the user's ``max_length`` (None: follow the model).
+        saved: sentence-transformers' ``max_seq_length`` (None or 0: not saved).
+        preset: the model's family preset, if any.
+        limit: :func:`model_length_limit` (None: unknown).
+
+    Returns:
+        The length and where it came from.
+
+    Raises:
+        InputError: ``requested`` exceeds the model's limit.
+    """
+    length: int
+    if requested is not None:
+        if limit is not None and requested > limit:
+            msg = f"max_length={requested} exceeds the model's limit of {limit} tokens"
+            raise InputError(msg)
+        length, source = requested, "argument"
+    elif saved:
+        length, source = saved, "sentence-transformers"
+    elif preset and preset.max_length:
+        length, source = preset.max_length, f"preset {preset.family}"
+    elif limit is not None:
+        length, source = limit, "model"
+    else:
+        length, source = FALLBACK_MAX_LENGTH, "fallback"
+    return (min(length, limit) if limit is not None else length), source
 
 
 def resolve_settings(
@@ -181,30 +239,19 @@ def resolve_settings(
     if preset is None and sources["query_instruction"] == "none":
         _warn_unconfirmed_family(display, metadata, model_config)
 
-    limit = model_length_limit(tokenizer, model_config)
-    max_length: int
-    if config.max_length is not None:
-        if limit is not None and config.max_length > limit:
-            msg = f"max_length={config.max_length} exceeds the model's limit of {limit} tokens"
-            raise ValueError(msg)
-        max_length, sources["max_length"] = config.max_length, "argument"
-    elif metadata.max_seq_length:
-        max_length, sources["max_length"] = metadata.max_seq_length, "sentence-transformers"
-    elif preset and preset.max_length:
-        max_length, sources["max_length"] = preset.max_length, family
-    elif limit is not None:
-        max_length, sources["max_length"] = limit, "model"
-    else:
-        max_length, sources["max_length"] = FALLBACK_MAX_LENGTH, "fallback"
-    if limit is not None:
-        max_length = min(max_length, limit)
+    max_length, sources["max_length"] = resolve_max_length(
+        config.max_length,
+        saved=metadata.max_seq_length,
+        preset=preset,
+        limit=model_length_limit(tokenizer, model_config),
+    )
     special = _special_tokens(tokenizer)
     if max_length <= special:
         msg = (
             f"max_length={max_length} ({sources['max_length']}) cannot hold the model's "
             f"{special} special tokens and any text; use max_length >= {special + 1}"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
 
     return ResolvedSettings(
         pooling=pooling,

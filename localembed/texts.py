@@ -13,9 +13,16 @@ Stage API (pure Python, no model):
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
+
+from localembed.errors import InputTypeError
 
 logger = logging.getLogger("localembed")
+
+Kind = Literal["query", "document"]
+"""What a text is for: a search ``"query"`` or a ``"document"`` (passage) to be found."""
+KINDS: tuple[Kind, ...] = ("query", "document")
+"""Every :data:`Kind`, in one spelling."""
 
 
 def ordered_items(value: Any, what: str, *, single_hint: str = "") -> list[Any]:
@@ -28,25 +35,25 @@ def ordered_items(value: Any, what: str, *, single_hint: str = "") -> list[Any]:
         >>> ordered_items({"a": 1}, "str")
         Traceback (most recent call last):
         ...
-        TypeError: expected a list of str, got dict, whose items have no position for output row i to match; pass a list
+        localembed.errors.InputTypeError: expected a list of str, got dict, whose items have no position for output row i to match; pass a list
 
     """  # noqa: E501
     from collections.abc import Mapping
 
     if isinstance(value, (str, bytes, bytearray)):
         msg = f"expected a list of {what}, got a single {type(value).__name__}{single_hint}"
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     if isinstance(value, (Mapping, set, frozenset)):
         msg = (
             f"expected a list of {what}, got {type(value).__name__}, whose items have no "
             f"position for output row i to match; pass a list"
         )
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     try:
         return list(value)
     except TypeError:
         msg = f"expected a list of {what}, got {type(value).__name__}"
-        raise TypeError(msg) from None
+        raise InputTypeError(msg) from None
 
 
 def check_texts(texts: Any) -> list[str]:
@@ -63,7 +70,7 @@ def check_texts(texts: Any) -> list[str]:
         >>> check_texts(["a", 1])
         Traceback (most recent call last):
         ...
-        TypeError: item 1 is int, not str; every text must be a str
+        localembed.errors.InputTypeError: item 1 is int, not str; every text must be a str
         >>> check_texts(["ok", "bad \udc80 byte"])
         ['ok', 'bad \ufffd byte']
 
@@ -73,7 +80,7 @@ def check_texts(texts: Any) -> list[str]:
     for index, item in enumerate(items):
         if not isinstance(item, str):
             msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
-            raise TypeError(msg)
+            raise InputTypeError(msg)
         fixed = repair_text(item)
         if fixed is not item:
             items[index] = fixed
@@ -126,7 +133,7 @@ def check_text(text: Any, what: str = "query") -> str:
     """
     if not isinstance(text, str):
         msg = f"{what} must be a str, got {type(text).__name__}"
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     return text
 
 

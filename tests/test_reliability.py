@@ -517,13 +517,15 @@ import sys
 from localembed.encoder import LocalEncoder
 from localembed.cli import main
 
-forward = LocalEncoder.forward
+from localembed.backends.transformer import TransformerBackend
+
+forward = TransformerBackend.forward
 def announcing_forward(self, windows):
     if not getattr(LocalEncoder, "announced", False):
         LocalEncoder.announced = True
         print("EMBEDDING", file=sys.stderr, flush=True)
     return forward(self, windows)
-LocalEncoder.forward = announcing_forward
+TransformerBackend.forward = announcing_forward
 sys.exit(main(sys.argv[1:]))
 """
 

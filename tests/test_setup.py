@@ -104,4 +104,4 @@ def test_flagembedding_missing_says_which_extra() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "pip install 'localembed[m3]'" in result.stdout
+    assert 'pip install "localembed[m3]"' in result.stdout

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localembed.cli.common import CommandError, add_command
-from localembed.loading import DOWNLOAD_RECORD, M3_HEAD_FILES
+from localembed.loading import DOWNLOAD_RECORD, HUB_ALLOW_PATTERNS
 
 if TYPE_CHECKING:
     from localembed.cli.common import Commands
@@ -27,11 +27,8 @@ examples:
   localembed download BAAI/bge-small-en-v1.5 --to models/bge-small --revision main
   localembed embed docs.txt -o docs.npy --model models/bge-small   # then, offline"""
 
-ALLOW_PATTERNS = ("*.safetensors", "*.json", "*.txt", "*.model", "README.md", *M3_HEAD_FILES)
-"""What is fetched: weights (safetensors), configuration and sentence-transformers metadata
-(.json, also in module folders such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt),
-sentencepiece models, the model card (README.md: its metadata names the model's family) and
-bge-m3's head files by their exact names (at the top level)."""
+ALLOW_PATTERNS = tuple(HUB_ALLOW_PATTERNS)
+"""What is fetched: the list model loading fetches (see ``localembed.loading``)."""
 
 
 def register(commands: Commands) -> None:
