@@ -61,10 +61,13 @@ lock: setup
 	  --no-emit-find-links $(addprefix --extra=,$(LOCK_EXTRAS)) \
 	  --output-file=$(LOCK) pyproject.toml requirements/lock.in
 
+# lint-imports: the layer rule and no import circles, lazy and TYPE_CHECKING imports included
+# (pyproject's [tool.importlinter]).
 lint: setup
 	$(VENV)/bin/ruff check localembed langchain_localembed llamaindex_localembed tests benchmarks examples
 	$(VENV)/bin/ruff format --check localembed langchain_localembed llamaindex_localembed tests benchmarks examples
 	$(VENV)/bin/mypy
+	PYTHONPATH=$(CURDIR) $(VENV)/bin/lint-imports
 
 format: setup
 	$(VENV)/bin/ruff format localembed langchain_localembed llamaindex_localembed tests benchmarks examples

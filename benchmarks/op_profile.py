@@ -23,7 +23,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from localembed.benchmark import (
+from localembed.cli.benchmark import (
     build_random_base,
     builtin_sentences,
     gemm_ceiling,

@@ -1,6 +1,6 @@
 """Throughput, latency, memory and accuracy of localembed against sentence-transformers.
 
-A thin wrapper over :mod:`localembed.benchmark` (also ``localembed bench``), same options:
+A thin wrapper over :mod:`localembed.cli.benchmark` (also ``localembed bench``), same options:
 
     python benchmarks/throughput.py --data ../shared/data/stsbenchmark [--json out.json]
     make bench
@@ -22,7 +22,7 @@ from localembed.hardware import configure_process
 # The process settings of `localembed bench` (and of the CLI and server): before torch loads.
 configure_process()
 
-from localembed.benchmark import main  # noqa: E402
+from localembed.cli.benchmark import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -16,6 +16,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 from pydantic import ConfigDict, Field
 
+from localembed.errors import InputError
 from localembed.reranker import LocalReranker, RerankerConfig, get_reranker
 
 RETRIEVAL_SCORE_KEY = "retrieval_score"
@@ -63,7 +64,7 @@ class LocalRerank(RerankerConfig, BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         if query_bundle is None:
             msg = "LocalRerank needs the query: pass query_bundle or query_str"
-            raise ValueError(msg)
+            raise InputError(msg)
         if not nodes:
             return []
         documents = [node.node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]

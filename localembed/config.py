@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from localembed.errors import InputError
 from localembed.pooling import POOLING_MODES
 
 DType = Literal["auto", "float32", "bfloat16", "float16"]
@@ -38,6 +39,19 @@ def _one_model(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
     if "model_name" in cls.model_fields:  # a framework's own field (LlamaIndex): keep it equal
         return {**data, "model_name": str(chosen) if chosen is not None else name}
     return {key: value for key, value in data.items() if key != "model_name"}
+
+
+CALL_TIME_OPTIONS = frozenset(
+    {
+        "batch_size",
+        "max_batch_tokens",
+        "long_text",
+        "query_instruction",
+        "document_instruction",
+        "truncate_dim",
+    }
+)
+"""Settings an encoder applies per call: encoders differing only in these share one model."""
 
 
 class ModelOptions(BaseModel):
@@ -103,7 +117,7 @@ class ModelOptions(BaseModel):
                 close = difflib.get_close_matches(str(key), valid, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 msg = f"unknown option {key!r}{hint}; valid options: {', '.join(sorted(valid))}"
-                raise ValueError(msg)
+                raise InputError(msg)
         return data
 
     @field_validator("model", mode="before")
@@ -119,7 +133,7 @@ class ModelOptions(BaseModel):
                 "model must name a directory or a hub id, got an empty string; "
                 "pass model=None for the embedded default model"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         return value
 
     @field_validator("threads", mode="before")
@@ -135,7 +149,7 @@ class ModelOptions(BaseModel):
         kind, _, index = value.partition(":")
         if kind not in DEVICE_KINDS or (index and (kind != "cuda" or not index.isdigit())):
             msg = f"device must be one of {', '.join(DEVICE_KINDS)} or 'cuda:N', got {value!r}"
-            raise ValueError(msg)
+            raise InputError(msg)
         return value
 
 
@@ -183,12 +197,17 @@ class EncoderConfig(ModelOptions):
     def _check_pooling(cls, value: str) -> str:
         if value != "auto" and value not in POOLING_MODES:
             msg = f"unknown pooling {value!r}; valid: auto, {', '.join(POOLING_MODES)}"
-            raise ValueError(msg)
+            raise InputError(msg)
         return value
 
     def encoder_options(self) -> dict[str, Any]:
         """The encoder's settings alone (an adapter's own fields left out)."""
         return {name: getattr(self, name) for name in EncoderConfig.model_fields}
+
+    def load_options(self) -> dict[str, Any]:
+        """The settings the weights are loaded with (:data:`CALL_TIME_OPTIONS` left out)."""
+        options = self.encoder_options()
+        return {name: value for name, value in options.items() if name not in CALL_TIME_OPTIONS}
 
     def explicit_options(self) -> dict[str, Any]:
         """The encoder settings given explicitly (defaults left out, so "auto" rules apply).

@@ -1,20 +1,12 @@
-"""LocalEncoder: a thin facade over the stages; ``get_encoder`` shares loaded models.
+"""LocalEncoder: the facade over a backend; ``get_encoder`` shares loaded models.
 
-The work is done by stages, each a module owning one idea:
-
-- :mod:`localembed.texts`: input checks and instructions;
-- :mod:`localembed.settings`: one precedence (argument > sentence-transformers metadata >
-  preset > fallback) for every setting, with sources;
-- :mod:`localembed.windows`: texts -> token windows (truncate / chunk) and back;
-- :mod:`localembed.batching`: length-sorted token-budget batches, padding, out-of-memory split;
-- :mod:`localembed.runtimes`: torch / ONNX, device and dtype;
-- heads: :mod:`localembed.pooling` (dense), :mod:`localembed.m3` (bge-m3 sparse / ColBERT);
-- :mod:`localembed.backends`: the loaded model behind one interface (transformers on a
-  runtime, or :mod:`localembed.flagembedding`), chosen in one place.
-
-``get_encoder`` returns one shared instance per configuration, and encoders whose settings
-differ only in call-time options (``batch_size``, ``max_batch_tokens``, ``long_text``,
-instructions) share one loaded model, so adapters with such settings hold one model in memory.
+The encoder resolves the settings (:mod:`localembed.settings`), checks and instructs the
+texts (:mod:`localembed.texts`, the instruction for a kind from
+:meth:`~localembed.settings.ResolvedSettings.instruction`), hands them to its backend as data
+(:mod:`localembed.backends`), and finishes the rows once (:mod:`localembed.finish`).
+Concurrent ``encode_queries``/``encode_documents`` calls go through the micro-batcher
+(:mod:`localembed.microbatch`). Encoders whose settings differ only in call-time options
+share one loaded backend, so adapters with such settings hold one model in memory.
 """
 
 from __future__ import annotations
@@ -27,75 +19,56 @@ from typing import TYPE_CHECKING, Any, Literal, overload
 
 from localembed.backends import Backend, load_backend
 from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings, read_model_files
-from localembed.batching import DEFAULT_BATCH_TOKENS, ForwardBatch, padding_id
+from localembed.batching import ForwardBatch
 from localembed.config import EncoderConfig
 from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.finish import Finish
 from localembed.precision import Precision, check_precision
-from localembed.runtimes import resolve_device, resolve_dtype
-from localembed.settings import ResolvedSettings, model_length_limit, resolve_settings
+from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
 from localembed.texts import (
     KINDS,
     Kind,
     apply_instruction,
     check_text,
-    check_texts,
+    instructed,
     ordered_items,
     repair_text,
 )
-from localembed.windows import (
-    CHARS_PER_TOKEN_BOUND,
-    CHUNK_OVERLAP_DIVISOR,
-    Tokenized,
-    combine_windows,
-)
+from localembed.windows import Tokenized
 
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from typing_extensions import TypedDict, Unpack
 
     from localembed.backends.base import WindowBackend
     from localembed.heads import Outputs
     from localembed.microbatch import BatchSpec, MicroBatcher
 
+    class KindOptions(TypedDict, total=False):
+        """The keyword options of :meth:`LocalEncoder.encode_kind`."""
+
+        batch_size: int | None
+        show_progress: bool
+        precision: Precision
+        ranges: np.ndarray | None
+
+
 __all__ = [
-    "CHARS_PER_TOKEN_BOUND",
-    "CHUNK_OVERLAP_DIVISOR",
-    "DEFAULT_BATCH_TOKENS",
     "OUTPUTS",
     "CallOptions",
     "ForwardBatch",
     "LocalEncoder",
-    "NonFiniteEmbeddingError",
     "ResolvedSettings",
     "TokenEmbeddings",
-    "Tokenized",
-    "check_text",
-    "check_texts",
     "clear_encoder_cache",
     "get_encoder",
-    "model_length_limit",
-    "padding_id",
-    "resolve_device",
-    "resolve_dtype",
 ]
 
 Output = Literal["sentence_embedding", "token_embeddings"]
 OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
-
-CALL_TIME_OPTIONS = frozenset(
-    {
-        "batch_size",
-        "max_batch_tokens",
-        "long_text",
-        "query_instruction",
-        "document_instruction",
-        "truncate_dim",
-    }
-)
-"""Settings an encoder applies per call: encoders differing only in these share one model."""
 
 
 class LocalEncoder:
@@ -107,7 +80,7 @@ class LocalEncoder:
     Args:
         config: the settings.
         backend: a loaded model to share (from an encoder whose settings differ only in
-            :data:`CALL_TIME_OPTIONS`); None: load one.
+            :data:`~localembed.config.CALL_TIME_OPTIONS`); None: load one.
 
     Example:
         >>> from localembed import get_encoder
@@ -148,8 +121,6 @@ class LocalEncoder:
         self._batcher: MicroBatcher | None = None
         self._batcher_lock = threading.Lock()
 
-    # -- what is loaded -------------------------------------------------------------------
-
     @property
     def capabilities(self) -> frozenset[str]:
         """What the backend makes and supports (see :mod:`localembed.backends.base`)."""
@@ -176,14 +147,11 @@ class LocalEncoder:
         Raises:
             MissingModelFileError: the model has no such head (it is not a bge-m3 model).
         """
-        load = getattr(self.backend, "load_head", None)
-        if load is None:  # a backend that keeps its heads (checked when it was loaded)
-            if name not in self.capabilities:
-                msg = f"unknown head {name!r}; this backend makes {sorted(self.capabilities)}"
-                raise InputError(msg)
-            return None
-        head: torch.nn.Linear = load(name)
-        return head
+        load = getattr(self.backend, "load_head", None)  # None: the backend keeps its heads
+        if load is None and name not in self.capabilities:
+            msg = f"unknown head {name!r}; this backend makes {sorted(self.capabilities)}"
+            raise InputError(msg)
+        return None if load is None else load(name)
 
     def describe(self, *, paths: bool = False) -> dict[str, Any]:
         """The resolved settings, as ``localembed info`` prints them.
@@ -209,8 +177,6 @@ class LocalEncoder:
             "dtype": str(self.dtype).removeprefix("torch."),
             "sources": dict(settings.sources),
         }
-
-    # -- encoding -------------------------------------------------------------------------
 
     @overload
     def encode(
@@ -272,8 +238,9 @@ class LocalEncoder:
             :class:`TokenEmbeddings` per text.
 
         Raises:
-            TypeError: ``texts`` is not a list of str; the message names the first bad index.
-            ValueError: an unknown ``output`` or ``precision``, token output where it is not
+            InputTypeError: ``texts`` is not a list of str; the message names the first bad
+                index.
+            InputError: an unknown ``output`` or ``precision``, token output where it is not
                 defined, or int8/uint8 for a single text without ``ranges``.
 
         Example:
@@ -288,7 +255,7 @@ class LocalEncoder:
             raise InputError(msg)
         check_precision(precision)
         options = self._options(batch_size, show_progress)
-        items = self._instructed(texts, instruction)
+        items = instructed(texts, instruction)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
                 # Overlapping windows have no single token sequence to return.
@@ -332,7 +299,7 @@ class LocalEncoder:
             msg = "request at least one output: dense=True, sparse=True or colbert=True"
             raise InputError(msg)
         result = self.backend.encode(
-            self._instructed(texts, instruction),
+            instructed(texts, instruction),
             outputs,
             self._options(batch_size, show_progress),
         )
@@ -372,43 +339,13 @@ class LocalEncoder:
             ranges=ranges,
         )
 
-    def encode_queries(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-        precision: Precision = "float32",
-        ranges: np.ndarray | None = None,
-    ) -> np.ndarray:
+    def encode_queries(self, texts: Sequence[str], **options: Unpack[KindOptions]) -> np.ndarray:
         """Embed search queries with the query instruction: ``encode_kind("query", ...)``."""
-        return self.encode_kind(
-            "query",
-            texts,
-            batch_size=batch_size,
-            show_progress=show_progress,
-            precision=precision,
-            ranges=ranges,
-        )
+        return self.encode_kind("query", texts, **options)
 
-    def encode_documents(
-        self,
-        texts: Sequence[str],
-        *,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-        precision: Precision = "float32",
-        ranges: np.ndarray | None = None,
-    ) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], **options: Unpack[KindOptions]) -> np.ndarray:
         """Embed documents with the document instruction: ``encode_kind("document", ...)``."""
-        return self.encode_kind(
-            "document",
-            texts,
-            batch_size=batch_size,
-            show_progress=show_progress,
-            precision=precision,
-            ranges=ranges,
-        )
+        return self.encode_kind("document", texts, **options)
 
     async def aencode_kind(self, kind: Kind, texts: Sequence[str]) -> np.ndarray:
         """Async :meth:`encode_kind`: merged with concurrent calls, the event loop stays free.
@@ -493,15 +430,6 @@ class LocalEncoder:
             max_length=settings.max_length,
         )
 
-    @staticmethod
-    def _instructed(texts: Sequence[str], instruction: str | None) -> list[str]:
-        items = check_texts(texts)
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
-        return items
-
-    # -- the stages, for callers that compose them (CLI, server, tests) -------------------
-
     def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
         """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).
 
@@ -509,7 +437,7 @@ class LocalEncoder:
         tokens) and over-long texts are counted and warned about; with ``"chunk"`` an
         over-long text gives several overlapping windows.
         """
-        return self.backend.tokenize(self._instructed(texts, instruction), self._options(None))
+        return self.backend.tokenize(instructed(texts, instruction), self._options(None))
 
     def token_ids(self, text: str) -> list[int]:
         """The ids of ``text``'s own tokens (no special tokens, no instruction, no cut).
@@ -591,10 +519,8 @@ class LocalEncoder:
     def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
         """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
 
-        Each chunk's vector is the model's pooling over its own tokens, whose vectors have
-        attended to the rest of the document (with the document instruction); a document
-        longer than ``max_length`` runs in overlapping windows, each token taking its vector
-        from the window where it has the most context. See :mod:`localembed.late_chunks`.
+        Each chunk's vector pools its own tokens, which attended to the whole document (with
+        the document instruction); see :mod:`localembed.late_chunks`.
 
         Args:
             text: the whole document.
@@ -663,16 +589,6 @@ class LocalEncoder:
         options = self._options(batch_size)
         return backend.plan([len(w) for w in ids], options)
 
-    def forward(self, windows: list[list[int]]) -> ForwardBatch:
-        """Pad ``windows`` on the right and run the transformer once (no gradients)."""
-        self._require("windows", "a forward pass of its own")
-        result: ForwardBatch = self.backend.forward(windows)  # type: ignore[attr-defined]
-        return result
-
-    def combine_windows(self, rows: np.ndarray, tokenized: Tokenized) -> np.ndarray:
-        """One vector per text from per-window vectors (see :mod:`localembed.windows`)."""
-        return combine_windows(rows, tokenized, normalize=self.settings.normalize)
-
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:
     from localembed.loading import identity_names
@@ -711,8 +627,7 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
 
 
 def _load(config: EncoderConfig) -> LocalEncoder:
-    loaded = {k: v for k, v in config.encoder_options().items() if k not in CALL_TIME_OPTIONS}
-    backend = _backends.for_settings(loaded, lambda: _load_backend(config))
+    backend = _backends.for_settings(config.load_options(), lambda: _load_backend(config))
     return LocalEncoder(config, backend)
 
 

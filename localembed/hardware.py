@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from localembed.errors import InputError
+
 WAIT_POLICY = "OMP_WAIT_POLICY"
 LINEAR_KERNEL = "LOCALEMBED_LINEAR_KERNEL"
 LINEAR_KERNELS = ("auto", "mkl", "onednn")
@@ -195,7 +197,7 @@ def check_threads(threads: Threads) -> Threads:
     ):
         return threads
     msg = f"threads must be 'auto' or a positive int, got {threads!r}"
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def resolve_threads(
@@ -254,7 +256,7 @@ def linear_kernel(
     value = env.get(LINEAR_KERNEL, "mkl").strip().lower() or "mkl"
     if value not in LINEAR_KERNELS:
         msg = f"{LINEAR_KERNEL} must be one of {', '.join(LINEAR_KERNELS)}, got {value!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if value == "auto":
         return "onednn" if (cpu or read_cpuinfo()).amd_avx512 else "mkl"
     return "onednn" if value == "onednn" else "mkl"

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localembed.errors import InputError, RuntimeFault
-from localembed.texts import apply_instruction, check_texts
+from localembed.texts import instructed
 from localembed.windows import combine_windows
 
 if TYPE_CHECKING:
@@ -201,9 +201,7 @@ class MicroBatcher:
             RuntimeFault: the batcher is closed.
         """
         spec = self.spec
-        items = check_texts(texts)
-        if instruction:
-            items = [apply_instruction(instruction, text) for text in items]
+        items = instructed(texts, instruction)
         output = _Output(precision, ranges)
         future: concurrent.futures.Future[Encoded] = concurrent.futures.Future()
         if not items:

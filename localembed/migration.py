@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from localembed.errors import InputError, InputTypeError
+
 __all__ = [
     "CONSTRUCTOR_KEYS",
     "HUGGINGFACE_ANCHORS",
@@ -66,14 +68,14 @@ def _dtype(value: Any) -> str:
             f"torch_dtype {value!r} has no localembed dtype; "
             f"valid: auto, float32, float16, bfloat16"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return name
 
 
 def _backend(value: Any) -> str:
     if value not in ("torch", "onnx"):
         msg = f"backend {value!r} has no localembed backend; valid: 'torch', 'onnx'"
-        raise ValueError(msg)
+        raise InputError(msg)
     return str(value)
 
 
@@ -84,7 +86,7 @@ def _float_lists(value: Any) -> str:
             f"so the adapters keep float32; quantize with "
             f"get_encoder(...).encode(texts, precision={value!r}) (or the CLI / server) instead"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return "float32"
 
 
@@ -127,16 +129,16 @@ def _translate(
 ) -> dict[str, Any]:
     if not isinstance(kwargs, Mapping):
         msg = f"{where} must be a dict, got {type(kwargs).__name__}"
-        raise TypeError(msg)
+        raise InputTypeError(msg)
     options: dict[str, Any] = {}
     for key, value in kwargs.items():
         rule = table.get(key)
         if rule is None:
             msg = (
                 f"{where} key {key!r} has no localembed meaning; supported keys: "
-                f"{', '.join(sorted(table))} (see the README's migration table)"
+                f"{', '.join(sorted(table))} (see the migration table in docs/migration.md)"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         options[rule.option] = rule.value(key, value)
     return options
 
@@ -163,7 +165,7 @@ def _agree(name: str, documents: Any, queries: Any) -> Any:
             f"documents and queries ask for different {name} ({documents!r} vs {queries!r}) "
             f"in encode_kwargs / query_encode_kwargs; localembed applies one {name} to both"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return documents
 
 
@@ -256,7 +258,7 @@ def _merge(data: dict[str, Any], options: dict[str, Any], where: str) -> dict[st
                 f"{name} given twice: {name}={merged[name]!r} and {value!r} from {where}; "
                 f"pass it once"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         merged[name] = value
     return merged
 

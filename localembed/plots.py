@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from localembed.errors import InputError
 from localembed.extras import require
 
 ANNOTATE_LIMIT = 24
@@ -62,7 +63,7 @@ def similarity_heatmap(
             f"labels and {values.shape[-1] if values.ndim else 0} column labels, got "
             f"{len(row_labels)} and {len(col_labels)}"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     require("matplotlib", "plots")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

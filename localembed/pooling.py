@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from localembed.errors import InputError
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -94,7 +96,7 @@ def pool(mode: str, token_embeddings: torch.Tensor, attention_mask: torch.Tensor
         function = POOLING_FUNCTIONS[mode]
     except KeyError:
         msg = f"unknown pooling {mode!r}; valid: {', '.join(POOLING_MODES)}"
-        raise ValueError(msg) from None
+        raise InputError(msg) from None
     return function(token_embeddings, attention_mask)
 
 

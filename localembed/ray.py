@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import inspect
 import reprlib
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig
+from localembed.errors import InputError, InputTypeError
 from localembed.extras import require
+from localembed.texts import KINDS, Kind
 
 if TYPE_CHECKING:
     import numpy as np
@@ -23,8 +25,6 @@ if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
     from localembed.server.settings import ServerSettings
 
-Kind = Literal["document", "query"]
-KINDS: tuple[Kind, ...] = ("document", "query")
 
 DEFAULT_ROWS_PER_BATCH = 512
 """Rows handed to an actor at a time. The encoder sorts each batch by length and splits it
@@ -85,19 +85,19 @@ def embed_dataset(
     settings = EncoderConfig(**config)
     if kind not in KINDS:
         msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if rows_per_batch <= 0:
         msg = f"rows_per_batch must be a positive int, got {rows_per_batch!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if column == output_column:
         msg = f"output_column must differ from column (both {column!r})"
-        raise ValueError(msg)
+        raise InputError(msg)
     if settings.device.startswith("cuda:"):
         msg = (
             f"device={settings.device!r}: Ray gives each actor its own GPU(s) as cuda:0; "
             f"use device='cuda' or 'auto' (and num_gpus_per_actor)"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     ray = require("ray", "embed_dataset")
     require("ray.data", "embed_dataset")
 
@@ -133,7 +133,7 @@ def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple
     """GPUs per actor and the device the actors' encoders use."""
     if num_gpus_per_actor is not None and num_gpus_per_actor < 0:
         msg = f"num_gpus_per_actor must be >= 0, got {num_gpus_per_actor!r}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if num_gpus_per_actor is not None and device != "auto":
         return num_gpus_per_actor, device
     if device not in {"auto", "cuda"}:
@@ -147,7 +147,7 @@ def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple
                 "device='cuda' but the Ray cluster has no GPU; use device='auto' or 'cpu', or "
                 "set num_gpus_per_actor for GPU nodes an autoscaler has yet to start"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
         return (1.0 if cluster_gpus else 0.0), device
     # device="auto" with actors that hold no GPU: keep them off GPUs Ray gave to others.
     return num_gpus_per_actor, ("cpu" if cluster_gpus and not num_gpus_per_actor else device)
@@ -167,17 +167,17 @@ def _actor_pool(strategy: Any, concurrency: int | tuple[int, int] | None) -> Any
     ):
         return strategy(min_size=concurrency[0], max_size=concurrency[1])
     msg = f"concurrency must be a positive int, (min, max) or None, got {concurrency!r}"
-    raise ValueError(msg)
+    raise InputError(msg)
 
 
 def check_columns(names: list[str], column: str, output_column: str) -> None:
     """Raise ValueError if ``column`` is missing or ``output_column`` already exists."""
     if column not in names:
         msg = f"column {column!r} not in the dataset; its columns: {', '.join(names) or '(none)'}"
-        raise ValueError(msg)
+        raise InputError(msg)
     if output_column in names:
         msg = f"the dataset already has a column {output_column!r}; pick another output_column"
-        raise ValueError(msg)
+        raise InputError(msg)
 
 
 class EmbedBatch:
@@ -199,14 +199,12 @@ class EmbedBatch:
         texts = batch.column(self.column).to_pylist()
         bad = next((i for i, text in enumerate(texts) if not isinstance(text, str)), None)
         if bad is not None:
-            raise TypeError(self._describe_bad_row(batch, bad))
+            raise InputTypeError(self._describe_bad_row(batch, bad))
         vectors = self._encode(texts)
         return batch.append_column(self.output_column, ArrowTensorArray.from_numpy(vectors))
 
     def _encode(self, texts: list[Any]) -> np.ndarray:
-        if self.kind == "query":
-            return self.encoder.encode_queries(texts)
-        return self.encoder.encode_documents(texts)
+        return self.encoder.encode_kind(self.kind, texts)
 
     def _describe_bad_row(self, batch: pa.Table, index: int) -> str:
         # The encoder's TypeError would name the row's place in this batch, meaningless to
@@ -269,14 +267,14 @@ def serve_application(
     settings = settings or ServerSettings()
     if (min_replicas is None) != (max_replicas is None):
         msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"
-        raise ValueError(msg)
+        raise InputError(msg)
     if (
         min_replicas is not None
         and max_replicas is not None
         and not 0 <= min_replicas <= max_replicas
     ):
         msg = f"need 0 <= min_replicas <= max_replicas, got {min_replicas} and {max_replicas}"
-        raise ValueError(msg)
+        raise InputError(msg)
     serve = require("ray.serve", "serve_application")
 
     def build_app() -> Any:  # runs on each replica

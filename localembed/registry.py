@@ -5,6 +5,8 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+from localembed.errors import InputError
+
 ENTRY_POINT_GROUP = "localembed.adapters"
 _EXTRAS = {
     "langchain": "langchain",
@@ -44,7 +46,7 @@ def load_adapter(name: str, **options: Any) -> Any:
         msg = (
             f"no adapter named {name!r}; installed adapters: {', '.join(sorted(points)) or 'none'}"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     try:
         adapter_class = points[name].load()
     except ImportError as error:

@@ -16,6 +16,8 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from localembed.errors import InputError, RuntimeFault
+
 if TYPE_CHECKING:
     from collections.abc import Callable
 
@@ -36,6 +38,10 @@ EXPORT_TOLERANCE = 1e-3
 """Largest |difference| between ONNX and torch hidden states accepted when a model is exported."""
 
 
+class ExportMismatchError(RuntimeFault, RuntimeError):
+    """The ONNX export of a model does not reproduce its torch outputs."""
+
+
 def resolve_device(device: str) -> torch.device:
     """Turn "auto" into cuda, then mps, then cpu; check that a named accelerator exists."""
     import torch
@@ -49,10 +55,10 @@ def resolve_device(device: str) -> torch.device:
     resolved = torch.device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         msg = f"device {device!r} requested but CUDA is not available; use device='cpu' or 'auto'"
-        raise ValueError(msg)
+        raise InputError(msg)
     if resolved.type == "mps" and not torch.backends.mps.is_available():
         msg = f"device {device!r} requested but MPS is not available; use device='cpu' or 'auto'"
-        raise ValueError(msg)
+        raise InputError(msg)
     return resolved
 
 
@@ -64,7 +70,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
         return torch.float16 if device.type == "cuda" else torch.float32
     if dtype not in _DTYPES:
         msg = f"unknown dtype {dtype!r}; valid: auto, {', '.join(_DTYPES)}"
-        raise ValueError(msg)
+        raise InputError(msg)
     resolved: torch.dtype = getattr(torch, dtype)
     return resolved
 
@@ -129,13 +135,13 @@ def check_speed_options(
     exact = options.dtype in {"auto", "float32"}
     if backend == "onnx" and (device.type != "cpu" or not exact):
         msg = "backend='onnx' runs float32 (or quantize='int8') on the CPU; use device='cpu'"
-        raise ValueError(msg)
+        raise InputError(msg)
     if options.quantize == "int8" and device.type != "cpu":
         msg = f"quantize='int8' is a CPU option; on {device.type} use dtype='float16'"
-        raise ValueError(msg)
+        raise InputError(msg)
     if options.quantize == "int8" and not exact:
         msg = "quantize='int8' quantizes float32 weights; leave dtype='auto' or 'float32'"
-        raise ValueError(msg)
+        raise InputError(msg)
     precision = str(dtype).removeprefix("torch.")
     if (
         device.type == "cpu"
@@ -177,7 +183,8 @@ def load_runtime(
     """
     import torch
 
-    from localembed.loading import check_model_files, load_transformer
+    from localembed.loading import check_model_files
+    from localembed.weights import load_transformer
 
     def load(**overrides: Any) -> PreTrainedModel:
         settings: dict[str, Any] = {"dtype": dtype, "device": device, **overrides}
@@ -425,7 +432,7 @@ def _export(
             f"the ONNX export of {name} differs from torch by {difference:.2g} "
             f"(> {EXPORT_TOLERANCE}); use backend='torch' for this model"
         )
-        raise RuntimeError(msg)
+        raise ExportMismatchError(msg)
     fused.replace(target)
     raw.unlink(missing_ok=True)
 

@@ -21,7 +21,7 @@ logger = logging.getLogger("localembed")
 
 Kind = Literal["query", "document"]
 """What a text is for: a search ``"query"`` or a ``"document"`` (passage) to be found."""
-KINDS: tuple[Kind, ...] = ("query", "document")
+KINDS: tuple[Kind, ...] = ("document", "query")
 """Every :data:`Kind`, in one spelling."""
 
 
@@ -150,3 +150,17 @@ def apply_instruction(instruction: str, text: str) -> str:
     if "{text}" in instruction:
         return instruction.replace("{text}", text)
     return instruction + text
+
+
+def instructed(texts: Any, instruction: str | None) -> list[str]:
+    """``texts`` checked (:func:`check_texts`) and put into ``instruction`` (if any).
+
+    Example:
+        >>> instructed(["cats"], "query: ")
+        ['query: cats']
+
+    """
+    items = check_texts(texts)
+    if instruction:
+        items = [apply_instruction(instruction, text) for text in items]
+    return items

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from localembed.errors import RuntimeFault
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -48,6 +50,10 @@ TOKENIZE_SLICE = 512
 """Texts tokenized per call of the tokenizer; between slices other threads get the GIL."""
 
 LongText = Literal["truncate", "chunk"]
+
+
+class TokenizerFault(RuntimeFault, RuntimeError):
+    """The tokenizer gave no window for some texts."""
 
 
 @dataclass(frozen=True)
@@ -194,7 +200,7 @@ class WindowTokenizer:
                 windows, owners = self._windows(items, max_length, chunked=False)
         if set(owners) != set(range(len(items))):
             msg = "the tokenizer returned no window for some texts"
-            raise RuntimeError(msg)
+            raise TokenizerFault(msg)
         windows = [ids if ids else [self.filler_id] for ids in windows]
         over_long = [owner for owner, count in sorted(Counter(owners).items()) if count > 1]
         if chunked:

@@ -34,7 +34,7 @@ def windows_import(name, globals=None, locals=None, fromlist=(), level=0):
 builtins.__import__ = windows_import
 from localembed.cli import main
 status = main(sys.argv[1:])
-assert "localembed.benchmark" not in sys.modules, "the benchmark was imported"
+assert "localembed.cli.benchmark" not in sys.modules, "the benchmark was imported"
 sys.exit(status)
 """
 
@@ -55,8 +55,8 @@ def test_the_cli_runs_where_resource_cannot_be_imported(tmp_path: Path) -> None:
     # use of it (peak memory) gives None instead of failing.
     shim = NO_RESOURCE.replace(
         "from localembed.cli import main\nstatus = main(sys.argv[1:])",
-        "from localembed.benchmark import peak_rss_mb\nstatus = peak_rss_mb() is not None",
-    ).replace('assert "localembed.benchmark" not in', "assert 1 or")
+        "from localembed.cli.benchmark import peak_rss_mb\nstatus = peak_rss_mb() is not None",
+    ).replace('assert "localembed.cli.benchmark" not in', "assert 1 or")
     result = subprocess.run([sys.executable, "-c", shim], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr
     result = without_resource("info", "--help")
@@ -75,7 +75,7 @@ def test_the_cli_runs_where_resource_cannot_be_imported(tmp_path: Path) -> None:
 def test_the_parser_does_not_import_the_benchmark() -> None:
     code = (
         "import sys; from localembed.cli import build_parser; build_parser(); "
-        "heavy = {'localembed.benchmark', 'torch', 'resource'}; "
+        "heavy = {'localembed.cli.benchmark', 'torch', 'resource'}; "
         "print(sorted(m for m in sys.modules if m in heavy))"
     )
     result = subprocess.run(
@@ -129,7 +129,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_contender_names_match_the_benchmark() -> None:
-    from localembed.bench_options import LOCALEMBED_CONTENDERS
-    from localembed.benchmark import LOCALEMBED_OPTIONS
+    from localembed.cli.bench_options import LOCALEMBED_CONTENDERS
+    from localembed.cli.benchmark import LOCALEMBED_OPTIONS
 
     assert tuple(LOCALEMBED_OPTIONS) == LOCALEMBED_CONTENDERS

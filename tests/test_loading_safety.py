@@ -499,7 +499,7 @@ QUIET_LOAD = """
 import sys, torch
 from pathlib import Path
 from transformers import BertConfig, BertModel
-from localembed.loading import load_transformer
+from localembed.weights import load_transformer
 target = Path(sys.argv[1])
 config = BertConfig(
     hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64

@@ -378,7 +378,7 @@ def test_chunked_long_text(m3_dir: Path) -> None:
     dense_windows, sparse_windows, colbert_windows = [], [], []
     for ids in tokenized.ids:
         d, s, c = batch_outputs(
-            encoder.forward([ids]),
+            encoder.backend.forward([ids]),
             pooling="cls",
             normalize=True,
             normalize_dense=False,

@@ -38,10 +38,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
-from localembed.errors import ModelError
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
+    UnsupportedModelError,
     load_model_config,
     load_tokenizer,
     locate_model,
@@ -73,10 +73,6 @@ CAPABILITIES = frozenset(
     {"dense", "sparse", "colbert", "logits", "token_embeddings", "windows", "chunk", "token_budget"}
 )
 """Every capability a backend may name (see the module docstring)."""
-
-
-class UnsupportedModelError(ModelError, ValueError):
-    """The model's sentence-transformers modules are ones localembed cannot run."""
 
 
 class TokenEmbeddings(NamedTuple):

@@ -1,6 +1,7 @@
 """The ``localembed`` command: one module per subcommand, registered in :data:`COMMANDS`.
 
-Exit status: 0 done, 1 an error (one line on stderr, no traceback), 2 a usage error, 130
+Exit status: 0 done, 1 an error (one line on stderr for the user's errors, see
+:data:`localembed.cli.common.HANDLED`; a traceback for a bug), 2 a usage error, 130
 interrupted (Ctrl-C / SIGINT).
 
 A subcommand is a module ``localembed/cli/NAME.py`` with ``EXAMPLES`` (the epilog of its help)
@@ -19,6 +20,7 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator
 from types import FrameType, ModuleType
 
@@ -163,5 +165,12 @@ def _run(argv: list[str] | None) -> int:
         return 1
     except HANDLED as error:
         print(f"localembed: {error_message(error)}", file=sys.stderr)
+        return 1
+    except Exception:  # a bug (in localembed or a library it calls): show where
+        traceback.print_exc()
+        print(
+            "localembed: an unexpected error (the traceback above is a bug; please report it)",
+            file=sys.stderr,
+        )
         return 1
     return status

@@ -1,6 +1,6 @@
 """``localembed bench``: throughput, latency and accuracy against sentence-transformers.
 
-The options live here; the benchmark itself (:mod:`localembed.benchmark`, which needs numpy,
+The options live here; the benchmark itself (:mod:`localembed.cli.benchmark`, which needs numpy,
 torch and, where it exists, the Unix ``resource`` module) is imported only when it runs.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from localembed.bench_options import add_arguments
+from localembed.cli.bench_options import add_arguments
 from localembed.cli.common import add_command
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def register(commands: Commands) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed bench``."""
-    from localembed.benchmark import run as run_benchmark
+    from localembed.cli.benchmark import run as run_benchmark
 
     run_benchmark(args)
     return 0

@@ -12,8 +12,12 @@ import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from pydantic import ValidationError
+
 from localembed.config import EncoderConfig, ModelOptions
+from localembed.errors import LocalEmbedError
 from localembed.pooling import POOLING_MODES
+from localembed.texts import KINDS, Kind
 
 C = TypeVar("C", bound=ModelOptions)
 
@@ -44,13 +48,25 @@ MODEL_FLAGS: tuple[tuple[str, str], ...] = (
 )
 """Command-line flag -> EncoderConfig field; help, type and choices come from the field."""
 
-KINDS = ("document", "query")
 
-HANDLED = (ValueError, TypeError, OSError, MemoryError, RuntimeError, ImportError)
-"""Errors reported as one line with exit status 1 (their messages name the problem)."""
+HANDLED: tuple[type[BaseException], ...] = (
+    LocalEmbedError,
+    ValidationError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+    MemoryError,
+)
+"""The user's errors, reported as one line with exit status 1 (their messages name the
+problem): localembed's own (:class:`~localembed.errors.LocalEmbedError`), an invalid option
+(pydantic's ``ValidationError``), a file that is missing, exists, or may not be read or
+written, and memory the machine does not have. Anything else is a bug: its traceback is
+printed."""
 
 
-class UsageError(Exception):
+class UsageError(LocalEmbedError):
     """A wrong combination of arguments: exit status 2."""
 
 
@@ -58,7 +74,7 @@ class Interrupted(Exception):
     """Ctrl-C, reported already: exit status 130."""
 
 
-class CommandError(Exception):
+class CommandError(LocalEmbedError):
     """An error whose one-line message is ready: exit status 1."""
 
 
@@ -158,10 +174,9 @@ def checked_config(config: type[C], options: dict[str, Any]) -> C:
         raise UsageError(error_message(error)) from None
 
 
-def instruction_for(encoder: LocalEncoder, kind: str) -> str:
+def instruction_for(encoder: LocalEncoder, kind: Kind) -> str:
     """The encoder's resolved instruction for ``kind`` ("query" or "document")."""
-    settings = encoder.settings
-    return settings.query_instruction if kind == "query" else settings.document_instruction
+    return encoder.settings.instruction(kind)
 
 
 def error_message(error: BaseException) -> str:

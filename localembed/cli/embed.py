@@ -43,21 +43,19 @@ from localembed.cli.common import (
     error_message,
     instruction_for,
 )
-from localembed.config import EncoderConfig
-from localembed.corpus import (
+from localembed.cli.corpus import (
     INPUT_FORMATS,
     INPUT_SUFFIXES,
-    OUTPUTS,
-    PartialOutput,
     Row,
     Source,
     TextDigest,
-    check_output,
     chunks,
     differences,
-    open_for_writing,
     open_source,
 )
+from localembed.cli.outputs import OUTPUTS, PartialOutput, check_output, open_for_writing
+from localembed.config import EncoderConfig
+from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.precision import (
     CALIBRATION_ROWS_WARNING,
@@ -368,7 +366,7 @@ def run_job(job: EmbedJob) -> JobResult:
                 f"the input's first {state['rows']} rows are not those in "
                 f"{writer.partial.name}: the input changed; pass --overwrite to start again"
             )
-            raise ValueError(msg)
+            raise InputError(msg)
     start = 0 if state is None else int(state["rows"])
     seconds = 0.0
     try:
@@ -391,7 +389,7 @@ def run_job(job: EmbedJob) -> JobResult:
                         digest.update(good)
                         done += len(good)
                         writer.commit(done, digest.hexdigest(), settings)
-                    raise ValueError(_non_finite_message(source, chunk, done, error)) from None
+                    raise InputError(_non_finite_message(source, chunk, done, error)) from None
                 seconds += time.perf_counter() - began
                 writer.append(done, chunk, vectors)
                 digest.update(chunk)
@@ -419,7 +417,7 @@ def check_input(job: EmbedJob) -> None:
         return
     count = sum(1 for _ in job.open_source().rows)
     if job.precision in ("int8", "uint8") and job.ranges is None and count < 2:
-        raise ValueError(_too_few_rows(job, count))
+        raise InputError(_too_few_rows(job, count))
 
 
 def _too_few_rows(job: EmbedJob, count: int) -> str:
@@ -449,15 +447,15 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
             loaded = np.load(job.ranges, allow_pickle=False)
         except (OSError, ValueError) as error:
             msg = f"--ranges {job.ranges}: not a readable .npy file ({error})"
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
         if loaded.dtype.kind not in "fiu":
             msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.dtype}"
-            raise ValueError(msg)
+            raise InputError(msg)
         try:
             return check_ranges(loaded, encoder.dimension)
         except ValueError as error:
             msg = f"--ranges {job.ranges}: {error}"
-            raise ValueError(msg) from None
+            raise InputError(msg) from None
     logger.info("computing %s calibration ranges over the input (a first pass)", job.precision)
     low: np.ndarray | None = None
     high: np.ndarray | None = None
@@ -468,7 +466,7 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
         high = vectors.max(axis=0) if high is None else np.maximum(high, vectors.max(axis=0))
         count += len(chunk)
     if low is None or high is None or count < 2:
-        raise ValueError(_too_few_rows(job, count))
+        raise InputError(_too_few_rows(job, count))
     if count < CALIBRATION_ROWS_WARNING:
         logger.warning(
             "int8/uint8 calibration ranges from only %d rows; ranges from a larger corpus "
@@ -511,7 +509,7 @@ def _resume_state(
             f"{writer.partial.name} was written with other settings ({'; '.join(changed)}); "
             f"resume with the same options, or pass --overwrite to start again"
         )
-        raise ValueError(msg)
+        raise InputError(msg)
     return state
 
 

@@ -89,7 +89,7 @@ def format_ranking(
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed rerank``."""
-    from localembed.corpus import open_source
+    from localembed.cli.corpus import open_source
 
     documents = list(args.doc)
     sources = [f"--doc {number}" for number in range(1, len(documents) + 1)]

@@ -71,7 +71,7 @@ def format_matrix(matrix: np.ndarray, labels: list[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed similarity``."""
-    from localembed.corpus import open_source
+    from localembed.cli.corpus import open_source
 
     texts = list(args.texts)
     if args.file is not None:

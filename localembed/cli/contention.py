@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from localembed import hardware
+from localembed.errors import RuntimeFault
 
 WORKER = """
 import json, os, sys, time
@@ -68,9 +69,13 @@ class Worker:
             self.process.wait()
             stderr = self.process.stderr.read() if self.process.stderr else ""
             msg = f"contention worker {self.name!r} exited: {stderr.strip()[-500:]}"
-            raise RuntimeError(msg)
+            raise ContentionWorkerError(msg)
         answer: dict[str, Any] = json.loads(line)
         return answer
+
+
+class ContentionWorkerError(RuntimeFault, RuntimeError):
+    """A contention worker process exited before answering."""
 
 
 def _pipe(stream: IO[str] | None) -> IO[str]:

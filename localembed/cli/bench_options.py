@@ -1,6 +1,6 @@
 """The benchmark's options and contender names, importing nothing heavy.
 
-Shared by ``localembed bench`` and :mod:`localembed.benchmark` (``benchmarks/throughput.py``).
+Shared by ``localembed bench`` and :mod:`localembed.cli.benchmark` (``benchmarks/throughput.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ LOCALEMBED_CONTENDERS = (
     "localembed onnx fp32",
     "localembed onnx int8",
 )
-"""localembed contenders (their encoder options: ``localembed.benchmark.LOCALEMBED_OPTIONS``)."""
+"""localembed contenders (encoder options: ``localembed.cli.benchmark.LOCALEMBED_OPTIONS``)."""
 
 SENTENCE_TRANSFORMERS = ("sentence-transformers", "sentence-transformers onnx")
 """Optional contenders (need the sentence-transformers package)."""

@@ -1,0 +1,106 @@
+"""Every example on every documentation page (README.md included) runs, and shows what it prints.
+
+One test per page (``python -m pytest tests/test_docs.py -k cli`` runs docs/cli.md); the rules
+are in ``tests/docs_harness.py`` and docs/README-docs.md. Pages marked ``<!-- docs: page slow -->``
+are in the slow tier; ``<!-- docs: page loopback -->`` lets a page's Python examples reach
+127.0.0.1 (servers the examples start themselves).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tests import docs_harness
+from tests.docs_harness import PAGES, ROOT, Block, matches, page_flags
+
+README_MAX_LINES = 250
+
+
+def page_param(path: Path) -> object:
+    flags = page_flags(path.read_text(encoding="utf-8"))
+    marks = []
+    if "slow" in flags:
+        marks.append(pytest.mark.slow)
+    if "loopback" in flags:
+        marks.append(pytest.mark.allow_hosts(["127.0.0.1"]))
+    return pytest.param(path, marks=marks, id=path.stem.lower())
+
+
+@pytest.mark.parametrize("page", [page_param(path) for path in PAGES])
+def test_page_examples_run_and_print_what_they_show(page: Path, tmp_path: Path) -> None:
+    counts = docs_harness.run_page(page, tmp_path)
+    blocks = docs_harness.page_blocks(page)
+    assert counts["executed"] + counts["not-run"] == len(blocks)
+
+
+def test_readme_is_short() -> None:
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines (at most {README_MAX_LINES})"
+
+
+def test_every_page_is_in_the_nav() -> None:
+    config = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    nav = set(re.findall(r":\s*([\w./-]+\.md)\s*$", config, flags=re.M))
+    pages = {path.name for path in (ROOT / "docs").glob("*.md")}
+    assert pages - nav == set(), "pages missing from mkdocs.yml's nav"
+    assert nav - pages == set(), "nav entries without a page"
+
+
+def test_not_run_markers_name_a_reason_and_stay_rare() -> None:
+    reasons = [reason for *_, found in docs_harness.census() for reason in found]
+    assert all(len(reason.split(": ", 1)[1]) > 15 for reason in reasons), reasons
+    runnable = sum(count for _, count, _, _ in docs_harness.census())
+    assert len(reasons) * 10 <= runnable, f"{len(reasons)} of {runnable} blocks are not run"
+    # A malformed marker (no reason) is not a marker: its block would run.
+    for path in PAGES:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.startswith("<!-- docs: not-run"):
+                assert docs_harness.NOT_RUN.search(line), f"{path.name}: {line}"
+
+
+def test_comparison_rules() -> None:
+    assert matches("0.493  fees", "0.494  fees")  # one unit in the last shown digit
+    assert not matches("0.493  fees", "0.495  fees")
+    assert not matches("0.493  fees", "0.493  fines")
+    assert matches("[(3, 0.6745523810386658)]", "[(3, 0.674552)]")
+    assert not matches("[(3, 0.6745523810386658)]", "[(3, 0.67456)]")
+    assert matches("2.4e-07", "2.5e-07") and not matches("2.4e-07", "2.4e-05")
+    assert matches("path: '.../model'", "path: '/venv/lib/site-packages/x/model'")
+    assert matches("a\n...\nz", "a\nb\nc\nz")
+    assert matches("embedded 4 rows in 0.1 s, 35 rows/s", "embedded 4 rows in 2.3 s, 2 rows/s")
+    assert not matches("embedded 4 rows", "embedded 5 rows")
+    assert matches("384  \n\n", "384")
+    assert not matches("384", "384\n385")
+
+
+def test_a_wrong_output_fails_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nx = 2\nprint(x + 1)\n```\n\n```text\n4\n```\n", encoding="utf-8"
+    )
+    with pytest.raises(AssertionError, match="printed something else"):
+        docs_harness.run_page(page, tmp_path)
+    page.write_text(
+        "```python\nprint(x)\n```\n\n```text\n3\n```\n"
+        "```bash\necho hi > f.txt\ncat f.txt\n```\n\n```text\nhi\n```\n"
+        "```console\n$ cat f.txt\nhi\n$ ls missing\nls: cannot access 'missing': No such file or directory\n```\n"
+        '<!-- docs: not-run reason="never runs: it would fail" -->\n```python\nraise SystemExit(1)\n```\n',
+        encoding="utf-8",
+    )
+    page.write_text("```python\nx = 3\n```\n" + page.read_text(encoding="utf-8"), encoding="utf-8")
+    counts = docs_harness.run_page(page, tmp_path)
+    assert counts == {"executed": 4, "compared": 4, "not-run": 1}
+    assert [b.language for b in docs_harness.page_blocks(page)] == [
+        "python", "python", "bash", "console", "python"
+    ]
+    assert isinstance(docs_harness.page_blocks(page)[0], Block)
+
+
+def test_a_failing_bash_block_fails_the_page(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("```bash\nfalse\necho never\n```\n", encoding="utf-8")
+    with pytest.raises(AssertionError, match="exited with 1"):
+        docs_harness.run_page(page, tmp_path)
