@@ -87,7 +87,8 @@ bench: setup
 
 # The documentation site (mkdocs.yml, docs/): built strict (a broken link or reference fails).
 # The pictures on the pages are drawn by docs/gen_images.py (committed; redrawn when it changes).
-DOCS_IMAGES := docs/images/token_heatmap.png docs/images/similarity_heatmap.png docs/images/tsne.png
+DOCS_IMAGES := docs/images/token_heatmap.png docs/images/similarity_heatmap.png docs/images/tsne.png \
+	docs/images/cde_heatmaps.png
 
 docs: setup $(DOCS_IMAGES)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --quiet

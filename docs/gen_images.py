@@ -10,6 +10,8 @@ what the library gives today, not a pasted screenshot::
 - ``similarity_heatmap.png``: the sentence similarity matrix, as ``localembed similarity --plot``.
 - ``tsne.png``: a t-SNE map (scikit-learn) of the sentences of three examples, coloured by
   what they are about.
+- ``cde_heatmaps.png``: ``examples/cde.py``'s question x answer similarities, the embedded
+  model next to the tiny CDE test model (random weights, said on the picture).
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ def main() -> None:
     token_heatmap(args.out)
     sentence_heatmap(args.out)
     tsne(args.out)
+    example("cde").compare(args.out / "cde_heatmaps.png")
     for name in ("token_heatmap.png", "similarity_heatmap.png", "tsne.png"):
         print(f"wrote {args.out / name}")
 

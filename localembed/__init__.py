@@ -23,6 +23,7 @@ from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 
 if TYPE_CHECKING:
+    from localembed.contextual import CorpusContext, load_context
     from localembed.encoder import (
         LocalEncoder,
         TokenEmbeddings,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "POOLING_MODES",
+    "CorpusContext",
     "EncoderConfig",
     "EncoderOutOfMemoryError",
     "InputError",
@@ -54,6 +56,7 @@ __all__ = [
     "get_encoder",
     "get_reranker",
     "load_adapter",
+    "load_context",
 ]
 __version__ = "0.1.0"
 
@@ -64,6 +67,10 @@ def __getattr__(name: str) -> Any:
         from localembed import encoder
 
         return getattr(encoder, name)
+    if name in {"CorpusContext", "load_context"}:
+        from localembed import contextual
+
+        return getattr(contextual, name)
     if name in {"LocalReranker", "get_reranker", "clear_reranker_cache"}:
         from localembed import reranker
 

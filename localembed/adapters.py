@@ -20,10 +20,11 @@ from localembed.encoder import get_encoder
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     import numpy as np
 
+    from localembed.contextual import CorpusContext
     from localembed.encoder import LocalEncoder
 
 __all__ = [
@@ -146,6 +147,24 @@ class EncoderAdapter(EncoderConfig):
     def encoder(self) -> LocalEncoder:
         """The shared encoder behind this adapter."""
         return get_encoder(self)
+
+    def fit_context(
+        self,
+        corpus: Sequence[str],
+        size: int | None = None,
+        seed: int = 0,
+        *,
+        oversample: bool = False,
+    ) -> CorpusContext:
+        """CDE models: build the corpus context from ``corpus`` and use it from now on.
+
+        The same as ``adapter.context = adapter.encoder.build_context(corpus, size, seed)``
+        (see :meth:`localembed.LocalEncoder.build_context`); returns the context, to
+        ``.save(path)`` and pass as ``context=path`` next time.
+        """
+        context = self.encoder.build_context(corpus, size, seed, oversample=oversample)
+        self.context = context
+        return context
 
     huggingface_anchor: ClassVar[str | None] = None
     """Whose arguments this adapter also accepts (``"langchain"``: langchain-huggingface's

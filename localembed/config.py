@@ -10,7 +10,15 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from localembed.errors import InputError
 from localembed.pooling import POOLING_MODES
@@ -49,6 +57,7 @@ CALL_TIME_OPTIONS = frozenset(
         "query_instruction",
         "document_instruction",
         "truncate_dim",
+        "context",
     }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
@@ -191,6 +200,32 @@ class EncoderConfig(ModelOptions):
     backend: Literal["torch", "onnx", "flagembedding"] = "torch"
     """"torch": transformers on torch; "onnx": an ONNX Runtime export (CPU, extra `onnx`);
     "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
+
+    context: Any = None
+    """CDE models only: the corpus context (a :class:`~localembed.contextual.CorpusContext`, or
+    the path of a file saved with ``.save``) used for every document and query; build one with
+    ``encoder.build_context(corpus)``. Encoders differing only here share one model."""
+
+    @field_validator("context", mode="before")
+    @classmethod
+    def _check_context(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        from localembed.corpus_context import CorpusContext, as_context
+
+        if isinstance(value, CorpusContext):
+            return value
+        if isinstance(value, (str, Path)):
+            if not str(value).strip():
+                msg = "context must be a CorpusContext or a context file's path, got ''"
+                raise ValueError(msg)
+            # Absolute, so that encoders made from other working directories do not share it.
+            return str(Path(value).expanduser().resolve())
+        return as_context(value)  # inline data (from a serialized adapter), or an error
+
+    @field_serializer("context")
+    def _serialize_context(self, value: Any) -> Any:
+        return value.serialized() if hasattr(value, "serialized") else value
 
     @field_validator("pooling")
     @classmethod

@@ -138,6 +138,17 @@ PRESETS: tuple[Preset, ...] = (
         max_length=8192,
     ),
     Preset(
+        # Contextual document embeddings (jxm/cde-small-v1, v2): the card's prefixes and the
+        # 512 tokens its notebook truncates to; the model pools itself (see
+        # localembed.backends.contextual), so pooling is not used.
+        family="cde",
+        pattern=r"cde-small-v\d",
+        pooling="mean",
+        query_instruction="search_query: ",
+        document_instruction="search_document: ",
+        max_length=512,
+    ),
+    Preset(
         family="all-minilm-l6",
         pattern=r"all-minilm-l6-v\d",
         pooling="mean",

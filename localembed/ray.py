@@ -64,7 +64,9 @@ def embed_dataset(
             ``device`` is "auto" or "cuda", else 0. Fractions pack actors onto one GPU.
         num_cpus_per_actor: CPUs reserved per actor (Ray sets the actor's torch threads to
             it); None: Ray's default (1).
-        **config: the encoder's settings (:class:`~localembed.EncoderConfig`).
+        **config: the encoder's settings (:class:`~localembed.EncoderConfig`). A CDE model's
+            ``context`` (a CorpusContext built in the driver, or a file path read here) is
+            sent to the actors with their settings; they never rebuild it.
 
     Returns:
         A lazy Dataset: ``ds``'s columns plus ``output_column``.
@@ -82,7 +84,7 @@ def embed_dataset(
         (384,)
 
     """
-    settings = EncoderConfig(**config)
+    settings = with_context_loaded(EncoderConfig(**config))
     if kind not in KINDS:
         msg = f"kind must be one of {', '.join(KINDS)}, got {kind!r}"
         raise InputError(msg)
@@ -127,6 +129,23 @@ def embed_dataset(
         num_cpus=num_cpus_per_actor,
         **options,
     )
+
+
+def with_context_loaded(settings: EncoderConfig) -> EncoderConfig:
+    """``settings`` with a CDE context file read here, in the driver, into the context itself.
+
+    The context then travels to the actors (or replicas) with their settings: none reads the
+    file (it may not see it) or recomputes the context.
+
+    Raises:
+        ContextError: the file is missing or is not a context file.
+    """
+    if not isinstance(settings.context, str):
+        return settings
+    from localembed.contextual import load_context
+
+    loaded = load_context(settings.context)
+    return EncoderConfig(**{**settings.explicit_options(), "context": loaded})
 
 
 def _placement(ray: Any, device: str, num_gpus_per_actor: float | None) -> tuple[float, str]:
@@ -263,7 +282,7 @@ def serve_application(
     """
     from localembed.server.settings import ServerSettings
 
-    config = config or EncoderConfig()
+    config = with_context_loaded(config or EncoderConfig())
     settings = settings or ServerSettings()
     if (min_replicas is None) != (max_replicas is None):
         msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"

@@ -180,6 +180,11 @@ def resolve_settings(
         ValueError: ``max_length`` exceeds the model's limit or cannot hold its special tokens.
     """
     preset = find_preset(*names, str(getattr(model_config, "_name_or_path", "") or ""))
+    from localembed.corpus_context import is_contextual
+
+    if preset is None and is_contextual(model_config):
+        # Any contextual document embedding model: the CDE family's prefixes and length.
+        preset = find_preset("cde-small-v2")
     family = f"preset {preset.family}" if preset else ""
     if preset is None:
         preset = find_preset(*identity)

@@ -68,6 +68,9 @@ RUNS = {
     "test_onnx_export_gives_the_torch_vectors": ExampleRun(
         "onnx_export.py", env=(("LOCALEMBED_CACHE", "{folder}"),)
     ),
+    "test_cde_draws_both_heatmaps_and_labels_the_tiny_model": ExampleRun(
+        "cde.py", ("--output", "{folder}/cde.png", "--context-file", "{folder}/ctx.safetensors")
+    ),
     "test_bge_m3_hybrid_ranks_every_mode": ExampleRun(
         "bge_m3_hybrid.py", ("--model", "{tiny_xlmr_dir}")
     ),
@@ -240,3 +243,16 @@ def test_bge_m3_hybrid_ranks_every_mode(example_output: tuple[Path, str]) -> Non
         assert top and int(top[1]) == next(iter(scores["hybrid"]))
         assert re.search(rf"d{top[1]} lexical tokens: '.*' \d+\.\d{{3}}", block)
         assert "shared with the query: " in block
+
+
+def test_cde_draws_both_heatmaps_and_labels_the_tiny_model(
+    example_output: tuple[Path, str],
+) -> None:
+    folder, out = example_output
+    assert "basic: all-MiniLM-L6-v2 (embedded default): top answer right for 8 of 8" in out
+    assert "context: 8 dataset embeddings of 20 documents" in out
+    image = (folder / "cde.png").read_bytes()
+    assert image.startswith(b"\x89PNG") and len(image) > 20_000
+    from localembed import load_context
+
+    assert load_context(folder / "ctx.safetensors").size == 8

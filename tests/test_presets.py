@@ -64,6 +64,9 @@ WEB = "Given a web search query, retrieve relevant passages that answer the quer
             "search_document: ",
             8192,
         ),
+        # The CDE card's prefixes and the 512 tokens its notebook truncates to.
+        ("jxm/cde-small-v1", "cde", "mean", "search_query: ", "search_document: ", 512),
+        ("jxm/cde-small-v2", "cde", "mean", "search_query: ", "search_document: ", 512),
         ("sentence-transformers/all-MiniLM-L6-v2", "all-minilm-l6", "mean", "", "", 256),
         ("sentence-transformers/all-MiniLM-L12-v2", "all-minilm-l12", "mean", "", "", 128),
         ("sentence-transformers/all-mpnet-base-v2", "all-mpnet", "mean", "", "", 384),

@@ -222,3 +222,32 @@ def test_errors_found_in_the_driver(local_ray: None) -> None:
 @pytest.mark.filterwarnings("ignore:The minimum number of concurrent actors:UserWarning")
 def test_empty_dataset_gives_an_empty_dataset(local_ray: None) -> None:
     assert embed_dataset(ray.data.from_items([]), concurrency=1).take_all() == []
+
+
+def test_a_cde_context_is_read_once_in_the_driver_and_shipped(
+    local_ray: None, tmp_path: Path
+) -> None:
+    from localembed.contextual import ContextError
+    from tests.cde_factory import build_tiny_cde
+
+    model = str(build_tiny_cde(tmp_path / "cde"))
+    corpus = [f"document {i}: " + text for i, text in enumerate(TEXTS * 3)]
+    encoder = get_encoder(model=model, trust_remote_code=True)
+    context = encoder.build_context(corpus)
+    path = context.save(tmp_path / "corpus.context.safetensors")
+    ds = ray.data.from_items([{"id": i, "text": text} for i, text in enumerate(corpus)])
+    lazy = embed_dataset(
+        ds, concurrency=2, rows_per_batch=4, model=model, trust_remote_code=True, context=path
+    )
+    # The driver has read the file: the actors get the context itself, not the path (they
+    # may not see the file), and never rebuild it (they have no corpus to build it from).
+    path.unlink()
+    rows = rows_by_id(lazy)
+    got = np.stack([row["embedding"] for row in rows])
+    expected = encoder.with_context(context).encode_documents(corpus)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
+    # A CDE model without a context fails on the actors with the fix in the message.
+    with pytest.raises(Exception, match="has no context yet"):
+        embed_dataset(ds, concurrency=1, model=model, trust_remote_code=True).take_all()
+    with pytest.raises(ContextError, match="cannot read the context file"):
+        embed_dataset(ds, model=model, trust_remote_code=True, context=path)

@@ -6,6 +6,8 @@
 - :mod:`localembed.backends.transformer`: a transformers model on a runtime (torch or ONNX).
 - :mod:`localembed.backends.flagembedding`: FlagEmbedding's ``BGEM3FlagModel`` (the reference).
 - :mod:`localembed.backends.cross_encoder`: (query, document) pairs -> logits.
+- :mod:`localembed.backends.contextual`: a contextual document embedding (CDE) model's two
+  stages, given a corpus context.
 
 A backend holds the weights and is shared by every encoder whose settings differ only in
 call-time options (batch size, token budget, long-text mode, instructions): those arrive
@@ -26,6 +28,7 @@ from localembed.backends.base import (
     read_model_files,
 )
 from localembed.backends.transformer import TransformerBackend
+from localembed.corpus_context import is_contextual
 from localembed.runtimes import check_speed_options, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:
@@ -84,4 +87,8 @@ def load_backend(
 
         assert settings is not None
         return FlagEmbeddingBackend(files, config, settings)
+    if is_contextual(files.model_config):
+        from localembed.backends.contextual import ContextualBackend
+
+        return ContextualBackend(files, config)
     return TransformerBackend(files, config)

@@ -35,9 +35,10 @@ one there.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
+from localembed.corpus_context import is_contextual
 from localembed.loading import (
     ModelSource,
     SentenceTransformersMetadata,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from localembed.config import ModelOptions
+    from localembed.corpus_context import CorpusContext
     from localembed.heads import Outputs
     from localembed.windows import Tokenized
 
@@ -105,6 +107,8 @@ class CallOptions:
     """L2-normalize dense (and ColBERT) vectors."""
     max_length: int = 512
     """Tokens per window, special tokens included."""
+    context: CorpusContext | None = field(default=None, compare=False)
+    """A CDE model's corpus context (see :mod:`localembed.contextual`); None for other models."""
 
 
 @dataclass(frozen=True)
@@ -143,8 +147,13 @@ def read_model_files(
         )
         raise UnsupportedModelError(msg)
     path = metadata.transformer_path
-    tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     model_config = load_model_config(path, trust_remote_code=config.trust_remote_code)
+    if is_contextual(model_config):  # a CDE model's tokenizer may be named by its config
+        from localembed.corpus_context import contextual_tokenizer
+
+        tokenizer = contextual_tokenizer(path, model_config, config.trust_remote_code)
+    else:
+        tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
     return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
 
 

@@ -45,6 +45,7 @@ MODEL_FLAGS: tuple[tuple[str, str], ...] = (
     ("--no-normalize", "normalize"),
     ("--trust-remote-code", "trust_remote_code"),
     ("--allow-pickle-weights", "allow_pickle_weights"),
+    ("--context", "context"),
 )
 """Command-line flag -> EncoderConfig field; help, type and choices come from the field."""
 
@@ -108,6 +109,12 @@ def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[
         return options
     if name == "pooling":
         options["choices"] = ["auto", *POOLING_MODES]
+    if name == "context":
+        options["metavar"] = "FILE"
+        options["help"] = (
+            "CDE models: a context file (saved by CorpusContext.save or --build-context) used "
+            "for every text"
+        )
     members = (
         typing.get_args(annotation)
         if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union

@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from localembed.cli.common import Commands
+    from localembed.contextual import CorpusContext
     from localembed.encoder import LocalEncoder
 
 logger = logging.getLogger("localembed")
@@ -82,7 +83,11 @@ examples:
   cat docs.tsv | localembed embed - -o docs.npy --input-format tsv --model ./my-model
   localembed embed big.parquet -o big.npy --resume      # continue an interrupted run
   localembed embed docs.txt -o docs.npy --precision int8  # + docs.npy.ranges.npy (calibration)
-  localembed embed queries.txt -o q.npy --precision int8 --ranges docs.npy.ranges.npy"""
+  localembed embed queries.txt -o q.npy --precision int8 --ranges docs.npy.ranges.npy
+  localembed embed docs.txt -o docs.npy --model jxm/cde-small-v2 --trust-remote-code \
+      --build-context 512                     # CDE: + docs.npy.context.safetensors
+  localembed embed queries.txt -o q.npy --kind query --model jxm/cde-small-v2 \
+      --trust-remote-code --context docs.npy.context.safetensors"""
 
 CHUNK_SIZE = 1024
 """Rows per chunk: the unit of streaming, progress and resume."""
@@ -127,6 +132,13 @@ class EmbedJob(BaseModel):
     ranges: Path | None = None
     """int8/uint8: a .npy of (2, dimension) calibration ranges; None: from the whole input,
     computed by a first pass over it (saved as ``OUTPUT.ranges.npy`` either way)."""
+    build_context: int | None = Field(default=None, ge=1)
+    """CDE models: draw this many input rows (seeded) and build the context from them, saved
+    as ``OUTPUT.context.safetensors``; None: use ``encoder.context`` (``--context FILE``)."""
+    context_seed: int = 0
+    """The seed of ``build_context``'s sample."""
+    oversample_context: bool = False
+    """``build_context`` from an input with fewer rows repeats rows (else an error)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> EmbedJob:
@@ -152,6 +164,15 @@ class EmbedJob(BaseModel):
             problem = "--chunk-size must be at least 1"
         elif args.ranges is not None and args.precision not in ("int8", "uint8"):
             problem = "--ranges applies to --precision int8 or uint8"
+        elif args.build_context is not None and args.context is not None:
+            problem = "--build-context N builds a context: leave out --context FILE"
+        elif args.build_context is not None and args.build_context < 1:
+            problem = "--build-context N needs N >= 1 (documents in the context's sample)"
+        elif args.build_context is not None and args.input == "-":
+            problem = (
+                "--build-context reads the input twice (sample, then embed), which standard "
+                "input cannot give: build the context from a file, or pass --context FILE"
+            )
         elif args.precision in ("int8", "uint8") and args.ranges is None and args.input == "-":
             problem = (
                 f"--precision {args.precision} computes its ranges in a first pass over the "
@@ -176,11 +197,25 @@ class EmbedJob(BaseModel):
                 "progress": show,
                 "precision": args.precision,
                 "ranges": args.ranges,
+                "build_context": args.build_context,
+                "context_seed": args.context_seed,
+                "oversample_context": args.oversample_context,
             }
         )
 
-    def settings(self, dimension: int, ranges: np.ndarray | None = None) -> dict[str, Any]:
-        """What a resumed run must share with the run it continues (as JSON data)."""
+    def settings(
+        self,
+        dimension: int,
+        ranges: np.ndarray | None = None,
+        context: CorpusContext | None = None,
+    ) -> dict[str, Any]:
+        """What a resumed run must share with the run it continues (as JSON data).
+
+        A CDE context is recorded by its digest (its vectors and model), not its path: a
+        resumed run with another context is refused, a moved file is not.
+        """
+        encoder = self.encoder.encoder_options()
+        encoder["context"] = None if context is None else f"sha256:{context.digest()}"
         settings = {
             "input_format": self.input_format,
             "column": self.column,
@@ -189,7 +224,7 @@ class EmbedJob(BaseModel):
             "kind": self.kind,
             "chunk_size": self.chunk_size,
             "dimension": dimension,
-            "encoder": self.encoder.encoder_options(),
+            "encoder": encoder,
             "precision": self.precision,
             "ranges": None if ranges is None else ranges.tolist(),
         }
@@ -306,6 +341,28 @@ def register(commands: Commands) -> None:
     )
     shown.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     add_model_options(parser)
+    cde = parser.add_argument_group("contextual document embeddings (CDE models)")
+    cde.add_argument(
+        "--build-context",
+        type=int,
+        metavar="N",
+        default=None,
+        help="draw N input rows (seeded) and build the model's corpus context from them, saved "
+        "as OUTPUT.context.safetensors and used for every row (N: the model's "
+        "transductive_corpus_size, 512 for jxm/cde-small-v1/v2)",
+    )
+    cde.add_argument(
+        "--context-seed",
+        type=int,
+        metavar="S",
+        default=0,
+        help="--build-context: the sample's seed (default 0)",
+    )
+    cde.add_argument(
+        "--oversample-context",
+        action="store_true",
+        help="--build-context: an input with fewer than N rows repeats rows (else an error)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -332,6 +389,10 @@ def run_job(job: EmbedJob) -> JobResult:
     from localembed.encoder import get_encoder
 
     encoder = get_encoder(job.encoder)
+    if job.build_context is not None:
+        built = _build_context(job, encoder)
+        built.save(context_path(job.output))
+        encoder = encoder.with_context(built)
     instruction = instruction_for(encoder, job.kind)
     described = encoder.describe()
     metadata = {
@@ -344,6 +405,13 @@ def run_job(job: EmbedJob) -> JobResult:
     if ranges is not None:
         metadata["ranges"] = ranges.tolist()
     metadata["precision"] = job.precision
+    if encoder.context is not None:
+        metadata["context"] = {
+            "sha256": encoder.context.digest(),
+            "size": encoder.context.size,
+            "seed": encoder.context.seed,
+            "file": encoder.context.path,
+        }
     shape = quantize(np.zeros((0, encoder.dimension), np.float32), job.precision)
     width = int(shape.shape[1])
     writer = OUTPUTS[job.output.suffix.lower()](
@@ -354,7 +422,7 @@ def run_job(job: EmbedJob) -> JobResult:
         types=source.types,
         dtype=shape.dtype.name,
     )
-    settings = job.settings(encoder.dimension, ranges)
+    settings = job.settings(encoder.dimension, ranges, encoder.context)
     options: dict[str, Any] = {"precision": job.precision, "ranges": ranges}
     state = _resume_state(job, writer, settings)
     digest = TextDigest()
@@ -424,6 +492,49 @@ def _too_few_rows(job: EmbedJob, count: int) -> str:
     return (
         f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
         f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
+    )
+
+
+def context_path(output: Path) -> Path:
+    """Where ``--build-context`` saves the CDE context: ``OUTPUT.context.safetensors``."""
+    return output.with_name(output.name + ".context.safetensors")
+
+
+def _build_context(job: EmbedJob, encoder: LocalEncoder) -> CorpusContext:
+    """The context of ``job.build_context`` rows drawn from the input, streamed twice.
+
+    The same as ``encoder.build_context(all_texts, size=N, seed=S)``: the first pass counts
+    the rows, the seeded draw picks row numbers, the second pass keeps those rows' texts.
+    """
+    from localembed.contextual import ContextError, sample_indices
+
+    assert job.build_context is not None
+    count = sum(len(chunk) for chunk in chunks(job.open_source().rows, job.chunk_size))
+    limit = encoder.context_size
+    if limit is None:
+        msg = f"--build-context: {encoder.source.name} is not a contextual (CDE) model"
+        raise ContextError(msg)
+    if job.build_context > limit:
+        msg = (
+            f"--build-context {job.build_context}: {encoder.source.name} reads at most "
+            f"{limit} context documents (its transductive_corpus_size)"
+        )
+        raise ContextError(msg)
+    indices = sample_indices(
+        count, job.build_context, job.context_seed, oversample=job.oversample_context
+    )
+    wanted = set(indices)
+    texts: dict[int, str] = {}
+    for row_number, row in enumerate(job.open_source().rows):
+        if row_number in wanted:
+            texts[row_number] = row.text
+    logger.info("building the CDE context from %d of %d rows", len(indices), count)
+    return encoder.context_of(
+        [texts[i] for i in indices],
+        seed=job.context_seed,
+        corpus_size=count,
+        indices=indices,
+        show_progress=job.progress,
     )
 
 
