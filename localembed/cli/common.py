@@ -108,7 +108,7 @@ def flag_options(name: str, config: type[ModelOptions] = EncoderConfig) -> dict[
             options["help"] = f"turn off: {text}"
         return options
     if name == "pooling":
-        options["choices"] = ["auto", *POOLING_MODES]
+        options["help"] += f" One of: auto, {', '.join(POOLING_MODES)}."
     if name == "context":
         options["metavar"] = "FILE"
         options["help"] = (
