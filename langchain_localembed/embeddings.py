@@ -10,11 +10,14 @@ except ImportError:  # pragma: no cover - depends on the environment
     require("langchain_core.embeddings", "langchain_localembed")
     raise
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from localembed.adapters import EncoderAdapter, ato_lists, check_text, to_lists
+from localembed.adapters import EncoderAdapter, ato_lists, check_text, refit_chunks, to_lists
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from langchain_text_splitters import TextSplitter
 
 
@@ -62,26 +65,23 @@ class LocalEmbeddings(EncoderAdapter, Embeddings):
 
         A ``RecursiveCharacterTextSplitter`` (paragraphs, then lines, then words) counting
         tokens with this model's tokenizer, sized to its window minus the special and
-        document-instruction tokens (``encoder.chunk_size()``).
+        document-instruction tokens (``encoder.chunk_size()``); each chunk is then measured
+        as the encoder tokenizes it (instruction and chunk together,
+        ``encoder.chunk_overflow``) and split again when it would overflow.
 
         Args:
             chunk_overlap: tokens shared by consecutive chunks.
             **kwargs: other ``RecursiveCharacterTextSplitter`` arguments (``separators``...).
         """
-        try:
-            from langchain_text_splitters import RecursiveCharacterTextSplitter
-        except ImportError:  # pragma: no cover - depends on the environment
-            from localembed.extras import require
-
-            require("langchain_text_splitters", "text_splitter")
-            raise
         encoder = self.encoder
-        return RecursiveCharacterTextSplitter(
+        splitter: TextSplitter = _fitted_splitter_class()(
+            overflow=encoder.chunk_overflow,
             chunk_size=encoder.chunk_size("document"),
             chunk_overlap=chunk_overlap,
             length_function=encoder.count_tokens,
             **kwargs,
         )
+        return splitter
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """Async :meth:`embed_documents`, merged with concurrent calls into shared batches."""
@@ -92,3 +92,33 @@ class LocalEmbeddings(EncoderAdapter, Embeddings):
         vectors = await self.encoder.aencode_queries([check_text(text)])
         vector: list[float] = vectors[0].tolist()
         return vector
+
+
+@functools.cache
+def _fitted_splitter_class() -> Callable[..., TextSplitter]:
+    """``RecursiveCharacterTextSplitter`` whose chunks are checked against the encoder."""
+    try:
+        from langchain_text_splitters import RecursiveCharacterTextSplitter
+    except ImportError:  # pragma: no cover - depends on the environment
+        from localembed.extras import require
+
+        require("langchain_text_splitters", "text_splitter")
+        raise
+
+    class FittedTextSplitter(RecursiveCharacterTextSplitter):
+        """Chunks that overflow the window as the encoder tokenizes them are split again."""
+
+        def __init__(self, *, overflow: Callable[[str], int], **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._overflow = overflow
+            self._options = kwargs
+
+        def split_text(self, text: str) -> list[str]:
+            def split(chunk: str, size: int) -> list[str]:
+                options = {**self._options, "chunk_size": size, "chunk_overlap": 0}
+                return RecursiveCharacterTextSplitter(**options).split_text(chunk)
+
+            chunks = super().split_text(text)
+            return refit_chunks(chunks, self._chunk_size, self._overflow, split)
+
+    return FittedTextSplitter

@@ -10,12 +10,17 @@ except ImportError:  # pragma: no cover - depends on the environment
     require("llama_index.core", "llamaindex_localembed")
     raise
 
+import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from llamaindex_localembed.settings import CheckedInputs, LlamaIndexEncoderConfig
-from localembed.adapters import ato_lists, check_text, check_texts, to_lists
+from localembed.adapters import ato_lists, check_text, check_texts, refit_chunks, to_lists
+from localembed.late_chunks import chunk_char_spans
+from localembed.texts import repair_text
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
     from llama_index.core.node_parser import NodeParser, SentenceSplitter
     from llama_index.core.schema import BaseNode, Document
 
@@ -62,21 +67,24 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
 
         A ``SentenceSplitter`` counting tokens with this model's tokenizer, sized to its
         window minus the special and document-instruction tokens (``encoder.chunk_size()``);
-        it also leaves room for the metadata LlamaIndex embeds with each node.
+        it also leaves room for the metadata LlamaIndex embeds with each node. Each chunk is
+        then measured as the encoder tokenizes it (instruction and chunk together,
+        ``encoder.chunk_overflow``) and split again when it would overflow; text with
+        invalid unicode (lone surrogates) is repaired as the encoder repairs it.
 
         Args:
             chunk_overlap: tokens shared by consecutive nodes.
             **kwargs: other ``SentenceSplitter`` arguments (``paragraph_separator``...).
         """
-        from llama_index.core.node_parser import SentenceSplitter
-
         encoder = self.encoder
-        return SentenceSplitter(
+        parser: SentenceSplitter = _fitted_parser_class()(
             chunk_size=encoder.chunk_size("document"),
             chunk_overlap=chunk_overlap,
             tokenizer=encoder.token_ids,
             **kwargs,
         )
+        parser._overflow = encoder.chunk_overflow  # type: ignore[attr-defined]
+        return parser
 
     def late_chunk_nodes(
         self, document: Document, node_parser: NodeParser | None = None
@@ -87,12 +95,20 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
         ``embedding``, so ``VectorStoreIndex(nodes)`` stores them without embedding again.
         See :meth:`localembed.LocalEncoder.encode_late_chunks`.
         """
+        from llama_index.core.schema import TextNode
+
         parser = node_parser or self.node_parser()
         nodes = parser.get_nodes_from_documents([document])
-        text = document.get_content()
-        vectors = self.encoder.encode_late_chunks(text, [node.get_content() for node in nodes])
-        for node, vector in zip(nodes, to_lists(vectors), strict=True):
+        text = repair_text(document.get_content())
+        contents = [node.get_content() for node in nodes]
+        vectors = self.encoder.encode_late_chunks(text, contents)
+        # LlamaIndex finds each node from just after the previous one's start, which puts a
+        # node whose words repeat inside an earlier one: keep the placement the vectors used.
+        spans = chunk_char_spans(text, contents)
+        for node, vector, (start, stop) in zip(nodes, to_lists(vectors), spans, strict=True):
             node.embedding = vector
+            if isinstance(node, TextNode):
+                node.start_char_idx, node.end_char_idx = start, stop
         return nodes
 
     # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).
@@ -108,3 +124,46 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return await ato_lists(await self.encoder.aencode_documents(check_texts(texts)))
+
+
+@functools.cache
+def _fitted_parser_class() -> type[SentenceSplitter]:
+    """``SentenceSplitter`` whose chunks are checked against the encoder, text repaired."""
+    from llama_index.core.node_parser import SentenceSplitter
+    from pydantic import PrivateAttr
+
+    class FittedSentenceSplitter(SentenceSplitter):
+        """Chunks that overflow the window as the encoder tokenizes them are split again."""
+
+        _overflow: Callable[[str], int] = PrivateAttr()
+
+        def _parse_nodes(
+            self, nodes: Sequence[BaseNode], show_progress: bool = False, **kwargs: Any
+        ) -> list[BaseNode]:
+            # LlamaIndex hashes each node's text as UTF-8: repair lone surrogates first.
+            repaired = []
+            for node in nodes:
+                content = node.get_content()
+                fixed = repair_text(content)
+                if fixed is not content:
+                    node = node.model_copy()
+                    node.set_content(fixed)
+                repaired.append(node)
+            result: list[BaseNode] = super()._parse_nodes(repaired, show_progress, **kwargs)
+            return result
+
+        def _split_text(self, text: str, chunk_size: int) -> list[str]:
+            # chunk_size is self.chunk_size less the node's metadata tokens.
+            reserve = self.chunk_size - chunk_size
+            plain = self.model_copy(update={"chunk_overlap": 0})
+
+            def overflow(chunk: str) -> int:
+                return self._overflow(chunk) + reserve
+
+            def split(chunk: str, size: int) -> list[str]:
+                return SentenceSplitter._split_text(plain, chunk, size)
+
+            chunks = super()._split_text(text, chunk_size)
+            return refit_chunks(chunks, chunk_size, overflow, split)
+
+    return FittedSentenceSplitter

@@ -21,7 +21,7 @@ from localembed.errors import InputError
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     import numpy as np
 
@@ -34,11 +34,61 @@ __all__ = [
     "ato_lists",
     "check_text",
     "check_texts",
+    "refit_chunks",
     "to_lists",
 ]
 
 LIST_CHUNK_VALUES = 1 << 15
 """Floats converted to Python per step of :func:`to_lists` (about a millisecond of GIL each)."""
+
+
+def refit_chunks(
+    chunks: list[str],
+    size: int,
+    overflow: Callable[[str], int],
+    split: Callable[[str, int], list[str]],
+) -> list[str]:
+    """``chunks``, each that overflows the window split again smaller until every one fits.
+
+    A splitter counts a chunk's own tokens; the encoder tokenizes the instruction and the
+    chunk together, which can take more (a sentencepiece tokenizer joins ``"passage:"`` to the
+    first word). Each chunk is measured as the encoder will tokenize it (``overflow``: tokens
+    beyond the window), and one that overflows is split by ``split(chunk, smaller_size)``.
+
+    Args:
+        chunks: a splitter's chunks, in order.
+        size: the splitter's chunk size (tokens).
+        overflow: tokens a chunk exceeds the window by (``encoder.chunk_overflow``).
+        split: the same splitter with another chunk size and no overlap, on one chunk.
+
+    Raises:
+        InputError: a chunk that no smaller size splits (a single token that overflows).
+
+    Example:
+        >>> refit_chunks(["ab", "abcd"], 3, lambda c: len(c) - 3, lambda c, n: [c[:n], c[n:]])
+        ['ab', 'ab', 'cd']
+
+    """
+    from localembed.errors import InputError
+
+    fitted: list[str] = []
+    pending = [(chunk, size) for chunk in reversed(chunks)]
+    while pending:
+        chunk, limit = pending.pop()
+        excess = overflow(chunk)
+        if excess <= 0:
+            fitted.append(chunk)
+            continue
+        smaller = max(1, limit - excess)
+        pieces = [piece for piece in split(chunk, smaller) if piece.strip()]
+        if pieces == [chunk] or not pieces:
+            if limit <= 1:
+                msg = f"chunk {chunk[:40]!r} overflows the window by {excess} tokens, unsplittable"
+                raise InputError(msg)
+            pending.append((chunk, smaller))  # measured again against a smaller size
+            continue
+        pending.extend((piece, smaller) for piece in reversed(pieces))
+    return fitted
 
 
 def to_lists(vectors: np.ndarray) -> list[list[float]]:

@@ -27,6 +27,28 @@ DType = Literal["auto", "float32", "bfloat16", "float16"]
 DEVICE_KINDS = ("auto", "cpu", "cuda", "mps")
 
 
+def _one_model(cls: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``model`` and its alias ``model_name`` given together: one value, or an error naming both.
+
+    Equal values (a Path and its str count as equal) are one choice said twice, and a None is
+    no choice; two different models are refused rather than one silently winning.
+    """
+    if "model" not in data or "model_name" not in data:
+        return data
+    model, name = data["model"], data["model_name"]
+    if model is not None and name is not None and str(model) != str(name):
+        msg = (
+            f"model={str(model)!r} and model_name={str(name)!r} disagree; they are two names "
+            f"of one option (the model directory or hub id): pass one of them"
+        )
+        raise ValueError(msg)
+    chosen = model if model is not None else name
+    data = {**data, "model": chosen}
+    if "model_name" in cls.model_fields:  # a framework's own field (LlamaIndex): keep it equal
+        return {**data, "model_name": str(chosen) if chosen is not None else name}
+    return {key: value for key, value in data.items() if key != "model_name"}
+
+
 CALL_TIME_OPTIONS = frozenset(
     {
         "batch_size",
@@ -94,6 +116,7 @@ class ModelOptions(BaseModel):
     @classmethod
     def _reject_unknown_options(cls, data: Any) -> Any:
         if isinstance(data, dict):
+            data = _one_model(cls, data)
             valid = set()
             for name, field in cls.model_fields.items():
                 valid.add(name)

@@ -27,7 +27,16 @@ from localembed.finish import Finish
 from localembed.precision import Precision, check_precision
 from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
-from localembed.texts import KINDS, Kind, apply_instruction, check_text, check_texts, instructed
+from localembed.texts import (
+    KINDS,
+    Kind,
+    apply_instruction,
+    check_text,
+    check_texts,
+    instructed,
+    ordered_items,
+    repair_text,
+)
 from localembed.windows import Tokenized
 
 if TYPE_CHECKING:
@@ -316,12 +325,19 @@ class LocalEncoder:
             raise InputError(msg)
         return None if load is None else load(name)
 
-    def describe(self) -> dict[str, Any]:
-        """The resolved settings, as ``localembed info`` prints them."""
+    def describe(self, *, paths: bool = False) -> dict[str, Any]:
+        """The resolved settings, as ``localembed info`` prints them.
+
+        ``path`` is the model folder as the user named it (a hub id, the embedded default
+        model, a directory as given), never the absolute file-system path unless ``paths``
+        (``localembed info --paths``): a server's ``/info`` does not disclose its files.
+        """
+        from localembed.loading import display_path
+
         settings = self.settings
         return {
             "model": self.source.name,
-            "path": str(self.source.path),
+            "path": str(self.source.path) if paths else display_path(self.source.path),
             "architecture": self.model_config.model_type,
             "dimension": self.dimension,
             "pooling": settings.pooling,
@@ -641,7 +657,7 @@ class LocalEncoder:
             [8870, 16405, 12171]
 
         """
-        return self._windows.token_ids(check_text(text, "text"))
+        return self._windows.token_ids(repair_text(check_text(text, "text")))
 
     def count_tokens(self, text: str) -> int:
         """How many tokens ``text`` has for this model (a text splitter's length function).
@@ -658,8 +674,9 @@ class LocalEncoder:
         """The most tokens a chunk may have and be embedded whole as a ``kind``.
 
         ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
-        most this many tokens (by :meth:`count_tokens`) is never truncated. Text splitters
-        sized with it: ``LocalEmbeddings.text_splitter()``, ``LocalEmbedding.node_parser()``.
+        most this many tokens (by :meth:`count_tokens`) fits, unless the instruction and the
+        chunk tokenize differently together (see :meth:`chunk_overflow`, which the splitters
+        ``LocalEmbeddings.text_splitter()`` and ``LocalEmbedding.node_parser()`` also check).
 
         Example:
             >>> from localembed import get_encoder
@@ -667,10 +684,7 @@ class LocalEncoder:
             254
 
         """
-        if kind not in KINDS:
-            msg = f"kind must be 'document' or 'query', got {kind!r}"
-            raise InputError(msg)
-        instruction = self.settings.instruction(kind)
+        instruction = self.chunk_instruction(kind)
         used = self._windows.special_tokens + self.count_tokens(
             apply_instruction(instruction, "") if instruction else ""
         )
@@ -682,6 +696,34 @@ class LocalEncoder:
             )
             raise InputError(msg)
         return size
+
+    def chunk_overflow(self, chunk: str, kind: Kind = "document") -> int:
+        """How many tokens ``chunk`` exceeds the window by, as the encoder will tokenize it.
+
+        Counts the instructed text (instruction and chunk tokenized together, as
+        :meth:`encode_documents` does: with an instruction such as ``"passage:"`` a
+        sentencepiece tokenizer joins its end to the chunk's first word) plus the special
+        tokens; zero or less: the chunk is embedded whole. The splitters of both adapters
+        split again any chunk with a positive overflow.
+
+        Example:
+            >>> from localembed import get_encoder
+            >>> get_encoder().chunk_overflow("Cats purr")  # 5 of 256 tokens
+            -251
+
+        """
+        instruction = self.chunk_instruction(kind)
+        text = repair_text(check_text(chunk, "chunk"))
+        instructed = apply_instruction(instruction, text) if instruction else text
+        used = len(self._windows.token_ids(instructed)) + self._windows.special_tokens
+        return used - self.settings.max_length
+
+    def chunk_instruction(self, kind: Kind = "document") -> str:
+        """The instruction a chunk of ``kind`` is embedded with ("" when none)."""
+        if kind not in KINDS:
+            msg = f"kind must be 'document' or 'query', got {kind!r}"
+            raise InputError(msg)
+        return self.settings.instruction(kind)
 
     def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
         """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
@@ -717,8 +759,10 @@ class LocalEncoder:
         )
         from localembed.pooling import pool_spans
 
-        text = check_texts([check_text(text, "text")])[0]
-        spans = chunk_char_spans(text, chunks)
+        text = repair_text(check_text(text, "text"))
+        # The same repair as the text's, so a chunk with a lone surrogate is still found.
+        items = ordered_items(chunks, "str (chunks)")
+        spans = chunk_char_spans(text, [repair_text(c) if isinstance(c, str) else c for c in items])
         self._require("token_embeddings", "encode_late_chunks needs token vectors:")
         instruction = self.settings.document_instruction
         instructed = apply_instruction(instruction, text) if instruction else text
@@ -756,9 +800,12 @@ class LocalEncoder:
 
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:
+    from localembed.loading import identity_names
+
     return resolve_settings(
         config,
         names=[files.source.name, str(files.source.path)],
+        identity=identity_names(files.source.path),
         metadata=files.metadata,
         tokenizer=files.tokenizer,
         model_config=files.model_config,

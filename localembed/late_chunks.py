@@ -28,6 +28,7 @@ import numpy as np
 __all__ = [
     "LATE_CHUNK_OVERLAP_DIVISOR",
     "DocumentTokens",
+    "PLACEMENT_TRIES",
     "LateChunkPlan",
     "chunk_char_spans",
     "gather_token_vectors",
@@ -63,26 +64,31 @@ class LateChunkPlan:
 
 
 def chunk_char_spans(text: str, chunks: Sequence[str]) -> list[tuple[int, int]]:
-    """``[start, stop)`` of each chunk in ``text``; chunks are substrings of it, in order.
+    """``[start, stop)`` of each chunk in ``text``: chunks are substrings of it, in order.
 
-    Chunk i is searched from one character after chunk i-1's start, so chunks may overlap
-    (as a splitter's ``chunk_overlap`` makes them) and may skip text between them
-    (whitespace a splitter strips); a repeated chunk is found at its next occurrence.
+    Each chunk starts after the previous one's end with only whitespace between them (what
+    a splitter strips), or overlaps the previous one's end (as a splitter's
+    ``chunk_overlap`` makes it: a later start and a later end). Text before the first chunk
+    and after the last is allowed (chunks of part of a document), but a placement that
+    covers the whole text is preferred; among placements of one chunk, the one right after
+    the previous chunk comes first, then the smallest overlap. So a chunk whose words
+    repeat earlier in the text is never located inside an earlier chunk.
 
     Raises:
         TypeError: a chunk that is not a str (named by index).
-        ValueError: no chunks, an empty or blank chunk, or a chunk not found in order.
+        ValueError: no chunks, an empty or blank chunk, or a chunk that cannot be placed
+            (named by index and first words).
 
     Example:
         >>> chunk_char_spans("Berlin is big. It has 3.8M people.", ["Berlin is big.", "It has"])
         [(0, 14), (15, 21)]
+        >>> chunk_char_spans("a b. a b. a b.", ["a b. a b.", "a b."])
+        [(0, 9), (10, 14)]
 
     """
     if not chunks:
         msg = "chunks is empty; pass the chunks of the text (e.g. from a text splitter)"
         raise ValueError(msg)
-    spans: list[tuple[int, int]] = []
-    search_from = 0
     for index, chunk in enumerate(chunks):
         if not isinstance(chunk, str):
             msg = f"chunk {index} is {type(chunk).__name__}, not str"
@@ -90,17 +96,96 @@ def chunk_char_spans(text: str, chunks: Sequence[str]) -> list[tuple[int, int]]:
         if not chunk.strip():
             msg = f"chunk {index} is empty or blank; it has no tokens to pool"
             raise ValueError(msg)
-        start = text.find(chunk, search_from)
-        if start < 0:
-            where = "in the text" if chunk not in text else "after the previous chunk"
-            msg = (
-                f"chunk {index} ({chunk[:40]!r}) is not found {where}; chunks must be "
-                f"substrings of the text, in order"
-            )
+    checked = list(chunks)
+    for index, chunk in enumerate(checked):
+        if chunk not in text:
+            msg = f"chunk {index} ({chunk[:40]!r}) is not found in the text; {_RULE}"
             raise ValueError(msg)
-        spans.append((start, start + len(chunk)))
-        search_from = start + 1
-    return spans
+    # The whole text can be covered only if the last chunk can end it.
+    tail = len(text.rstrip())
+    last = checked[-1]
+    covers = any(
+        not text[p + len(last) :].strip()
+        for p in _occurrences(text, last, max(0, tail - len(last)), len(text))
+    )
+    for whole in (True, False) if covers else (False,):
+        spans, stuck = _place(text, checked, whole=whole)
+        if spans is not None:
+            return spans
+    msg = (
+        f"chunk {stuck} ({checked[stuck][:40]!r}) is not found after the previous chunk "
+        f"(chunk {stuck - 1}): it must start after that chunk's end with only whitespace "
+        f"between them, or overlap that chunk's end; {_RULE}"
+    )
+    raise ValueError(msg)
+
+
+_RULE = "chunks must be substrings of the text, in order"
+PLACEMENT_TRIES = 20_000
+"""Chunk placements tried (beyond one per chunk) before chunks are refused as unplaceable."""
+
+
+def _occurrences(text: str, chunk: str, start: int, stop: int) -> list[int]:
+    """Every position p in ``[start, stop)`` where ``chunk`` occurs in ``text``."""
+    found = []
+    position = text.find(chunk, start)
+    while 0 <= position < stop:
+        found.append(position)
+        position = text.find(chunk, position + 1)
+    return found
+
+
+def _candidates(
+    text: str, chunk: str, previous: tuple[int, int] | None, *, whole: bool
+) -> list[int]:
+    """Where ``chunk`` may start after ``previous`` (its span), in order of preference."""
+    if previous is None:
+        lead = len(text) - len(text.lstrip())
+        return _occurrences(text, chunk, 0, lead + 1 if whole else len(text))
+    start, end = previous
+    gap = end + len(text[end:]) - len(text[end:].lstrip())
+    following = _occurrences(text, chunk, end, gap + 1)
+    overlapping = [
+        position
+        for position in _occurrences(text, chunk, start + 1, end)
+        if position + len(chunk) > end
+    ]
+    return following + overlapping[::-1]
+
+
+def _place(
+    text: str, chunks: list[str], *, whole: bool
+) -> tuple[list[tuple[int, int]] | None, int]:
+    """Place every chunk (depth first, dead ends remembered), else name the deepest stuck one.
+
+    With ``whole``, only whitespace may come before the first chunk and after the last.
+    """
+    dead: set[tuple[int, int]] = set()
+    placed: list[tuple[int, int]] = []
+    levels = [iter(_candidates(text, chunks[0], None, whole=whole))]
+    stuck = 0
+    tries = PLACEMENT_TRIES + len(chunks)
+    while levels:
+        index = len(levels) - 1
+        position = next((p for p in levels[-1] if (index, p) not in dead), None)
+        tries -= 1
+        if position is None or tries < 0:
+            if tries < 0:  # every placement tried runs into a chunk that cannot follow
+                return None, stuck
+            levels.pop()
+            stuck = max(stuck, index)
+            if placed:
+                dead.add((index - 1, placed.pop()[0]))
+            continue
+        span = (position, position + len(chunks[index]))
+        if index + 1 == len(chunks):
+            if not whole or not text[span[1] :].strip():
+                return [*placed, span], stuck
+            dead.add((index, position))
+            continue
+        placed.append(span)
+        levels.append(iter(_candidates(text, chunks[index + 1], span, whole=whole)))
+    return None, stuck
 
 
 def _edges(special: list[int]) -> tuple[int, int]:

@@ -6,8 +6,10 @@ network; a hub id goes through ``huggingface_hub``, which honours ``HF_HUB_OFFLI
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,11 +31,12 @@ DEFAULT_MODEL_NAMES = frozenset({DEFAULT_MODEL_ID, "all-MiniLM-L6-v2"})
 M3_HEAD_FILES = tuple(HEAD_FILES.values())
 """bge-m3's head files: the only .pt files fetched (read with torch.load(weights_only=True))."""
 
-HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.model", *M3_HEAD_FILES]
+HUB_ALLOW_PATTERNS = ["*.safetensors", "*.json", "*.txt", "*.model", "README.md", *M3_HEAD_FILES]
 """What a hub download fetches (loading and ``localembed download`` alike): weights
 (safetensors), configuration and sentence-transformers metadata (.json, also in module folders
-such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt), sentencepiece models, and the
-output heads by their exact names (at the top level). Pickle weights, ONNX/OpenVINO copies and
+such as ``1_Pooling/``), vocabularies (vocab.txt, merges.txt), sentencepiece models, the model
+card (README.md: its metadata names the model's family) and the output heads by their exact
+names (at the top level). Pickle weights, ONNX/OpenVINO copies and
 code files are left out."""
 
 # sentence-transformers Pooling config flag -> our pooling mode.
@@ -200,12 +203,18 @@ def locate_model(model: str | None, *, allow_pickle_weights: bool = False) -> Mo
     return ModelSource(snapshot, model)
 
 
-def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = False) -> Path:
+def _download(
+    repo_id: str,
+    tried: list[str],
+    *,
+    allow_pickle_weights: bool = False,
+    cache_dir: str | None = None,
+) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
         patterns = HUB_ALLOW_PATTERNS + (["pytorch_model*.bin"] if allow_pickle_weights else [])
-        return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as error:  # hub errors have many types; all mean "not available"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         tried.append(
@@ -219,6 +228,19 @@ def _download(repo_id: str, tried: list[str], *, allow_pickle_weights: bool = Fa
         )
         msg = f"model {repo_id!r} not found. Tried: " + "; ".join(tried) + f". Fix: {fix}"
         raise ModelNotFoundError(msg) from error
+
+
+def hub_snapshot(repo_id: str, cache_dir: str) -> Path:
+    """The local folder of hub model ``repo_id`` in the hub cache at ``cache_dir``.
+
+    What sentence-transformers' ``cache_folder`` means: the model is looked up (and, online,
+    downloaded) there instead of the default Hugging Face cache.
+
+    Raises:
+        ModelNotFoundError: not in that cache and not downloadable (offline, unknown id).
+    """
+    tried = [f"hub cache {cache_dir!r}"]
+    return _download(repo_id, tried, cache_dir=cache_dir)
 
 
 def _read_json(path: Path) -> Any:
@@ -552,3 +574,63 @@ def load_model_config(directory: Path, *, trust_remote_code: bool) -> Pretrained
         )
         raise ModelFileError(msg) from error
     return config
+
+
+DOWNLOAD_RECORD = "localembed-source.json"
+"""The file ``localembed download`` writes into the folder: ``{"model": hub id, "revision"}``."""
+
+
+def identity_names(directory: Path) -> list[str]:
+    r"""The hub ids a model directory gives for itself, for matching family presets.
+
+    A folder's own name may say nothing (``models/embedder``); its files still can:
+
+    - the record ``localembed download`` writes (:data:`DOWNLOAD_RECORD`): the hub id it
+      was downloaded as;
+    - the model card (``README.md``, which hub snapshots carry): its metadata's
+      ``model-index`` names (the model itself, e.g. ``bge-small-en-v1.5``) and
+      ``base_model`` (what a fine-tune was trained from).
+
+    Unreadable or malformed files give no names (they are hints, never required).
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> card = "---\nbase_model: BAAI/bge-small-en-v1.5\n---\n"
+        >>> _ = (folder / "README.md").write_text(card)
+        >>> identity_names(folder)
+        ['BAAI/bge-small-en-v1.5']
+
+    """
+    names: list[str] = []
+    record = directory / DOWNLOAD_RECORD
+    if record.is_file():
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            model = json.loads(record.read_text(encoding="utf-8")).get("model")
+            if isinstance(model, str):
+                names.append(model)
+    card = directory / "README.md"
+    if card.is_file():
+        names += _card_names(card)
+    return names
+
+
+def _card_names(card: Path) -> list[str]:
+    """``model-index`` names and ``base_model`` from a model card's YAML metadata."""
+    try:
+        from huggingface_hub import metadata_load
+
+        metadata = metadata_load(card) or {}
+    except Exception as error:  # a malformed card is no reason to fail loading
+        logging.getLogger("localembed").debug("model card %s not read: %s", card, error)
+        return []
+    names: list[str] = []
+    index = metadata.get("model-index")
+    for entry in index if isinstance(index, list) else []:
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            names.append(entry["name"])
+    base = metadata.get("base_model")
+    for value in base if isinstance(base, list) else [base]:
+        if isinstance(value, str):
+            names.append(value)
+    return names

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from localembed.errors import InputError, InputTypeError
@@ -262,13 +263,51 @@ def _merge(data: dict[str, Any], options: dict[str, Any], where: str) -> dict[st
     return merged
 
 
+def _one_process(data: dict[str, Any], name: str, off: Any) -> dict[str, Any]:
+    """Drop ``name`` when it keeps one process (``off``); refuse anything else, saying why."""
+    if name not in data:
+        return data
+    if data[name] != off:
+        msg = (
+            f"{name}={data[name]!r} is not supported: sentence-transformers starts a pool of "
+            f"processes for it; localembed runs one model per process and merges concurrent "
+            f"calls into shared batches (micro-batching) instead. Drop {name} (or pass "
+            f"{name}={off!r}); to use several GPUs, build one adapter per device (device='cuda:N')"
+        )
+        raise ValueError(msg)
+    return {key: value for key, value in data.items() if key != name}
+
+
+def _cache_folder(data: dict[str, Any]) -> dict[str, Any]:
+    """sentence-transformers' ``cache_folder``: where hub models are cached and found.
+
+    None is the default cache (dropped); a folder resolves a hub id there to its local
+    snapshot, which becomes ``model`` (a local directory or the default model: unchanged).
+    """
+    if "cache_folder" not in data:
+        return data
+    folder = data["cache_folder"]
+    rest = {key: value for key, value in data.items() if key != "cache_folder"}
+    model = rest.get("model", rest.get("model_name"))
+    if folder is None or model is None or Path(str(model)).expanduser().is_dir():
+        return rest
+    from localembed.loading import hub_snapshot
+
+    snapshot = str(hub_snapshot(str(model), str(folder)))
+    rest.pop("model_name", None)
+    return {**rest, "model": snapshot}
+
+
 def langchain_huggingface_options(data: dict[str, Any]) -> dict[str, Any]:
     """``HuggingFaceEmbeddings``-style constructor arguments as localembed options.
 
     ``model_kwargs``, ``encode_kwargs`` and ``query_encode_kwargs`` are translated
     (:func:`from_sentence_transformers`) and merged into the other arguments; an option
-    given both ways with different values is an error.
+    given both ways with different values is an error. ``multi_process=False`` is dropped
+    (``True`` is refused, with the reason) and ``cache_folder`` finds a hub model in that
+    cache.
     """
+    data = _cache_folder(_one_process(data, "multi_process", False))
     names = ("model_kwargs", "encode_kwargs", "query_encode_kwargs")
     if not any(name in data for name in names):
         return data
@@ -293,8 +332,14 @@ def llamaindex_huggingface_options(data: dict[str, Any]) -> dict[str, Any]:
 
     ``text_instruction``, ``show_progress_bar`` and ``model_kwargs`` (sentence-transformers'
     transformers arguments) are renamed (:data:`LLAMAINDEX_KEYS`); an option given both ways
-    with different values is an error.
+    with different values is an error. ``device=None`` is ``"auto"``; ``parallel_process=False``
+    and ``target_devices=None`` are dropped (other values refused, with the reason);
+    ``cache_folder`` finds a hub model in that cache.
     """
+    data = _one_process(_one_process(data, "parallel_process", False), "target_devices", None)
+    data = _cache_folder(data)
+    if "device" in data and data["device"] is None:  # HuggingFaceEmbedding: None = pick one
+        data = {**data, "device": "auto"}
     given = {key: data[key] for key in LLAMAINDEX_KEYS if key in data}
     if not given:
         return data

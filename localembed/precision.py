@@ -21,12 +21,15 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from localembed.errors import InputError
+
 __all__ = [
     "CALIBRATION_ROWS_WARNING",
     "PRECISIONS",
     "Precision",
     "calibration_ranges",
     "check_precision",
+    "check_ranges",
     "quantize",
 ]
 
@@ -56,6 +59,53 @@ def check_precision(precision: str) -> Precision:
         msg = f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}"
         raise ValueError(msg)
     return precision  # type: ignore[return-value]
+
+
+def check_ranges(ranges: object, dimension: int) -> np.ndarray:
+    """``ranges`` as a float32 (2, ``dimension``) array, or InputError saying what is wrong.
+
+    The one check of int8/uint8 calibration ranges, used by ``encode(ranges=)``, ``localembed
+    embed --ranges`` and the server's ``ranges`` field: two rows (minima, maxima) of
+    ``dimension`` finite float32 numbers, each minimum at most its maximum. NaN, infinite or
+    out-of-float32 bounds would quantize every value to an arbitrary code, and a minimum
+    above its maximum to a reversed scale.
+
+    Example:
+        >>> check_ranges([[0.0, float("nan")], [1.0, 1.0]], 2)
+        Traceback (most recent call last):
+        ...
+        localembed.errors.InputError: ranges must be finite float32 numbers; dimension 1 has min nan, max 1.0
+
+    """  # noqa: E501
+    try:
+        array = np.asarray(ranges, dtype=np.float64)
+    except (TypeError, ValueError):
+        msg = f"ranges must be a (2, {dimension}) array of numbers (minima, maxima per dimension)"
+        raise InputError(msg) from None
+    if array.shape != (2, dimension):
+        msg = (
+            f"ranges must have shape (2, {dimension}) (minima, maxima per dimension), "
+            f"got {array.shape}"
+        )
+        raise InputError(msg)
+    finite = np.isfinite(array) & (np.abs(array) <= np.finfo(np.float32).max)
+    if not finite.all():
+        column = int(np.flatnonzero(~finite.all(axis=0))[0])
+        low, high = (float(value) for value in array[:, column])
+        msg = (
+            f"ranges must be finite float32 numbers; dimension {column} has "
+            f"min {low!r}, max {high!r}"
+        )
+        raise InputError(msg)
+    reversed_ = array[0] > array[1]
+    if reversed_.any():
+        column = int(np.flatnonzero(reversed_)[0])
+        msg = (
+            f"ranges[0] holds the minima and ranges[1] the maxima; dimension {column} has "
+            f"min {float(array[0, column])!r} > max {float(array[1, column])!r}"
+        )
+        raise InputError(msg)
+    return array.astype(np.float32)
 
 
 def _as_matrix(embeddings: np.ndarray) -> np.ndarray:
@@ -118,8 +168,8 @@ def quantize(
         binary/ubinary int8/uint8 (rows, ceil(dimension / 8)).
 
     Raises:
-        ValueError: an unknown precision, ranges of the wrong shape, or int8/uint8 of a single
-            row without ranges.
+        ValueError: an unknown precision, ranges that :func:`check_ranges` refuses, or
+            int8/uint8 of a single row without ranges.
 
     Example:
         >>> vectors = np.array([[0.2, -0.4, 0.1], [-0.3, 0.5, 0.0]], dtype=np.float32)
@@ -145,13 +195,7 @@ def quantize(
         return np.zeros(matrix.shape, dtype=dtype)
     if ranges is None:
         ranges = calibration_ranges(matrix)
-    ranges = np.asarray(ranges, dtype=np.float32)
-    if ranges.shape != (2, matrix.shape[1]):
-        msg = (
-            f"ranges must have shape (2, {matrix.shape[1]}) (minima, maxima per dimension), "
-            f"got {ranges.shape}"
-        )
-        raise ValueError(msg)
+    ranges = check_ranges(ranges, matrix.shape[1])
     starts = ranges[0]
     steps = (ranges[1] - starts) / _STEPS
     steps = np.where(steps == 0, 1, steps)

@@ -258,11 +258,18 @@ class LocalReranker:
         self.activation = "none"
         self.sources["activation"] = "bge-m3 similarity"
 
-    def describe(self) -> dict[str, Any]:
-        """The resolved settings, as ``localembed info`` prints them."""
+    def describe(self, *, paths: bool = False) -> dict[str, Any]:
+        """The resolved settings, as ``localembed info`` prints them.
+
+        ``path`` is the model folder as the user named it (a hub id, the embedded default
+        model, a directory as given), never the absolute file-system path unless ``paths``
+        (``localembed info --paths``): a server's ``/info`` does not disclose its files.
+        """
+        from localembed.loading import display_path
+
         return {
             "model": self.source.name,
-            "path": str(self.source.path),
+            "path": str(self.source.path) if paths else display_path(self.source.path),
             "architecture": self.model_config.model_type,
             "scoring": self.scoring,
             "labels": self.num_labels,

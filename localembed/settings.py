@@ -157,6 +157,7 @@ def resolve_settings(
     config: EncoderConfig,
     *,
     names: Sequence[str],
+    identity: Sequence[str] = (),
     metadata: SentenceTransformersMetadata,
     tokenizer: PreTrainedTokenizerBase,
     model_config: PretrainedConfig,
@@ -166,6 +167,8 @@ def resolve_settings(
     Args:
         config: the user's settings ("auto"/None mean: follow the model).
         names: model id and paths to match presets against.
+        identity: the hub ids the model's own files give (model card, download record;
+            :func:`localembed.loading.identity_names`), matched when ``names`` match no preset.
         metadata: what the model directory's sentence-transformers files say.
         tokenizer: the model's tokenizer (length limit, special tokens).
         model_config: the model's config (length limit, decoder or encoder).
@@ -183,6 +186,9 @@ def resolve_settings(
         # Any contextual document embedding model: the CDE family's prefixes and length.
         preset = find_preset("cde-small-v2")
     family = f"preset {preset.family}" if preset else ""
+    if preset is None:
+        preset = find_preset(*identity)
+        family = f"preset {preset.family} (model card)" if preset else ""
     sources: dict[str, str] = {}
     display = names[0] if names else "model"
 
@@ -235,6 +241,9 @@ def resolve_settings(
         else:
             instructions[kind], sources[key] = "", "none"
 
+    if preset is None and sources["query_instruction"] == "none":
+        _warn_unconfirmed_family(display, metadata, model_config)
+
     max_length, sources["max_length"] = resolve_max_length(
         config.max_length,
         saved=metadata.max_seq_length,
@@ -256,6 +265,36 @@ def resolve_settings(
         document_instruction=instructions["document"],
         max_length=max_length,
         sources=sources,
+    )
+
+
+_CLS_FAMILY_TYPES = frozenset({"bert", "xlm-roberta"})
+"""Architectures of the CLS-pooled families with a query instruction (BGE v1.5 en/zh)."""
+
+
+def _warn_unconfirmed_family(
+    display: str, metadata: SentenceTransformersMetadata, model_config: PretrainedConfig
+) -> None:
+    """Warn when a model looks like a preset family that nothing confirmed.
+
+    The fingerprint: sentence-transformers metadata that pools the [CLS] token, a BERT or
+    XLM-R encoder, and no saved prompts. In the preset table the CLS-pooled embedding
+    families are BGE's, whose English and Chinese v1.5 models embed queries with an
+    instruction; a copy in a folder not named like its hub id, without a model card,
+    would silently lose it.
+    """
+    if metadata.pooling != "cls" or model_config.model_type not in _CLS_FAMILY_TYPES:
+        return
+    english = find_preset("bge-small-en-v1.5")
+    instruction = english.query_instruction if english else ""
+    logger.warning(
+        "%s: pools the [CLS] token like the BGE family, but neither its name, a model card "
+        "(README.md) nor a `localembed download` record says which model it is, so queries "
+        "get no instruction. If it is a BGE v1.5 English model, pass query_instruction=%r "
+        "(or load it by its hub id, e.g. BAAI/bge-small-en-v1.5); pass query_instruction='' "
+        "if it needs none (this also silences the warning)",
+        display,
+        instruction,
     )
 
 

@@ -5,6 +5,8 @@ Stage API (pure Python, no model):
 - :func:`check_texts` turns any caller's input into ``list[str]`` or raises TypeError naming
   the bad index (a bare ``str`` is never iterated character by character);
 - :func:`check_text` checks one text (a query);
+- :func:`repair_text` repairs invalid unicode (lone surrogates): the one repair every path
+  (texts, chunks, splitters, late chunking, CLI arguments, server inputs) applies;
 - :func:`apply_instruction` puts a text into an instruction (prefix or ``{text}`` template).
 """
 
@@ -79,23 +81,49 @@ def check_texts(texts: Any) -> list[str]:
         if not isinstance(item, str):
             msg = f"item {index} is {type(item).__name__}, not str; every text must be a str"
             raise InputTypeError(msg)
-        if not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                # UTF-16 round trip: a high+low surrogate pair becomes the character it
-                # encodes, and every lone surrogate becomes U+FFFD.
-                surrogates = item.encode("utf-16-le", "surrogatepass")
-                items[index] = surrogates.decode("utf-16-le", "replace")
-                repaired += 1
+        fixed = repair_text(item)
+        if fixed is not item:
+            items[index] = fixed
+            repaired += 1
+    warn_repaired(repaired, len(items))
+    return items
+
+
+def repair_text(text: str) -> str:
+    r"""``text`` with invalid unicode repaired: the one repair every input path applies.
+
+    Lone surrogates (from ``errors="surrogateescape"``, a command-line argument that is not
+    UTF-8, or a broken ``\ud83d`` JSON escape), which tokenizers cannot encode, become
+    U+FFFD; a high+low surrogate pair becomes the character it encodes. Valid text is
+    returned as the same object (``repair_text(t) is t``), so callers can count repairs.
+
+    Example:
+        >>> repair_text("bad \udc80 byte")
+        'bad \ufffd byte'
+        >>> repair_text("\ud83d\ude00") == "\N{GRINNING FACE}"
+        True
+
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        # UTF-16 round trip: a pair becomes its character, a lone surrogate U+FFFD.
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+    return text
+
+
+def warn_repaired(repaired: int, total: int, what: str = "texts") -> None:
+    """Log one warning when ``repaired`` of ``total`` inputs had invalid unicode."""
     if repaired:
         logger.warning(
-            "%d of %d texts contained invalid unicode (lone surrogates); "
+            "%d of %d %s contained invalid unicode (lone surrogates); "
             "each was replaced with U+FFFD before embedding",
             repaired,
-            len(items),
+            total,
+            what,
         )
-    return items
 
 
 def check_text(text: Any, what: str = "query") -> str:

@@ -214,11 +214,16 @@ def test_usage_and_file_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert code == 2 and "--column, --id-column and --keep-columns apply to" in err
     code, _, err = run(capsys, "info", tmp_path / "no-such-model")
     assert code == 1 and "model directory not found" in err
+    # Usage errors exit 2 and name the flag and what it accepts (issue 19 item 5).
     code, _, err = run(capsys, "embed", source, "-o", tmp_path / "x.npy", "--pooling", "clss")
-    assert code == 1 and err.startswith("localembed: --pooling: unknown pooling 'clss'; valid:")
+    assert code == 2 and err.startswith("localembed embed: error: --pooling: unknown pooling")
+    assert "valid: auto, cls, mean, max, last_token, weighted_mean" in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = run(capsys, "embed", source, "-o", tmp_path / "x.npy", "--max-length", 0)
-    assert code == 1 and "--max-length: Input should be greater than 0" in err
+    assert code == 2 and "localembed embed: error: --max-length: Input should be greater" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run(capsys, "tokens", "x", "--model", "")
+    assert code == 2 and "--model: model must name a directory" in err
     with pytest.raises(SystemExit) as exit_info:
         main(["embed", str(source), "-o", "x.npy", "--dtype", "float64"])
     assert exit_info.value.code == 2
@@ -385,18 +390,26 @@ def test_existing_output_needs_overwrite_and_early_interrupt_leaves_nothing(
 
 
 def test_an_error_midway_keeps_the_rows_for_resume(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rows = [{"text": f"row {i}"} for i in range(7)]
     source = tmp_path / "in.jsonl"
     broken = [*rows[:5], {"text": None}, rows[6]]
     source.write_text("".join(json.dumps(row) + "\n" for row in broken))
     output = tmp_path / "out.parquet"
+    # A file is read once before the model loads: its bad row fails first, nothing written.
     code, _, err = run(capsys, "embed", source, "-o", output, "--chunk-size", "2")
     assert code == 1 and "in.jsonl line 6: 'text' is null" in err
+    assert leftovers(tmp_path) == []
+    # Standard input streams: the rows before the bad one are kept for --resume.
+    stream = ["-", "--input-format", "jsonl", "-o", output, "--chunk-size", "2"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO(source.read_text()))
+    code, _, err = run(capsys, "embed", *stream)
+    assert code == 1 and "stdin line 6: 'text' is null" in err
     assert "keeps the first 4 rows" in err and len(err.strip().splitlines()) == 1
-    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    code, _, err = run(capsys, "embed", source, "-o", output, "--chunk-size", "2", "--resume")
+    fixed = "".join(json.dumps(row) + "\n" for row in rows)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(fixed))
+    code, _, err = run(capsys, "embed", *stream, "--resume")
     assert code == 0 and "resumed at row 4: embedded 3 rows" in err
     vectors, texts = read_output(output)
     assert texts == [row["text"] for row in rows]

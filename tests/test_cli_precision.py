@@ -104,8 +104,8 @@ def test_precision_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[st
     np.save(nan, np.full((2, get_encoder().dimension), np.nan, np.float32))
     cases = [
         (["--precision", "float16", "--ranges", bad], "--ranges applies to --precision int8"),
-        (["--precision", "int8", "--ranges", bad], "need a (2, 384) array"),
-        (["--precision", "int8", "--ranges", nan], "NaN or infinite"),
+        (["--precision", "int8", "--ranges", bad], "ranges must have shape (2, 384)"),
+        (["--precision", "int8", "--ranges", nan], "must be finite float32"),
         (["--precision", "int8", "--ranges", tmp_path / "none.npy"], "not a readable .npy"),
     ]
     for argv, words in cases:

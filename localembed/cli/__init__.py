@@ -14,10 +14,15 @@ benchmark machinery are imported when a command runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 import traceback
-from types import ModuleType
+from collections.abc import Iterator
+from types import FrameType, ModuleType
 
 from localembed import __version__
 from localembed.cli.common import (
@@ -81,7 +86,67 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``localembed`` command; returns the exit status."""
+    """Run the ``localembed`` command; returns the exit status.
+
+    Ctrl-C (SIGINT) gives 130 every time: the first one interrupts the command (a
+    KeyboardInterrupt, reported by the command) and later ones wait for its clean-up; an
+    interrupt that Python lost (raised inside a finalizer, which Python ignores) is still
+    reported, and, run as the ``localembed`` process (``argv`` None), one that arrives after the
+    command finished exits 130 at once.
+    """
+    with _sigint_guard(process=argv is None) as interrupted:
+        status = _run(argv)
+        if interrupted.is_set() and status != 130:
+            print(
+                f"localembed: interrupted (Ctrl-C) as the command finished (it would have "
+                f"exited {status}); what it wrote is complete",
+                file=sys.stderr,
+            )
+            status = 130
+    return status
+
+
+@contextlib.contextmanager
+def _sigint_guard(*, process: bool) -> Iterator[threading.Event]:
+    """Count SIGINT while a command runs; the first raises KeyboardInterrupt, later ones wait.
+
+    Only in the main thread (signal handlers live there); elsewhere it changes nothing.
+    """
+    received = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        first = not received.is_set()
+        received.set()
+        if first:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        yield received
+    finally:
+        if process:
+            # The command is done: a Ctrl-C now (during Python's shut-down, which would
+            # ignore a KeyboardInterrupt and exit 0) ends the process with 130 at once; said
+            # once (not again after an interrupt the command reported).
+
+            def exit_interrupted(signum: int, frame: FrameType | None) -> None:
+                with contextlib.suppress(OSError, ValueError):
+                    sys.stdout.flush()
+                    if not received.is_set():
+                        message = "localembed: interrupted (Ctrl-C) after the command finished"
+                        print(message, file=sys.stderr)
+                    sys.stderr.flush()
+                os._exit(130)
+
+            signal.signal(signal.SIGINT, exit_interrupted)
+        else:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _run(argv: list[str] | None) -> int:
     # Before torch loads (no command has imported it yet): a passive OpenMP wait policy and,
     # on AMD CPUs with AVX-512, oneDNN Linear layers, unless the user set them. When main()
     # runs inside a process that already imported torch (tests), it changes nothing.

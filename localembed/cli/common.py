@@ -10,7 +10,7 @@ import argparse
 import types
 import typing
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,6 +18,8 @@ from localembed.config import EncoderConfig, ModelOptions
 from localembed.errors import LocalEmbedError
 from localembed.pooling import POOLING_MODES
 from localembed.texts import KINDS, Kind
+
+C = TypeVar("C", bound=ModelOptions)
 
 if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
@@ -177,7 +179,21 @@ def config_from_args(args: argparse.Namespace) -> EncoderConfig:
     }
     if args.instruction is not None:
         options[f"{args.kind}_instruction"] = args.instruction
-    return EncoderConfig(**options)
+    return checked_config(EncoderConfig, options)
+
+
+def checked_config(config: type[C], options: dict[str, Any]) -> C:
+    """``config(**options)`` from flags; a value it refuses is a usage error naming the flag.
+
+    Raises:
+        UsageError: exit status 2, e.g. ``--batch-size: Input should be greater than 0``.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return config(**options)
+    except ValidationError as error:
+        raise UsageError(error_message(error)) from None
 
 
 def instruction_for(encoder: LocalEncoder, kind: Kind) -> str:

@@ -10,12 +10,13 @@ configuration, vocabularies, the sentence-transformers metadata and bge-m3's two
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from localembed.cli.common import CommandError, add_command
-from localembed.loading import HUB_ALLOW_PATTERNS
+from localembed.loading import DOWNLOAD_RECORD, HUB_ALLOW_PATTERNS
 
 if TYPE_CHECKING:
     from localembed.cli.common import Commands
@@ -93,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             f"does not download); the other files are in {folder}"
         )
         raise CommandError(msg)
+    # The hub id, for family presets when the folder is not named like it.
+    record = {"model": args.model, "revision": args.revision or "main"}
+    (folder / DOWNLOAD_RECORD).write_text(json.dumps(record) + "\n", encoding="utf-8")
     size = sum(path.stat().st_size for path in files) / 2**20
     print(
         f"downloaded {args.model} to {folder}: {len(files)} files, {size:,.1f} MiB "

@@ -58,7 +58,13 @@ from localembed.cli.outputs import OUTPUTS, PartialOutput, check_output, open_fo
 from localembed.config import EncoderConfig
 from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
-from localembed.precision import CALIBRATION_ROWS_WARNING, PRECISIONS, Precision, quantize
+from localembed.precision import (
+    CALIBRATION_ROWS_WARNING,
+    PRECISIONS,
+    Precision,
+    check_ranges,
+    quantize,
+)
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -385,6 +391,7 @@ def run(args: argparse.Namespace) -> int:
 def run_job(job: EmbedJob) -> JobResult:
     """Run ``job``: check, load, embed chunk by chunk, and rename the finished output."""
     check_output(job.output, overwrite=job.overwrite, resume=job.resume)
+    check_input(job)
     source = job.open_source()
     from localembed.encoder import get_encoder
 
@@ -500,6 +507,27 @@ def cache_summary(stats: dict[str, int]) -> str:
     )
 
 
+def check_input(job: EmbedJob) -> None:
+    """Read a file input once before the model loads: its errors come first, and cheaply.
+
+    A byte that is not UTF-8, a null id or text, a lone surrogate, a missing column, and
+    int8/uint8 calibration from fewer than two rows are named here, not after a model load
+    (standard input, which cannot be read twice, is checked as it streams).
+    """
+    if job.input == "-":
+        return
+    count = sum(1 for _ in job.open_source().rows)
+    if job.precision in ("int8", "uint8") and job.ranges is None and count < 2:
+        raise InputError(_too_few_rows(job, count))
+
+
+def _too_few_rows(job: EmbedJob, count: int) -> str:
+    return (
+        f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
+        f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
+    )
+
+
 def context_path(output: Path) -> Path:
     """Where ``--build-context`` saves the CDE context: ``OUTPUT.context.safetensors``."""
     return output.with_name(output.name + ".context.safetensors")
@@ -564,13 +592,14 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
         except (OSError, ValueError) as error:
             msg = f"--ranges {job.ranges}: not a readable .npy file ({error})"
             raise InputError(msg) from None
-        if loaded.shape != shape or loaded.dtype.kind not in "fiu":
-            msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.shape}"
+        if loaded.dtype.kind not in "fiu":
+            msg = f"--ranges {job.ranges}: need a {shape} array of numbers, got {loaded.dtype}"
             raise InputError(msg)
-        if not np.isfinite(loaded).all():
-            msg = f"--ranges {job.ranges}: holds NaN or infinite values"
-            raise InputError(msg)
-        return np.asarray(loaded, dtype=np.float32)
+        try:
+            return check_ranges(loaded, encoder.dimension)
+        except ValueError as error:
+            msg = f"--ranges {job.ranges}: {error}"
+            raise InputError(msg) from None
     logger.info("computing %s calibration ranges over the input (a first pass)", job.precision)
     low: np.ndarray | None = None
     high: np.ndarray | None = None
@@ -581,11 +610,7 @@ def _ranges(job: EmbedJob, encoder: LocalEncoder, instruction: str) -> np.ndarra
         high = vectors.max(axis=0) if high is None else np.maximum(high, vectors.max(axis=0))
         count += len(chunk)
     if low is None or high is None or count < 2:
-        msg = (
-            f"--precision {job.precision} needs calibration ranges from at least 2 rows, the "
-            f"input has {count}: pass --ranges FILE (e.g. a corpus's OUTPUT.ranges.npy)"
-        )
-        raise InputError(msg)
+        raise InputError(_too_few_rows(job, count))
     if count < CALIBRATION_ROWS_WARNING:
         logger.warning(
             "int8/uint8 calibration ranges from only %d rows; ranges from a larger corpus "

@@ -37,6 +37,11 @@ def register(commands: Commands) -> None:
     )
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.add_argument(
+        "--paths",
+        action="store_true",
+        help="show the model's absolute folder (default: as you named it: hub id, directory)",
+    )
+    parser.add_argument(
         "--hardware",
         action="store_true",
         help="instead: the CPU's features, usable CPUs, thread policy and GEMM kernels",
@@ -58,13 +63,15 @@ def run(args: argparse.Namespace) -> int:
         args.model = args.model_argument
     from localembed.encoder import get_encoder
 
-    description = get_encoder(config_from_args(args)).describe()
+    description = get_encoder(config_from_args(args)).describe(paths=args.paths)
     if args.json:
         print(json.dumps(description, ensure_ascii=False, indent=2))
         return 0
     sources = description.pop("sources")
     for key, value in description.items():
         origin = f"  ({sources[key]})" if key in sources else ""
+        if key == "path" and not args.paths:
+            origin = "  (--paths: the absolute folder)"
         shown = repr(value) if isinstance(value, str) else value
         print(f"{key:>20}: {shown}{origin}")
     return 0

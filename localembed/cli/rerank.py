@@ -7,7 +7,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from localembed.cli.common import UsageError, add_command, flag_options, short_label
+from localembed.cli.common import (
+    UsageError,
+    add_command,
+    checked_config,
+    flag_options,
+    short_label,
+)
 from localembed.config import RerankerConfig
 
 if TYPE_CHECKING:
@@ -106,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     }
     from localembed.reranker import get_reranker
 
-    reranker = get_reranker(RerankerConfig(**options))
+    reranker = get_reranker(checked_config(RerankerConfig, options))
     ranked = reranker.rerank(args.query, documents, top_n=args.top_n)
     if args.json:
         report = {

@@ -52,9 +52,14 @@ def _encoder_warnings_off() -> Iterator[None]:
 def run(args: argparse.Namespace) -> int:
     """Run ``localembed tokens``."""
     from localembed.presets import apply_instruction
+    from localembed.texts import repair_text, warn_repaired
 
     # From standard input, the newline that ends the last line is not part of the text.
     text = sys.stdin.read().removesuffix("\n") if args.text == "-" else args.text
+    # An argument or input that is not UTF-8 arrives with lone surrogates: the encoder's repair.
+    fixed = repair_text(text)
+    warn_repaired(int(fixed is not text), 1, "text")
+    text = fixed
     from localembed.encoder import get_encoder
 
     encoder = get_encoder(config_from_args(args))

@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
+from localembed.errors import InputError
+from localembed.precision import check_ranges
 from localembed.server.errors import ApiError, api_error_of
 from localembed.server.gate import bearer_token
 from localembed.server.schemas import EmbeddingRequest, EmbeddingResponse, Input
+from localembed.texts import check_texts
 
 if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
@@ -69,7 +72,7 @@ def texts_of(value: Input, settings: ServerSettings, what: str = "input") -> lis
             f"{settings.max_client_batch} (--max-client-batch)"
         )
         raise ApiError(413, message, code="too_many_inputs", param=what)
-    return [str(text) for text in texts]
+    return check_texts([str(text) for text in texts])  # the encoder's repair, once, here
 
 
 def instruction_of(encoder: LocalEncoder, input_type: str | None) -> str:
@@ -233,10 +236,10 @@ def ranges_of(body: EmbeddingRequest, dimension: int, count: int) -> np.ndarray 
             f"(the output's dimensions); got {len(body.ranges)} list(s) of lengths {shape}"
         )
         raise ApiError(400, message, code="invalid_request", param="ranges")
-    if not (np.isfinite(ranges) & (np.abs(ranges) <= np.finfo(np.float32).max)).all():
-        message = "ranges must be finite float32 numbers (got NaN, infinity or a larger value)"
-        raise ApiError(400, message, code="invalid_request", param="ranges")
-    return ranges.astype(np.float32)
+    try:
+        return check_ranges(ranges, dimension)
+    except InputError as error:
+        raise ApiError(400, str(error), code="invalid_request", param="ranges") from None
 
 
 def encode_vectors(vectors: np.ndarray, encoding_format: str) -> list[Any]:
