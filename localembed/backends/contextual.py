@@ -55,14 +55,14 @@ class ContextualBackend:
         config: load settings (device, dtype, trust_remote_code, allow_pickle_weights).
 
     Raises:
-        InputError: ``backend`` other than "torch", or ``quantize``.
+        InputError: ``backend`` other than "auto" or "torch", or ``quantize``.
         ModelFileError: the loaded model has no ``first_stage_model``/``second_stage_model``.
     """
 
     capabilities: frozenset[str] = frozenset({"dense", "chunk", "token_budget"})
 
     def __init__(self, files: ModelFiles, config: EncoderConfig) -> None:
-        if config.backend != "torch" or config.quantize is not None:
+        if config.backend not in ("auto", "torch") or config.quantize is not None:
             msg = (
                 f"{files.source.name} is a contextual (CDE) model: it runs on backend='torch' "
                 f"without quantize, got backend={config.backend!r}, quantize={config.quantize!r}"
