@@ -199,9 +199,10 @@ class EncoderConfig(ModelOptions):
     long_text: Literal["truncate", "chunk"] = "truncate"
     """Over-long texts: "truncate" (counted, warned) or "chunk" (overlapping windows, pooled)."""
 
-    backend: Literal["auto", "torch", "onnx", "flagembedding"] = "auto"
-    """"auto": "onnx" where it is exact and faster (a BERT-family encoder in float32 on the
-    CPU, ONNX Runtime installed: extra `onnx`), else "torch"; "torch": transformers on torch;
+    backend: Literal["auto", "torch", "onnx", "flagembedding"] = "torch"
+    """"torch" (the default): transformers on torch; "auto": "onnx" where it is exact (a
+    BERT-family encoder in float32 on the CPU, ONNX Runtime installed: extra `onnx`), else
+    "torch" (see the performance page for when it is faster);
     "onnx": an ONNX Runtime export with fused attention, skip-LayerNorm and GELU (CPU);
     "flagembedding": FlagEmbedding's BGEM3FlagModel (bge-m3 only, extra `m3`)."""
 

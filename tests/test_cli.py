@@ -592,7 +592,7 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert "localembed fp32" in out and "# round 1/1 done" in out
     machine = next(line for line in out.splitlines() if line.startswith("# machine: "))
     assert all(f"{feature} " in machine for feature in ("avx2", "avx512f", "avx512_vnni"))
-    assert "# the defaults (backend='auto') run this model on " in out
+    assert "# the defaults (backend='torch') run this model on torch" in out
     assert "# beside a busy process: localembed fp32 (library defaults, torch) " in out
     code, _, err = run(capsys, "bench", "--contenders", "bogus", "--rounds", 1)
     assert code == 1 and "unknown contender 'bogus'" in err

@@ -108,13 +108,15 @@ def test_token_budget_keeps_vectors(reference) -> None:
         assert len(group) == 1 or len(group) * max(widths) <= 300
 
 
-# -- backend="auto" (the default): ONNX Runtime where it is exact, torch elsewhere ------------
+# -- backend="auto" (opt-in; the default is torch): ONNX Runtime where exact, torch elsewhere --
 
 
 def test_auto_runs_the_default_model_on_onnx_within_1e5_of_torch(reference) -> None:
     pytest.importorskip("onnxruntime")
-    encoder = get_encoder()
-    assert encoder.config.backend == "auto" and encoder.runtime.name == "onnx"
+    assert get_encoder().config.backend == "torch" and get_encoder().runtime.name == "torch"
+    encoder = get_encoder(backend="auto")
+    assert encoder.runtime.name == "onnx"
+    np.testing.assert_allclose(encoder.encode(TEXTS), reference, atol=1e-5)
     torch_vectors = get_encoder(backend="torch").encode(TEXTS)
     assert get_encoder(backend="torch").runtime.name == "torch"
     np.testing.assert_allclose(reference, torch_vectors, atol=1e-5)
@@ -127,9 +129,9 @@ def test_auto_runs_torch_without_onnxruntime(tiny_bert_dir, monkeypatch) -> None
     from localembed.encoder import LocalEncoder
 
     texts = ["hello world", "", "a longer text " * 20]
-    with_onnx = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir))).encode(texts)
+    with_onnx = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), backend="auto")).encode(texts)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now fails
-    encoder = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir)))
+    encoder = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), backend="auto"))
     assert encoder.runtime.name == "torch"
     np.testing.assert_allclose(encoder.encode(texts), with_onnx, atol=1e-5)
     with pytest.raises(ImportError, match=r"localembed\[onnx\]"):
@@ -140,9 +142,11 @@ def test_auto_runs_torch_for_a_decoder_and_for_bfloat16(tiny_qwen2_dir, tiny_ber
     from localembed import EncoderConfig
     from localembed.encoder import LocalEncoder
 
-    decoder = LocalEncoder(EncoderConfig(model=str(tiny_qwen2_dir), dtype="float32"))
+    decoder = LocalEncoder(
+        EncoderConfig(model=str(tiny_qwen2_dir), dtype="float32", backend="auto")
+    )
     assert decoder.runtime.name == "torch"
-    bf16 = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), dtype="bfloat16"))
+    bf16 = LocalEncoder(EncoderConfig(model=str(tiny_bert_dir), dtype="bfloat16", backend="auto"))
     assert bf16.runtime.name == "torch"
 
 
@@ -156,7 +160,7 @@ def test_a_failed_auto_export_warns_runs_torch_and_is_not_retried(
     from localembed.encoder import LocalEncoder
 
     fresh = shutil.copytree(tiny_bert_dir, tmp_path / "never-exported")
-    config = EncoderConfig(model=str(fresh))
+    config = EncoderConfig(model=str(fresh), backend="auto")
     monkeypatch.setattr(runtimes, "EXPORT_TOLERANCE", -1.0)  # every export now fails its check
     with caplog.at_level(logging.WARNING, logger="localembed"):
         encoder = LocalEncoder(config)

@@ -46,12 +46,13 @@ from localembed.cli.bench_corpora import (
     sts_file,
 )
 from localembed.cli.bench_options import ALL_CONTENDERS, SENTENCE_TRANSFORMERS, add_arguments
+from localembed.config import EncoderConfig
 from localembed.errors import InputError
 
 Encode = Callable[[list[str]], np.ndarray]
 
 LOCALEMBED_OPTIONS: dict[str, dict[str, Any]] = {
-    "localembed fp32": {},  # the defaults: backend="auto" (ONNX Runtime where it is exact)
+    "localembed fp32": {},  # the defaults (backend="torch"; "auto" is "localembed onnx fp32" here)
     "localembed torch fp32": {"backend": "torch"},
     "localembed int8 (torch)": {"backend": "torch", "quantize": "int8"},
     "localembed bf16": {"dtype": "bfloat16"},
@@ -417,7 +418,8 @@ def _run(args: argparse.Namespace, names: list[str]) -> dict[str, Any]:
         raise InputError(msg)
     print(f"# {machine_line()}")
     runtime = getattr(get_encoder(model=args.model).runtime, "name", "torch")
-    print(f"# the defaults (backend='auto') run this model on {runtime}")
+    default_backend = EncoderConfig.model_fields["backend"].default
+    print(f"# the defaults (backend={default_backend!r}) run this model on {runtime}")
     print(
         f"# torch {torch.__version__}, threads {torch.get_num_threads()}, "
         f"cpu capability {torch.backends.cpu.get_cpu_capability()}; "
