@@ -53,7 +53,9 @@ def test_not_run_markers_name_a_reason_and_stay_rare() -> None:
     reasons = [reason for *_, found in docs_harness.census() for reason in found]
     assert all(len(reason.split(": ", 1)[1]) > 15 for reason in reasons), reasons
     runnable = sum(count for _, count, _, _ in docs_harness.census())
-    assert len(reasons) * 5 <= runnable, f"{len(reasons)} of {runnable} blocks are not run"
+    # At most a quarter: most not-run blocks are benchmark commands whose recorded output the
+    # page shows (minutes of timed rounds), each with its reason on the page.
+    assert len(reasons) * 4 <= runnable, f"{len(reasons)} of {runnable} blocks are not run"
     # A malformed marker (no reason) is not a marker: its block would run.
     for path in PAGES:
         for line in path.read_text(encoding="utf-8").splitlines():
