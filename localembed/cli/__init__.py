@@ -14,6 +14,7 @@ benchmark machinery are imported when a command runs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import os
@@ -142,8 +143,21 @@ def _sigint_guard(*, process: bool) -> Iterator[threading.Event]:
                 os._exit(130)
 
             signal.signal(signal.SIGINT, exit_interrupted)
+            # Python's finalization puts the default SIGINT handler back after the atexit
+            # handlers, so a Ctrl-C then would kill the process by signal; ignored from the
+            # atexit stage on, the process exits with its status.
+            atexit.register(_block_sigint)
         else:
             signal.signal(signal.SIGINT, previous)
+
+
+def _block_sigint() -> None:
+    """Ignore SIGINT for the rest of the process's shut-down (an atexit handler).
+
+    Ignored, not blocked: a signal mask is per thread, and torch's threads would still take it.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _run(argv: list[str] | None) -> int:
