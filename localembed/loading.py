@@ -215,8 +215,9 @@ def _download(
     try:
         patterns = HUB_ALLOW_PATTERNS + (["pytorch_model*.bin"] if allow_pickle_weights else [])
         # cache_dir only when given: the hub's own default (HF_HOME, HF_HUB_CACHE) otherwise.
-        where = {} if cache_dir is None else {"cache_dir": cache_dir}
-        return Path(snapshot_download(repo_id, allow_patterns=patterns, **where))
+        if cache_dir is None:
+            return Path(snapshot_download(repo_id, allow_patterns=patterns))
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, cache_dir=cache_dir))
     except Exception as error:  # hub errors have many types; all mean "not available"
         offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
         tried.append(
