@@ -328,8 +328,13 @@ def test_remote_code_runs_when_trusted(tiny_bert_dir: Path, tmp_path: Path, monk
     import transformers.dynamic_module_utils as dynamic_modules
 
     modules = tmp_path / "hf-modules"
+    default_modules = str(dynamic_modules.HF_MODULES_CACHE)
     monkeypatch.setattr(dynamic_modules, "HF_MODULES_CACHE", str(modules))
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "path", [entry for entry in sys.path if entry != default_modules])
+    # Another test's remote code (tests/test_cde.py) may have imported transformers_modules
+    # from the default modules cache: forget it here, so it is found under the one above.
+    for name in [name for name in sys.modules if name.split(".")[0] == "transformers_modules"]:
+        monkeypatch.delitem(sys.modules, name)
     marker = tmp_path / "remote-code-ran"
     model = remote_code_model(tiny_bert_dir, tmp_path / "custom", marker, "custom-bert")
     encoder = load(model, trust_remote_code=True, pooling="mean")
