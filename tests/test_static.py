@@ -80,7 +80,7 @@ def test_truncate_dim_and_normalize_apply(static_dir: Path) -> None:
 @pytest.mark.parametrize(
     "options",
     [
-        {"backend": "torch"},
+        {"backend": "onnx"},
         {"quantize": "int8"},
         {"dtype": "bfloat16"},
         {"pooling": "cls"},

@@ -47,7 +47,7 @@ class StaticBackend:
         import torch
 
         refused = {
-            "backend": config.backend != "auto",
+            "backend": config.backend not in {"auto", "torch"},
             "quantize": config.quantize is not None,
             "dtype": config.dtype not in {"auto", "float32"},
             "device": config.device not in {"auto", "cpu"},
