@@ -175,10 +175,30 @@ def test_an_idle_keep_alive_connection_outlives_the_clients_pool_timeout(server:
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
         request = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n"
         conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        assert read_response(conn).startswith(b"HTTP/1.1 200")
         time.sleep(6)  # uvicorn's default keep-alive (5 s) would have closed it
         conn.sendall(request)
-        assert conn.recv(65536).startswith(b"HTTP/1.1 200")
+        assert read_response(conn).startswith(b"HTTP/1.1 200")
+
+
+def read_response(conn: socket.socket) -> bytes:
+    """One whole HTTP response (headers, then Content-Length bytes of body), however it arrives."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        assert chunk, data
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 def run_serve(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
