@@ -181,7 +181,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
         model, a directory as given), never the absolute file-system path unless ``paths``
         (``localembed info --paths``): a server's ``/info`` does not disclose its files.
         """
-        from localembed.loading import display_path
+        from localembed.model_origins import display_path
 
         settings = self.settings
         return {
