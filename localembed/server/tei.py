@@ -192,7 +192,19 @@ def _truncate(state: ServerState, truncate: bool | None) -> bool:
     return state.settings.truncate if truncate is None else truncate
 
 
-async def _embed(request: Request, body: EmbedRequest) -> Response:
+@router.post(
+    "/embed",
+    response_model=list[list[float]],
+    summary="Embed texts (text-embeddings-inference's /embed)",
+)
+@router.post(
+    "/",
+    response_model=list[list[float]],
+    summary="Embed texts (huggingface_hub InferenceClient.feature_extraction)",
+    description="What ``InferenceClient(model=URL).feature_extraction`` posts: as ``/embed``.",
+)
+async def tei_embed(body: EmbedRequest, request: Request) -> Response:
+    """One vector per input: ``[[float, ...], ...]``."""
     state = state_of(request)
     body = body.merged()
     _right_only(body.truncation_direction)
@@ -214,26 +226,6 @@ async def _embed(request: Request, body: EmbedRequest) -> Response:
         )
     vectors = finish(encoder, encoded.vectors, dimensions=body.dimensions)
     return json_response(vectors.tolist(), encoded.truncated)
-
-
-@router.post(
-    "/embed",
-    response_model=list[list[float]],
-    summary="Embed texts (text-embeddings-inference's /embed)",
-)
-async def tei_embed(body: EmbedRequest, request: Request) -> Response:
-    """One vector per input: ``[[float, ...], ...]``."""
-    return await _embed(request, body)
-
-
-@router.post(
-    "/",
-    response_model=list[list[float]],
-    summary="Embed texts (huggingface_hub InferenceClient.feature_extraction)",
-)
-async def tei_root(body: EmbedRequest, request: Request) -> Response:
-    """What ``InferenceClient(model=URL).feature_extraction`` posts: as ``/embed``."""
-    return await _embed(request, body)
 
 
 @router.post(
