@@ -18,7 +18,7 @@ import pytest
 
 from localembed import EncoderConfig, get_encoder, load_context
 from localembed.contextual import ContextError, CorpusContext, sample_indices
-from localembed.loading import ModelFileError, RemoteCodeError
+from localembed.model_errors import ModelFileError, RemoteCodeError
 from tests.cde_factory import (
     CORPUS_SIZE,
     DOCUMENT_PREFIX,

@@ -601,7 +601,7 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_random_base_model_is_a_base_shaped_sentence_transformers_dir(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from localembed.cli.benchmark import RANDOM_BASE_CONFIG, build_random_base
+    from localembed.cli.bench_random_base import RANDOM_BASE_CONFIG, build_random_base
 
     assert (RANDOM_BASE_CONFIG["hidden_size"], RANDOM_BASE_CONFIG["num_hidden_layers"]) == (768, 12)
     # The same builder at a small size (the real one is 110M parameters).
