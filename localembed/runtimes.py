@@ -106,6 +106,8 @@ class TorchRuntime:
     """
 
     name = "torch"
+    quantization: str | None = None
+    """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`)."""
 
     def __init__(self, model: PreTrainedModel, *, threads: Threads = "auto") -> None:
         from localembed.hardware import apply_threads, linear_kernel
@@ -289,7 +291,13 @@ def load_runtime(
     model = load()
     if options.quantize == "int8":
         model = quantize_torch_int8(model)
-    return TorchRuntime(model, threads=options.threads), model
+    torch_runtime = TorchRuntime(model, threads=options.threads)
+    torch_runtime.quantization = TORCH_INT8_SCHEME if options.quantize == "int8" else None
+    return torch_runtime, model
+
+
+TORCH_INT8_SCHEME = "int8: dynamic, FFN down projections per-channel"
+"""How torch int8 quantizes; the embedding cache keys int8 vectors by it (a new scheme, new keys)."""
 
 
 def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:
@@ -387,6 +395,7 @@ class OnnxRuntime:
         self.session = onnxruntime.InferenceSession(
             str(self.path), options, providers=["CPUExecutionProvider"]
         )
+        self.quantization = None if quantize is None else "int8: ONNX Runtime dynamic"
 
     def __call__(
         self,
