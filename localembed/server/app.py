@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from localembed.encoder import LocalEncoder
     from localembed.server.models import ModelSpec
+    from localembed.server.remote import Remote
     from localembed.server.state import ServerState
 
 logger = logging.getLogger("localembed.server")
@@ -60,6 +61,7 @@ def create_app(
     *,
     encoder: LocalEncoder | None = None,
     models: list[ModelSpec] | None = None,
+    remote: Remote | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -69,6 +71,9 @@ def create_app(
         settings: the server's limits, key, loading policy (see :class:`ServerSettings`).
         encoder: an already loaded encoder to serve (never unloaded by the server).
         models: the served models (``--config FILE``, repeated ``--model``/``--reranker``).
+        remote: the models are served by other processes: this app loads none, checks each
+            request as usual and forwards it to its model's process
+            (:mod:`localembed.server.remote`; Ray Serve's ingress).
 
     Returns:
         A FastAPI app (ASGI): run it with uvicorn, or see :func:`localembed.server.run.serve`.
@@ -90,7 +95,7 @@ def create_app(
             models.append(reranker_spec(settings.reranker, config))
         if encoder is not None:
             loaded[first.id] = encoder
-    state = ServerState(list(models), settings, loaded=loaded)
+    state = ServerState(list(models), settings, loaded=loaded, remote=remote)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +130,10 @@ def create_app(
         on_refused=on_refused,
     )
     app.add_middleware(_ModelPrefix, state=state)
+    if remote is not None:
+        from localembed.server.remote import Forwarding
+
+        app.add_middleware(Forwarding, remote=remote)  # outside the prefix: the path as sent
     routes = {
         str(getattr(route, "path", ""))
         for module in (embeddings, sparse, rerank, tei, status)

@@ -33,11 +33,13 @@ from localembed.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from localembed.server.models import Kind, ModelSpec
+    from localembed.server.remote import Remote
     from localembed.server.settings import ServerSettings
 
 logger = logging.getLogger("localembed.server")
 
 Status = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
+_STATUSES = frozenset(("unloaded", "loading", "loaded", "unloading", "failed"))
 
 
 @dataclass(eq=False)
@@ -106,10 +108,13 @@ class ServerState:
         *,
         metrics: Metrics | None = None,
         loaded: dict[str, Any] | None = None,
+        remote: Remote | None = None,
     ) -> None:
         from localembed.server.models import check_specs
 
         self.settings = settings
+        self.remote = remote
+        """Where the models are when they are served by other processes (then none loads here)."""
         self.metrics = metrics or Metrics()
         self.draining = False
         self.models: dict[str, ServedModel] = {}
@@ -244,7 +249,15 @@ class ServerState:
 
     @asynccontextmanager
     async def use(self, served: ServedModel) -> AsyncIterator[Any]:
-        """Admit a request for ``served``, wait for the model, release it after."""
+        """Admit a request for ``served``, wait for the model, release it after.
+
+        In a forwarding app (``remote``), the request goes to the model's own process
+        instead (the app's :class:`~localembed.server.remote.Forwarding` sends it).
+        """
+        if self.remote is not None:
+            from localembed.server.remote import ForwardRequest
+
+            raise ForwardRequest(served.id)
         self.admit(served)
         try:
             model = await self.ready(served)
@@ -380,6 +393,8 @@ class ServerState:
             served._changed = None
             if served.status in {"loading", "unloading"}:  # a task of a stopped loop
                 served.set_status("loaded" if served.model is not None else "unloaded")
+        if self.remote is not None:  # the models' own processes load and unload them
+            return
         loop = asyncio.get_running_loop()
         self._imports = loop.create_task(asyncio.to_thread(_import_libraries))
         self._startup = loop.create_task(self._preload())
@@ -392,6 +407,11 @@ class ServerState:
         for task in [*self._tasks, *([self._startup] if self._startup else [])]:
             task.cancel()
         self._startup = None
+
+    async def preloaded(self) -> None:
+        """Wait until the models to preload have loaded (or failed to)."""
+        if self._startup is not None:
+            await asyncio.shield(self._startup)
 
     @property
     def preloading(self) -> bool:
@@ -433,6 +453,17 @@ class ServerState:
                             await self._unload(served, "idle")
 
     # -- reporting ------------------------------------------------------------------------
+
+    async def refresh(self) -> None:
+        """In a forwarding app: each model's status as the process holding it reports it."""
+        if self.remote is None:
+            return
+        reported = await self.remote.statuses()
+        for model_id, (status, error) in reported.items():
+            served = self.models.get(model_id)
+            if served is not None and status in _STATUSES:
+                served.error = error
+                served.set_status(status)  # type: ignore[arg-type]
 
     def _depth(self, served: ServedModel) -> None:
         self.metrics.queue_depth.labels(served.id).set(served.in_flight)

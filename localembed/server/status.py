@@ -17,6 +17,7 @@ router = APIRouter()
 async def models(request: Request) -> dict[str, Any]:
     """OpenAI's model list, with each model's kind, state and whether it is the default."""
     state = state_of(request)
+    await state.refresh()
     return {
         "object": "list",
         "data": [
@@ -43,6 +44,7 @@ async def models(request: Request) -> dict[str, Any]:
 async def health(request: Request) -> JSONResponse:
     """200 once the models to preload are loaded (models loaded on demand do not count)."""
     state = state_of(request)
+    await state.refresh()
     failed = {
         served.id: served.error
         for served in state.models.values()
