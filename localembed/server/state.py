@@ -19,8 +19,10 @@ load it again). A model no request used for ``idle_unload_s`` is unloaded the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -137,6 +139,7 @@ class ServerState:
             served.pinned = True
             self._loaded(served, model, 0)
         self._load_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._imports: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: asyncio.Task[None] | None = None
@@ -233,6 +236,12 @@ class ServerState:
             if served.status == "failed":
                 message = f"model {served.id!r} failed to load: {served.error}"
                 raise ApiError(503, message, code="model_load_failed")
+            if self.draining:  # shutting down: a load is not waited for
+                message = (
+                    f"the server is shutting down (model {served.id!r} is not loaded); retry "
+                    "on another instance"
+                )
+                raise ApiError(503, message, code="shutting_down")
             event = served.changed()
             if served.status == "unloaded":
                 self._start_load(served)
@@ -291,7 +300,7 @@ class ServerState:
                 await self._make_room(served)
                 before = resident_bytes()
                 started = time.perf_counter()
-                model = await asyncio.to_thread(_build, served.spec)
+                model = await _in_daemon_thread(_build, served.spec, f"load {served.id}")
                 seconds = time.perf_counter() - started
                 grown = max(resident_bytes() - before, 0)
             except Exception as error:  # reported to every request for it (503) and /health
@@ -388,6 +397,7 @@ class ServerState:
     async def start(self) -> None:
         """Serve again (a restarted app), preload models, start the idle unloader."""
         self.draining = False
+        self._loop = asyncio.get_running_loop()
         self._load_lock = None
         for served in self.models.values():
             served._changed = None
@@ -400,6 +410,26 @@ class ServerState:
         self._startup = loop.create_task(self._preload())
         if self.settings.idle_unload_s is not None:
             self._tasks.append(loop.create_task(self._unload_idle()))
+
+    def drain(self) -> None:
+        """Stop admitting requests; those waiting for a model to load get a 503 now.
+
+        Requests holding a loaded model finish. Thread-safe (a signal handler calls it):
+        the waiting requests are woken on the app's event loop.
+        """
+        self.draining = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        for served in self.models.values():
+            served.set_status(served.status)  # same status: wakes whoever waits on it
+
+    @property
+    def loading_threads(self) -> list[str]:
+        """Names of model loads still running in their threads (a shutdown leaves them)."""
+        return [thread.name for thread in threading.enumerate() if thread.name in _LOADS]
 
     async def stop(self) -> None:
         """Stop the background tasks (models stay loaded: a restarted app serves them)."""
@@ -479,6 +509,44 @@ class ServerState:
                 except Exception:  # a scrape never fails for a cache's counters
                     logger.exception("reading the cache counters of %r failed", served.id)
         return stats
+
+
+_LOADS: set[str] = set()
+"""Names of the load threads running now."""
+
+
+async def _in_daemon_thread(function: Any, argument: Any, name: str) -> Any:
+    """``function(argument)`` in a daemon thread of its own, awaited.
+
+    Unlike ``asyncio.to_thread`` (whose pool is joined at exit), nothing waits for it: a
+    server stopping during a long load exits without waiting for the load to end.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    thread_name = f"localembed-{name}"
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled (the server stopped)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = function(argument)
+        except BaseException as caught:  # handed to the awaiting task
+            error = caught
+        finally:
+            _LOADS.discard(thread_name)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    _LOADS.add(thread_name)
+    threading.Thread(target=run, name=thread_name, daemon=True).start()
+    return await future
 
 
 def _import_libraries() -> None:
