@@ -10,7 +10,6 @@ embedding model, or a query and 4 documents to the reranker).
     python benchmarks/server_models.py throughput --duration 20 --rounds 2
     python benchmarks/server_models.py cold           # time to first row of a lazy model
     python benchmarks/server_models.py unload         # RSS returned by an idle unload
-    python benchmarks/server_models.py wait           # --max-wait-ms 0 against 5
     python benchmarks/server_models.py soak --texts 20000   # RSS over new batch shapes
 
 Each prints one table; ratios are within one run (the machine may be busy: run it twice).
@@ -286,27 +285,6 @@ def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> Non
     )
 
 
-def wait(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
-    print(f"{'max-wait-ms':>11} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for clients in (1, args.concurrency):
-        for wait_ms in ("0", "5"):
-            server = Server("--model", str(models["emb_a"]), "--max-wait-ms", wait_ms)
-            try:
-                result = load(
-                    {"emb_a": server.url},
-                    clients,
-                    min(args.processes, clients),
-                    args.warmup,
-                    args.duration,
-                )
-            finally:
-                server.stop()
-            print(
-                f"{wait_ms:>11} {clients:>7} {result['rps']:>8.1f} {result['p50']:>8.1f} "
-                f"{result['p99']:>8.1f}"
-            )
-
-
 def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     """RSS while every request brings a batch of a new shape (count and lengths)."""
     import random
@@ -344,7 +322,7 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["throughput", "cold", "unload", "wait", "soak"])
+    parser.add_argument("what", choices=["throughput", "cold", "unload", "soak"])
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--duration", type=float, default=15.0)
@@ -358,9 +336,9 @@ def main() -> int:
     work = Path(args.work or Path(tempfile.gettempdir()) / "localembed-server-models")
     work.mkdir(parents=True, exist_ok=True)
     models = build_models(work)
-    {"throughput": throughput, "cold": cold, "unload": unload, "wait": wait, "soak": soak}[
-        args.what
-    ](args, models, work)
+    {"throughput": throughput, "cold": cold, "unload": unload, "soak": soak}[args.what](
+        args, models, work
+    )
     return 0
 
 

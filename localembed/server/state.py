@@ -40,6 +40,12 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("localembed.server")
 
+MAX_WAIT_DEPRECATED = (
+    "--max-wait-ms (max_wait_ms) is deprecated and ignored: holding a lone request only "
+    "delayed it, and requests that arrive during a forward pass already share the next one "
+    "(measured in docs/server.md); drop the setting"
+)
+
 Status = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
 _STATUSES = frozenset(("unloaded", "loading", "loaded", "unloading", "failed"))
 
@@ -115,6 +121,8 @@ class ServerState:
         from localembed.server.models import check_specs
 
         self.settings = settings
+        if settings.max_wait_ms:
+            logger.warning(MAX_WAIT_DEPRECATED)
         self.remote = remote
         """Where the models are when they are served by other processes (then none loads here)."""
         self.metrics = metrics or Metrics()
@@ -326,8 +334,6 @@ class ServerState:
         served.extras.clear()
         batcher = _batcher_of(model)
         if batcher is not None:
-            if self.settings.max_wait_ms:
-                batcher.max_wait = self.settings.max_wait_ms / 1000
             served._observer = self.metrics.observer(served.id)
             batcher.observe(served._observer)
         self.metrics.loads.labels(served.id).inc()
