@@ -184,3 +184,26 @@ def test_a_model_s_ray_table_overrides_the_application_s_replica_options() -> No
     wrong = ModelSpec("c", "embedding", EncoderConfig(), ray={"min_replicas": 5})
     with pytest.raises(InputError, match="model 'c': need 0 <= min_replicas <= max_replicas"):
         _deployment_options(wrong, defaults)
+
+
+def test_a_failed_forward_is_a_503_in_the_route_s_shape(specs: list[ModelSpec]) -> None:
+    """The model's process gone or overloaded: 503 with Retry-After, never a 500."""
+
+    async def gone(model_id: str, request: Forwarded) -> Answer:
+        message = "the replica died"
+        raise ConnectionError(message)
+
+    async def statuses() -> dict[str, tuple[str, str | None]]:
+        return {}
+
+    app = create_app(models=specs, remote=Remote(forward=gone, statuses=statuses))
+    with TestClient(app) as client:
+        openai = client.post("/v1/embeddings", json={"input": "a", "model": "bert-alias"})
+        tei = client.post("/models/bert/embed", json={"inputs": "a"})
+        health = client.get("/health")
+    assert openai.status_code == 503 and openai.headers["retry-after"] == "1"
+    assert openai.json()["error"]["code"] == "model_unavailable"
+    assert "model 'bert' is unavailable (ConnectionError" in openai.json()["error"]["message"]
+    assert tei.status_code == 503 and tei.json()["error_type"] == "Unhealthy"  # TEI's 503
+    assert "model 'bert' is unavailable" in tei.json()["error"]
+    assert health.status_code == 200  # the ingress itself is up

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Too many inputs or too large a body",
         422: "The model gave NaN or infinite values for the inputs the message names",
         429: "The model's queue is full; retry later",
-        503: "The model is loading or failed to load, or the server is shutting down",
+        503: "The model is loading, failed to load or is unavailable, or the server is "
+        "shutting down",
     }.items()
 }
 
@@ -133,7 +134,8 @@ def create_app(
     if remote is not None:
         from localembed.server.remote import Forwarding
 
-        app.add_middleware(Forwarding, remote=remote)  # outside the prefix: the path as sent
+        # Outside the prefix rewriting: it forwards the path as the client sent it.
+        app.add_middleware(Forwarding, remote=remote, names=state.names)
     routes = {
         str(getattr(route, "path", ""))
         for module in (embeddings, sparse, rerank, tei, status)
@@ -235,16 +237,29 @@ class _ModelPrefix:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = local_path(scope) if scope["type"] == "http" else ""
-        if path.startswith("/models/"):
+        name, rest = split_model_prefix(path, self.state.names)
+        if name is not None:
             from localembed.server.embeddings import ROUTED_MODEL
 
-            rest = path.removeprefix("/models/")
-            for name in sorted(self.state.names, key=len, reverse=True):
-                if rest == name or rest.startswith(f"{name}/"):
-                    inner = str(scope.get("root_path", "") or "") + (rest[len(name) :] or "/")
-                    scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
-                    break
+            inner = str(scope.get("root_path", "") or "") + rest
+            scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
         await self.app(scope, receive, send)
+
+
+def split_model_prefix(path: str, names: Iterable[str]) -> tuple[str | None, str]:
+    """The served model a ``/models/ID/PATH`` path names, and ``/PATH`` (else None, ``path``).
+
+    Example:
+        >>> split_model_prefix("/models/BAAI/bge-m3/embed", ["BAAI/bge-m3", "BAAI"])
+        ('BAAI/bge-m3', '/embed')
+
+    """
+    if path.startswith("/models/"):
+        rest = path.removeprefix("/models/")
+        for name in sorted(names, key=len, reverse=True):
+            if rest == name or rest.startswith(f"{name}/"):
+                return name, rest[len(name) :] or "/"
+    return None, path
 
 
 @dataclass

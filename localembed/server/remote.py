@@ -11,11 +11,15 @@ Serve deployment per model behind one ingress.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from localembed.server.gate import ASGIApp, Message, Receive, Scope, Send, local_path
+
+logger = logging.getLogger("localembed.server")
 
 
 @dataclass(frozen=True)
@@ -64,9 +68,11 @@ class Forwarding:
     the client sent.
     """
 
-    def __init__(self, app: ASGIApp, remote: Remote) -> None:
+    def __init__(self, app: ASGIApp, remote: Remote, names: Iterable[str] = ()) -> None:
         self.app = app
         self.remote = remote
+        self.names = names
+        """The served models' names (for the error body of a path ``/models/ID/...``)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app; on :class:`ForwardRequest`, send the recorded request on."""
@@ -99,11 +105,39 @@ class Forwarding:
                 headers=[(bytes(k), bytes(v)) for k, v in scope.get("headers", [])],
                 body=b"".join(chunks),
             )
-            answer = await self.remote.forward(signal.model_id, request)
+            try:
+                answer = await self.remote.forward(signal.model_id, request)
+            except Exception as error:  # the model's process failed us, not the caller
+                logger.exception("forwarding a request to model %r failed", signal.model_id)
+                answer = self._unavailable(request.path, signal.model_id, error)
             await send(
                 {"type": "http.response.start", "status": answer.status, "headers": answer.headers}
             )
             await send({"type": "http.response.body", "body": answer.body})
+
+    def _unavailable(self, path: str, model_id: str, error: Exception) -> Answer:
+        """A 503 (Retry-After: 1) in the route's error shape: the model's process failed."""
+        from localembed.server.app import split_model_prefix
+        from localembed.server.errors import error_body, tei_error_body
+        from localembed.server.tei import TEI_PATHS
+
+        message = (
+            f"model {model_id!r} is unavailable ({type(error).__name__}: its replica may be "
+            "starting, overloaded or gone); retry shortly"
+        )
+        _, inner = split_model_prefix(path, self.names)
+        body = (
+            tei_error_body(503, message)
+            if inner in TEI_PATHS
+            else error_body(503, message, code="model_unavailable")
+        )
+        payload = json.dumps(body).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"retry-after", b"1"),
+        ]
+        return Answer(503, headers, payload)
 
 
 async def call_app(app: ASGIApp, request: Forwarded) -> Answer:
