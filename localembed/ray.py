@@ -431,7 +431,9 @@ class ModelReplica:
 
     async def __del__(self) -> None:
         """Ray Serve's shutdown hook: stop the app's background tasks."""
-        await self._lifespan.__aexit__(None, None, None)
+        lifespan = self.__dict__.pop("_lifespan", None)  # once; absent if __init__ failed
+        if lifespan is not None:
+            await lifespan.__aexit__(None, None, None)
 
 
 class Ingress:
