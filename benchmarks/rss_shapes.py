@@ -3,10 +3,11 @@
 Each step embeds a batch of random size and random text lengths with the embedded
 all-MiniLM-L6-v2 (what the server's micro-batcher runs), and the RSS is sampled every
 ``--sample`` seconds. ``--bucket N`` pads every batch's width up to a multiple of N (an
-experiment: fewer distinct shapes), ``--arena-max`` sets MALLOC_ARENA_MAX. Modes run in
-their own processes, side by side, for the same time:
+experiment: fewer distinct shapes), ``arenaN`` sets MALLOC_ARENA_MAX=N, ``mmapK`` sets
+MALLOC_MMAP_THRESHOLD_ to K KiB (large tensors always mmapped, returned on free). Modes run
+in their own processes, side by side, for the same time:
 
-    python benchmarks/rss_shapes.py --seconds 150 --modes plain bucket32 arena2
+    python benchmarks/rss_shapes.py --seconds 150 --modes plain bucket32 arena2 mmap128
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def rss_mib() -> float:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def child(mode: str, seconds: float, sample: float) -> None:
+def child(mode: str, seconds: float, sample: float, max_rows: int, max_words: int) -> None:
     import random
 
     from localembed import get_encoder
@@ -75,8 +76,8 @@ def child(mode: str, seconds: float, sample: float) -> None:
     shapes: set[tuple[int, int]] = set()
     print(f"{mode}: seconds texts shapes RSS_MiB", flush=True)
     while time.monotonic() - started < seconds:
-        rows = rng.randint(1, 32)
-        batch = [" ".join(rng.choices(words, k=rng.randint(1, 120))) for _ in range(rows)]
+        rows = rng.randint(1, max_rows)
+        batch = [" ".join(rng.choices(words, k=rng.randint(1, max_words))) for _ in range(rows)]
         encoder.encode(batch)
         texts += rows
         shapes.add((rows, max(len(t.split()) for t in batch)))
@@ -92,10 +93,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=150)
     parser.add_argument("--sample", type=float, default=15)
     parser.add_argument("--modes", nargs="+", default=["plain", "bucket32"])
+    parser.add_argument("--rows", type=int, default=32, help="most texts per batch")
+    parser.add_argument("--words", type=int, default=120, help="most words per text")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.seconds, args.sample)
+        child(args.child, args.seconds, args.sample, args.rows, args.words)
         return 0
     processes = []
     for mode in args.modes:
@@ -103,8 +106,11 @@ def main() -> int:
         env["TOKENIZERS_PARALLELISM"] = "false"
         if mode.startswith("arena"):
             env["MALLOC_ARENA_MAX"] = mode.removeprefix("arena")
+        if mode.startswith("mmap"):  # a fixed mmap threshold: glibc's dynamic one off
+            env["MALLOC_MMAP_THRESHOLD_"] = str(int(mode.removeprefix("mmap")) * 1024)
         command = [sys.executable, __file__, "--child", mode]
         command += ["--seconds", str(args.seconds), "--sample", str(args.sample)]
+        command += ["--rows", str(args.rows), "--words", str(args.words)]
         processes.append(subprocess.Popen(command, env=env))
     return max(process.wait() for process in processes)
 

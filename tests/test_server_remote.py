@@ -121,15 +121,21 @@ def test_forwarded_requests_answer_as_the_app_that_holds_the_models(
         )
         refused = client.post("/v1/embeddings", json={"input": "a"}, headers=team)
         health = client.get("/health")
+        own = client.get("/metrics").text
+        replica = client.get("/models/bert/metrics", headers={"Authorization": "Bearer server-key"})
         client.portal.call(models.stack.aclose)  # type: ignore[union-attr]  # stop the model apps
     for request, one, other in zip(REQUESTS, expected, got, strict=True):
         assert one == other, request
-    reached = [model for *_, model in REQUESTS if model is not None] + ["team/m3"]
+    reached = [model for *_, model in REQUESTS if model is not None] + ["team/m3", "bert"]
     assert models.forwarded == reached  # each to its model's app; refusals stay at the ingress
     assert [m["loaded"] for m in listed["data"]] == [True, True, True]
     assert allowed.status_code == 200
     assert refused.status_code == 401 and "may not use model 'bert'" in refused.text
     assert health.status_code == 200 and health.json()["status"] == "ok"
+    # The ingress's metrics count requests; a model's series come from its own app.
+    assert 'localembed_requests_total{endpoint="/v1/embeddings",status="200"}' in own
+    assert 'localembed_model_loads_total{model="bert"} 0.0' in own  # loads nothing itself
+    assert 'localembed_model_loads_total{model="bert"} 1.0' in replica.text
     assert not ingress.state.localembed.models["bert"].model  # the ingress loaded nothing
 
 
