@@ -166,9 +166,11 @@ def serve(
 
     uvicorn = require("uvicorn", "localembed serve")
     from localembed.server.app import create_app
+    from localembed.server.memory import fix_mmap_threshold
 
     settings = settings or ServerSettings()
     sock = bind(host, port)
+    fix_mmap_threshold()  # before torch allocates: batches of new shapes must not grow the RSS
     app = create_app(config, settings, models=models)
     state = app.state.localembed
 
