@@ -18,7 +18,7 @@ from localembed.errors import (
     RuntimeFault,
 )
 from localembed.faults import EncoderOutOfMemoryError, NonFiniteEmbeddingError
-from localembed.loading import ModelFileError, ModelNotFoundError
+from localembed.model_errors import ModelFileError, ModelNotFoundError
 from localembed.pooling import POOLING_MODES
 from localembed.registry import available_adapters, load_adapter
 

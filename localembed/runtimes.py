@@ -243,7 +243,7 @@ def load_runtime(
     """
     import torch
 
-    from localembed.loading import check_model_files
+    from localembed.transformers_files import check_model_files
     from localembed.weights import load_transformer
 
     def load(**overrides: Any) -> PreTrainedModel:

@@ -19,7 +19,7 @@ import pytest
 
 from localembed import EncoderConfig, get_encoder, load_context
 from localembed.contextual import ContextError, CorpusContext, sample_indices
-from localembed.loading import ModelFileError, RemoteCodeError
+from localembed.model_errors import ModelFileError, RemoteCodeError
 from tests.cde_factory import (
     CORPUS_SIZE,
     DOCUMENT_PREFIX,
@@ -27,7 +27,7 @@ from tests.cde_factory import (
     build_tiny_cde,
     notebook_embeddings,
 )
-from tests.test_cli import InterruptedStdin, run
+from tests.cli_helpers import InterruptedStdin, run
 
 CORPUS = [
     f"Document {i}: " + text
