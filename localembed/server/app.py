@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig
 from localembed.server.errors import ApiError, error_body, tei_error_body
-from localembed.server.gate import local_path
+from localembed.server.gate import local_path, split_model_prefix
 from localembed.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -135,7 +135,9 @@ def create_app(
         from localembed.server.remote import Forwarding
 
         # Outside the prefix rewriting: it forwards the path as the client sent it.
-        app.add_middleware(Forwarding, remote=remote, names=state.names)
+        from localembed.server.tei import TEI_PATHS
+
+        app.add_middleware(Forwarding, remote=remote, names=state.names, tei_paths=TEI_PATHS)
     routes = {
         str(getattr(route, "path", ""))
         for module in (embeddings, sparse, rerank, tei, status)
@@ -244,22 +246,6 @@ class _ModelPrefix:
             inner = str(scope.get("root_path", "") or "") + rest
             scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
         await self.app(scope, receive, send)
-
-
-def split_model_prefix(path: str, names: Iterable[str]) -> tuple[str | None, str]:
-    """The served model a ``/models/ID/PATH`` path names, and ``/PATH`` (else None, ``path``).
-
-    Example:
-        >>> split_model_prefix("/models/BAAI/bge-m3/embed", ["BAAI/bge-m3", "BAAI"])
-        ('BAAI/bge-m3', '/embed')
-
-    """
-    if path.startswith("/models/"):
-        rest = path.removeprefix("/models/")
-        for name in sorted(names, key=len, reverse=True):
-            if rest == name or rest.startswith(f"{name}/"):
-                return name, rest[len(name) :] or "/"
-    return None, path
 
 
 @dataclass

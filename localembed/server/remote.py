@@ -17,7 +17,15 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from localembed.server.gate import ASGIApp, Message, Receive, Scope, Send, local_path
+from localembed.server.gate import (
+    ASGIApp,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    local_path,
+    split_model_prefix,
+)
 
 logger = logging.getLogger("localembed.server")
 
@@ -68,11 +76,19 @@ class Forwarding:
     the client sent.
     """
 
-    def __init__(self, app: ASGIApp, remote: Remote, names: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        remote: Remote,
+        names: Iterable[str] = (),
+        tei_paths: frozenset[str] = frozenset(),
+    ) -> None:
         self.app = app
         self.remote = remote
         self.names = names
         """The served models' names (for the error body of a path ``/models/ID/...``)."""
+        self.tei_paths = tei_paths
+        """Paths whose errors have text-embeddings-inference's body."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Run the app; on :class:`ForwardRequest`, send the recorded request on."""
@@ -117,9 +133,7 @@ class Forwarding:
 
     def _unavailable(self, path: str, model_id: str, error: Exception) -> Answer:
         """A 503 (Retry-After: 1) in the route's error shape: the model's process failed."""
-        from localembed.server.app import split_model_prefix
         from localembed.server.errors import error_body, tei_error_body
-        from localembed.server.tei import TEI_PATHS
 
         message = (
             f"model {model_id!r} is unavailable ({type(error).__name__}: its replica may be "
@@ -128,7 +142,7 @@ class Forwarding:
         _, inner = split_model_prefix(path, self.names)
         body = (
             tei_error_body(503, message)
-            if inner in TEI_PATHS
+            if inner in self.tei_paths
             else error_body(503, message, code="model_unavailable")
         )
         payload = json.dumps(body).encode()
