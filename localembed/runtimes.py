@@ -297,7 +297,7 @@ def load_runtime(
 
 
 TORCH_INT8_SCHEME = "int8: dynamic, FFN down projections per-channel"
-"""How torch int8 quantizes; the embedding cache keys int8 vectors by it (a new scheme, new keys)."""
+"""How torch int8 quantizes; the embedding cache keys int8 vectors by it (new scheme, new keys)."""
 
 
 def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:
