@@ -95,6 +95,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
     def __init__(self, config: EncoderConfig, backend: Backend | None = None) -> None:
         self.config = config
         files = backend.files if backend is not None else read_model_files(config)
+        self._files = files
         self.source = files.source
         self.tokenizer = files.tokenizer
         """The model's tokenizer, free to use (the encoder tokenizes with a private copy)."""
@@ -181,9 +182,14 @@ class LocalEncoder(CDEMethods, TokenMethods):
         model, a directory as given), never the absolute file-system path unless ``paths``
         (``localembed info --paths``): a server's ``/info`` does not disclose its files.
         """
+        from localembed.errors import ModelError
         from localembed.model_origins import display_path
 
         settings = self.settings
+        try:
+            fingerprint = self.fingerprint
+        except ModelError:  # a running server's /info still answers
+            fingerprint = "unknown: the model's files changed on disk since it was loaded"
         return {
             "model": self.source.name,
             "path": str(self.source.path) if paths else display_path(self.source.path),
@@ -196,17 +202,23 @@ class LocalEncoder(CDEMethods, TokenMethods):
             "document_instruction": settings.document_instruction,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
-            "fingerprint": self.fingerprint,
+            "fingerprint": fingerprint,
             "sources": dict(settings.sources),
             **({"context": repr(self.context)} if self.contextual else {}),
         }
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`)."""
-        from localembed.fingerprint import model_fingerprint
+        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`).
 
-        return model_fingerprint(self.source.path)
+        The files as they were when the loaded weights were read: encoders sharing a loaded
+        model share its fingerprint, computed once.
+
+        Raises:
+            ModelError: the files changed on disk since the model was loaded (its vectors
+                are the old weights'; ``clear_encoder_cache()`` loads the new ones).
+        """
+        return self._files.fingerprint
 
     def cache_stats(self) -> dict[str, int]:
         """The embedding cache's counters (see :meth:`localembed.cache.EmbeddingCache.stats`).

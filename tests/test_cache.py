@@ -588,3 +588,35 @@ def test_a_new_setting_joins_the_key_by_default(tiny_bert_dir: Path) -> None:
     keyed = set(fields) | set(fields["options"])  # type: ignore[arg-type]
     for name in EncoderConfig.model_fields:
         assert name in NOT_KEYED or name in keyed, name
+
+
+def _bump_first_weight(model: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 0.5
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def test_weights_rewritten_under_a_loaded_model_never_key_its_vectors(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # A model loaded without a cache, its weights then rewritten in place: a cached encoder of
+    # the same settings shares the loaded (old) weights, so it must not key their vectors by
+    # the new files' fingerprint (a later process loading the new weights would hit them).
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    cache = str(tmp_path / "c")
+    texts = ["a cat sat on the mat"]
+    old = get_encoder(model=str(model)).encode(texts)
+    _bump_first_weight(model)
+    with pytest.raises(localembed.ModelError, match="changed on disk since it was loaded"):
+        get_encoder(model=str(model), cache=cache).encode(texts)
+    clear_encoder_cache()
+    fresh = get_encoder(model=str(model), cache=cache)
+    new = fresh.encode(texts)
+    assert fresh.cache_stats()["hits"] == 0
+    assert not np.allclose(new, old)
