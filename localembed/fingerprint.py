@@ -9,8 +9,9 @@ Every regular file under the model directory is hashed (SHA-256, by content, in 
 except hidden entries (``.git``, ``.cache``) and files that cannot change a vector (``*.md``,
 images, ``.gitattributes``): being generous costs one extra read of an unused file; missing a
 file that matters would serve stale vectors. A file's digest is remembered by
-(path, size, mtime) for the life of the process, so a model is read once per process, and a
-file rewritten in place (new mtime or size) is read again.
+(path, size, mtime, ctime, inode) for the life of the process, so a model is read once per
+process, and a file rewritten in place is read again (also when its old size and mtime are
+put back: the change time cannot be set).
 """
 
 from __future__ import annotations
@@ -38,12 +39,12 @@ FINGERPRINT_SKIPPED_SUFFIXES = frozenset(
 _SKIPPED_NAMES = frozenset({".gitattributes", ".gitignore"})
 _CHUNK = 1 << 20
 
-_digests: dict[tuple[str, int, int], str] = {}
+_digests: dict[tuple[str, int, int, int, int], str] = {}
 _lock = threading.Lock()
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of ``path``'s content, remembered by (resolved path, size, mtime in ns).
+    """SHA-256 of ``path``'s content, remembered by (resolved path, size, mtime, ctime, inode).
 
     Example:
         >>> import tempfile, pathlib
@@ -55,7 +56,9 @@ def file_digest(path: Path) -> str:
     """
     resolved = path.resolve()
     stat = resolved.stat()
-    memo = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    # ctime and inode too: a rewrite that puts back size and mtime (os.utime, cp -p, rsync -t)
+    # still changes ctime, which user space cannot set.
+    memo = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     with _lock:
         known = _digests.get(memo)
     if known is not None:

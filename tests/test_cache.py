@@ -620,3 +620,18 @@ def test_weights_rewritten_under_a_loaded_model_never_key_its_vectors(
     new = fresh.encode(texts)
     assert fresh.cache_stats()["hits"] == 0
     assert not np.allclose(new, old)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_changes_the_fingerprint(tmp_path: Path) -> None:
+    # cp -p / rsync -t / os.utime put back the old modification time; the size of retrained
+    # weights of one architecture is the same: the content digest must still be recomputed.
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\1" * 64)
+    before = model_fingerprint(model)
+    stat = weights.stat()
+    weights.write_bytes(b"\2" * 64)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert model_fingerprint(model) != before
