@@ -635,3 +635,27 @@ def test_a_rewrite_that_keeps_size_and_mtime_changes_the_fingerprint(tmp_path: P
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert weights.stat().st_mtime_ns == stat.st_mtime_ns
     assert model_fingerprint(model) != before
+
+
+def test_a_stored_non_finite_vector_is_recomputed_not_raised(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # A record with a valid checksum around a NaN (written by another tool or an older
+    # version): never returned, and it must not block the text forever either.
+    from localembed.cache.records import Record, encode
+
+    directory = tmp_path / "c"
+    texts = ["first text", "second text"]
+    reference = get_encoder(model=str(tiny_bert_dir), cache=str(directory)).encode(texts)
+    with sqlite3.connect(directory / DATABASE_NAME) as db:
+        for key, value in _rows_of(directory):
+            record = decode(key, value)
+            assert record is not None
+            vector = record.vector.copy()
+            vector[3] = np.nan if record.tokens % 2 else np.inf
+            planted = encode(key, Record(vector, record.tokens, record.truncated))
+            db.execute("UPDATE entries SET value = ? WHERE key = ?", (planted, key))
+    clear_encoder_cache()
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+    assert encoder.encode(texts).tobytes() == reference.tobytes()
+    assert encoder.cache_stats()["corrupt"] == 2
