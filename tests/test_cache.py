@@ -659,3 +659,37 @@ def test_a_stored_non_finite_vector_is_recomputed_not_raised(
     encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
     assert encoder.encode(texts).tobytes() == reference.tobytes()
     assert encoder.cache_stats()["corrupt"] == 2
+
+
+@pytest.mark.parametrize("damage", ["not-a-database", "truncated", "zeroed-pages"])
+def test_a_damaged_database_file_is_set_aside_and_recomputed(
+    tiny_bert_dir: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import localembed.cache as cache_module
+
+    directory = tmp_path / "c"
+    texts = ["first text", "second text", *(f"filler {i} " * 20 for i in range(200))]
+    reference = get_encoder(model=str(tiny_bert_dir), cache=str(directory)).encode(texts)
+    clear_encoder_cache()
+    for store in cache_module._stores.values():  # this process let go of the file
+        store.close()
+    cache_module._stores.clear()
+    database = directory / DATABASE_NAME
+    data = database.read_bytes()
+    if damage == "not-a-database":
+        database.write_bytes(b"this is not a database " * 500)
+    elif damage == "truncated":
+        database.write_bytes(data[: len(data) // 3])
+    else:
+        database.write_bytes(data[:4096] + bytes(len(data) - 4096))
+    with caplog.at_level("WARNING", logger="localembed"):
+        encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+        again = encoder.encode(texts)
+    np.testing.assert_allclose(again, reference, atol=1e-6)
+    assert encoder.cache_stats()["computed"] == len(texts)
+    assert "damaged" in caplog.text and str(database) in caplog.text
+    assert list(directory.glob(f"{DATABASE_NAME}.damaged-*"))  # kept for a look, not reused
+    clear_encoder_cache()
+    healed = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+    assert healed.encode(texts).tobytes() == again.tobytes()
+    assert healed.cache_stats()["hits"] == len(texts)
