@@ -201,18 +201,22 @@ class CorpusContext:
                 f"dimension={metadata.get('dimension')}"
             )
             raise ContextError(msg)
-        seed = metadata.get("seed")
-        return cls(
-            embeddings=embeddings,
-            model=str(metadata.get("model", "")),
-            fingerprint=str(metadata.get("fingerprint", "")),
-            seed=None if seed is None else int(seed),
-            corpus_size=int(metadata.get("corpus_size", 0)),
-            indices=tuple(int(i) for i in metadata.get("indices", ())),
-            document_instruction=str(metadata.get("document_instruction", "")),
-            max_length=int(metadata.get("max_length", 0)),
-            path=path,
-        )
+        try:
+            seed = metadata.get("seed")
+            return cls(
+                embeddings=embeddings,
+                model=str(metadata.get("model", "")),
+                fingerprint=str(metadata.get("fingerprint", "")),
+                seed=None if seed is None else int(seed),
+                corpus_size=int(metadata.get("corpus_size", 0)),
+                indices=tuple(int(i) for i in metadata.get("indices", ())),
+                document_instruction=str(metadata.get("document_instruction", "")),
+                max_length=int(metadata.get("max_length", 0)),
+                path=path,
+            )
+        except (ContextError, TypeError, ValueError) as error:  # NaN values, edited metadata
+            msg = f"{where} is not a usable localembed context file: {error}"
+            raise ContextError(msg) from error
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the context to ``path`` (replaced atomically); returns the path.

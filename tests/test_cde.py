@@ -418,3 +418,28 @@ def test_long_text_chunk_gives_every_window_the_context(
     # One window: the same vector as truncation; many windows: another one.
     assert np.abs(vectors[0] - truncated.encode_documents([short])[0]).max() <= TOLERANCE
     assert np.abs(vectors[1] - truncated.encode_documents([long])[0]).max() > 1e-4
+
+
+def test_a_tampered_context_file_is_a_context_error_naming_it(
+    tmp_path: Path, context: CorpusContext
+) -> None:
+    # The docs: a NaN-holding context file is a ContextError naming the file; so is one whose
+    # metadata was edited into the wrong types (never a bare ValueError/TypeError).
+    from safetensors.numpy import save
+
+    nan = np.array(context.embeddings)
+    nan[1, 3] = np.nan
+    cases = {
+        "nan": (nan, {}),
+        "seed": (np.array(context.embeddings), {"seed": "abc"}),
+        "indices": (np.array(context.embeddings), {"indices": 5}),
+        "corpus_size": (np.array(context.embeddings), {"corpus_size": [1]}),
+        "max_length": (np.array(context.embeddings), {"max_length": None}),
+    }
+    for name, (array, changes) in cases.items():
+        path = tmp_path / f"{name}.context.safetensors"
+        metadata = json.dumps({**context.metadata(), **changes})
+        path.write_bytes(save({"dataset_embeddings": array}, metadata={"localembed": metadata}))
+        with pytest.raises(ContextError) as error:
+            load_context(path)
+        assert str(path.resolve()) in str(error.value), name
