@@ -39,6 +39,7 @@ __all__ = [
     "load_context",
     "model_fingerprint",
     "no_context_message",
+    "replaced_on_disk",
     "sample_indices",
 ]
 
@@ -279,7 +280,9 @@ def load_context(path: str | os.PathLike[str]) -> CorpusContext:
     """
     target = Path(path)
     try:
-        data = target.read_bytes()
+        with target.open("rb") as stream:
+            state = _file_state(os.fstat(stream.fileno()))  # before reading: conservative
+            data = stream.read()
     except OSError as error:
         msg = (
             f"cannot read the context file {str(target)!r}: {error.strerror or error}; "
@@ -287,7 +290,29 @@ def load_context(path: str | os.PathLike[str]) -> CorpusContext:
             f"--build-context N)"
         )
         raise ContextError(msg) from error
-    return CorpusContext.from_bytes(data, path=str(target.resolve()))
+    context = CorpusContext.from_bytes(data, path=str(target.resolve()))
+    object.__setattr__(context, "_file_state", state)
+    return context
+
+
+def _file_state(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def replaced_on_disk(context: CorpusContext) -> bool:
+    """Whether the file ``context`` was loaded from now holds something else.
+
+    A context saved again to its path (a rebuilt corpus pass) is read again by
+    ``get_encoder(context=path)``, as a fresh process would read it. A context not loaded
+    from a file, or whose file is gone, is not replaced.
+    """
+    state: tuple[int, int, int, int] | None = context.__dict__.get("_file_state")
+    if state is None or context.path is None:
+        return False
+    try:
+        return _file_state(os.stat(context.path)) != state
+    except OSError:
+        return False
 
 
 def as_context(value: Any) -> CorpusContext | None:

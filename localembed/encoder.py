@@ -525,6 +525,8 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
     same names), or both (options override the config). Thread-safe: concurrent first calls
     load the model once. Encoders whose settings differ only in call-time options
     (``batch_size``, ``max_batch_tokens``, ``long_text``, instructions) share one loaded model.
+    A CDE context given as a path that was saved again since it was read is read again (a
+    new encoder; the model stays shared).
 
     Example:
         >>> from localembed import get_encoder
@@ -534,7 +536,14 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         True
 
     """
-    return _encoders.for_config(EncoderConfig, config, options, _load)
+    encoder = _encoders.for_config(EncoderConfig, config, options, _load)
+    if encoder.context is not None and isinstance(encoder.config.context, str):
+        from localembed.corpus_context import replaced_on_disk
+
+        if replaced_on_disk(encoder.context):  # a context file saved again: read it again
+            _encoders.forget(encoder)
+            encoder = _encoders.for_config(EncoderConfig, config, options, _load)
+    return encoder
 
 
 def _load(config: EncoderConfig) -> LocalEncoder:

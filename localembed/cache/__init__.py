@@ -424,7 +424,8 @@ def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
 
     config, settings = encoder.config, encoder.settings
     options = {
-        name: _key_value(name, value)
+        # The context the encoder uses (a path is keyed by the content it read, not re-read).
+        name: _key_value(name, getattr(encoder, "context", None) if name == "context" else value)
         for name, value in sorted(config.encoder_options().items())
         if name not in NOT_KEYED and name not in _KEYED_BY_NAME
     }
