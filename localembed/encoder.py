@@ -304,7 +304,8 @@ class LocalEncoder(CDEMethods, TokenMethods):
             raise InputError(msg)
         check_precision(precision)
         options = self._options(batch_size, show_progress)
-        items = instructed(texts, instruction)
+        checked = check_texts(texts)  # repaired and warned about once
+        items = instructed(checked, instruction)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
                 # Overlapping windows have no single token sequence to return.
@@ -317,7 +318,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
             return self.backend.token_embeddings(self.backend.tokenize(items, options), options)
         if self.cache is not None:  # hits from the cache; misses through _rows
             rows = self.cache.encode(
-                check_texts(texts),
+                checked,
                 instruction,
                 lambda missing: self._rows(instructed(missing, instruction), options),
             )

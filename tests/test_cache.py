@@ -693,3 +693,18 @@ def test_a_damaged_database_file_is_set_aside_and_recomputed(
     healed = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
     assert healed.encode(texts).tobytes() == again.tobytes()
     assert healed.cache_stats()["hits"] == len(texts)
+
+
+def test_repaired_texts_are_warned_about_once_per_call_with_a_cache(
+    tiny_bert_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # docs/guarantees.md: lone surrogates are replaced and "one warning per call counts the
+    # repaired texts"; a cached encoder checked the texts twice and warned twice.
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(tmp_path / "c"))
+    for _ in range(2):  # misses, then hits
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="localembed"):
+            encoder.encode(["bad \udc80 byte", "fine"])
+            encoder.encode_documents(["bad \udc80 byte", "fine"])
+        warnings = [r for r in caplog.records if "invalid unicode" in r.getMessage()]
+        assert len(warnings) == 2, [r.getMessage() for r in warnings]
