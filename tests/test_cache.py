@@ -708,3 +708,12 @@ def test_repaired_texts_are_warned_about_once_per_call_with_a_cache(
             encoder.encode_documents(["bad \udc80 byte", "fine"])
         warnings = [r for r in caplog.records if "invalid unicode" in r.getMessage()]
         assert len(warnings) == 2, [r.getMessage() for r in warnings]
+
+
+def test_a_cache_path_that_is_a_file_is_an_input_error(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "notes.txt"
+    existing.write_text("not a cache directory")
+    with pytest.raises(localembed.InputError, match="is a file, not a directory") as error:
+        get_encoder(model=str(tiny_bert_dir), cache=str(existing))
+    assert str(existing) in str(error.value)
+    assert existing.read_text() == "not a cache directory"

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localembed.cache.records import Record, decode, encode, namespace_digest, text_key
+from localembed.cache.sqlite_store import DATABASE_NAME
 from localembed.errors import InputError
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
             own ``maxmemory``.
 
     Raises:
-        InputError: ``max_bytes`` with a Redis URL.
+        InputError: ``max_bytes`` with a Redis URL, or ``spec`` names a file.
     """
     if is_redis_url(spec):
         if max_bytes is not None:
@@ -158,6 +159,12 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
         name = spec
     else:
         name = str(Path(spec).expanduser().resolve())
+        if Path(name).exists() and not Path(name).is_dir():
+            msg = (
+                f"cache={spec!r} is a file, not a directory: a cache is a directory (created "
+                f"if absent; it holds {DATABASE_NAME}) or a redis:// URL"
+            )
+            raise InputError(msg)
     with _stores_lock:
         store = _stores.get((name, max_bytes))
         if store is None:
