@@ -3,11 +3,11 @@
 A cross-encoder (``AutoModelForSequenceClassification``: BERT, XLM-RoBERTa, ...) reads the
 query and the document together as two segments and its classification head gives the
 relevance. It goes through the core's stages: model location and safety checks
-(:mod:`localembed.loading`, :mod:`localembed.transformers_files`), input checks, length-sorted token-budget batches with the
-out-of-memory split (:mod:`localembed.batching`) and the torch / ONNX runtimes
-(:mod:`localembed.runtimes`). The arithmetic is sentence-transformers' ``CrossEncoder``:
-pairs truncated ``longest_first`` to ``max_length``, the model's logits, then its default
-activation (sigmoid for one label, else none).
+(:mod:`localembed.loading`, :mod:`localembed.transformers_files`), input checks,
+length-sorted token-budget batches with the out-of-memory split (:mod:`localembed.batching`)
+and the torch / ONNX runtimes (:mod:`localembed.runtimes`). The arithmetic is
+sentence-transformers' ``CrossEncoder``: pairs truncated ``longest_first`` to ``max_length``,
+the model's logits, then its default activation (sigmoid for one label, else none).
 
 bge-m3 has no classification head; it reranks by the mix of its dense, sparse and ColBERT
 scores from one pass over each text (:func:`localembed.m3.hybrid_score`), as FlagEmbedding's

@@ -26,7 +26,7 @@ from tests.cde_factory import (
     build_tiny_cde,
     notebook_embeddings,
 )
-from tests.test_cli import InterruptedStdin, run
+from tests.cli_helpers import InterruptedStdin, run
 
 CORPUS = [
     f"Document {i}: " + text
