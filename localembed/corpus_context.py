@@ -39,6 +39,7 @@ __all__ = [
     "load_context",
     "model_fingerprint",
     "no_context_message",
+    "replaced_on_disk",
     "sample_indices",
 ]
 
@@ -201,18 +202,22 @@ class CorpusContext:
                 f"dimension={metadata.get('dimension')}"
             )
             raise ContextError(msg)
-        seed = metadata.get("seed")
-        return cls(
-            embeddings=embeddings,
-            model=str(metadata.get("model", "")),
-            fingerprint=str(metadata.get("fingerprint", "")),
-            seed=None if seed is None else int(seed),
-            corpus_size=int(metadata.get("corpus_size", 0)),
-            indices=tuple(int(i) for i in metadata.get("indices", ())),
-            document_instruction=str(metadata.get("document_instruction", "")),
-            max_length=int(metadata.get("max_length", 0)),
-            path=path,
-        )
+        try:
+            seed = metadata.get("seed")
+            return cls(
+                embeddings=embeddings,
+                model=str(metadata.get("model", "")),
+                fingerprint=str(metadata.get("fingerprint", "")),
+                seed=None if seed is None else int(seed),
+                corpus_size=int(metadata.get("corpus_size", 0)),
+                indices=tuple(int(i) for i in metadata.get("indices", ())),
+                document_instruction=str(metadata.get("document_instruction", "")),
+                max_length=int(metadata.get("max_length", 0)),
+                path=path,
+            )
+        except (ContextError, TypeError, ValueError) as error:  # NaN values, edited metadata
+            msg = f"{where} is not a usable localembed context file: {error}"
+            raise ContextError(msg) from error
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the context to ``path`` (replaced atomically); returns the path.
@@ -275,7 +280,9 @@ def load_context(path: str | os.PathLike[str]) -> CorpusContext:
     """
     target = Path(path)
     try:
-        data = target.read_bytes()
+        with target.open("rb") as stream:
+            state = _file_state(os.fstat(stream.fileno()))  # before reading: conservative
+            data = stream.read()
     except OSError as error:
         msg = (
             f"cannot read the context file {str(target)!r}: {error.strerror or error}; "
@@ -283,7 +290,29 @@ def load_context(path: str | os.PathLike[str]) -> CorpusContext:
             f"--build-context N)"
         )
         raise ContextError(msg) from error
-    return CorpusContext.from_bytes(data, path=str(target.resolve()))
+    context = CorpusContext.from_bytes(data, path=str(target.resolve()))
+    object.__setattr__(context, "_file_state", state)
+    return context
+
+
+def _file_state(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
+
+
+def replaced_on_disk(context: CorpusContext) -> bool:
+    """Whether the file ``context`` was loaded from now holds something else.
+
+    A context saved again to its path (a rebuilt corpus pass) is read again by
+    ``get_encoder(context=path)``, as a fresh process would read it. A context not loaded
+    from a file, or whose file is gone, is not replaced.
+    """
+    state: tuple[int, int, int, int] | None = context.__dict__.get("_file_state")
+    if state is None or context.path is None:
+        return False
+    try:
+        return _file_state(os.stat(context.path)) != state
+    except OSError:
+        return False
 
 
 def as_context(value: Any) -> CorpusContext | None:

@@ -95,6 +95,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
     def __init__(self, config: EncoderConfig, backend: Backend | None = None) -> None:
         self.config = config
         files = backend.files if backend is not None else read_model_files(config)
+        self._files = files
         self.source = files.source
         self.tokenizer = files.tokenizer
         """The model's tokenizer, free to use (the encoder tokenizes with a private copy)."""
@@ -181,9 +182,14 @@ class LocalEncoder(CDEMethods, TokenMethods):
         model, a directory as given), never the absolute file-system path unless ``paths``
         (``localembed info --paths``): a server's ``/info`` does not disclose its files.
         """
+        from localembed.errors import ModelError
         from localembed.model_origins import display_path
 
         settings = self.settings
+        try:
+            fingerprint = self.fingerprint
+        except ModelError:  # a running server's /info still answers
+            fingerprint = "unknown: the model's files changed on disk since it was loaded"
         return {
             "model": self.source.name,
             "path": str(self.source.path) if paths else display_path(self.source.path),
@@ -196,17 +202,23 @@ class LocalEncoder(CDEMethods, TokenMethods):
             "document_instruction": settings.document_instruction,
             "device": str(self.device),
             "dtype": str(self.dtype).removeprefix("torch."),
-            "fingerprint": self.fingerprint,
+            "fingerprint": fingerprint,
             "sources": dict(settings.sources),
             **({"context": repr(self.context)} if self.contextual else {}),
         }
 
     @property
     def fingerprint(self) -> str:
-        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`)."""
-        from localembed.fingerprint import model_fingerprint
+        """SHA-256 over the model files' content (see :mod:`localembed.fingerprint`).
 
-        return model_fingerprint(self.source.path)
+        The files as they were when the loaded weights were read: encoders sharing a loaded
+        model share its fingerprint, computed once.
+
+        Raises:
+            ModelError: the files changed on disk since the model was loaded (its vectors
+                are the old weights'; ``clear_encoder_cache()`` loads the new ones).
+        """
+        return self._files.fingerprint
 
     def cache_stats(self) -> dict[str, int]:
         """The embedding cache's counters (see :meth:`localembed.cache.EmbeddingCache.stats`).
@@ -292,7 +304,8 @@ class LocalEncoder(CDEMethods, TokenMethods):
             raise InputError(msg)
         check_precision(precision)
         options = self._options(batch_size, show_progress)
-        items = instructed(texts, instruction)
+        checked = check_texts(texts)  # repaired and warned about once
+        items = instructed(checked, instruction)
         if output == "token_embeddings":
             if self.config.long_text == "chunk":
                 # Overlapping windows have no single token sequence to return.
@@ -305,7 +318,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
             return self.backend.token_embeddings(self.backend.tokenize(items, options), options)
         if self.cache is not None:  # hits from the cache; misses through _rows
             rows = self.cache.encode(
-                check_texts(texts),
+                checked,
                 instruction,
                 lambda missing: self._rows(instructed(missing, instruction), options),
             )
@@ -513,6 +526,8 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
     same names), or both (options override the config). Thread-safe: concurrent first calls
     load the model once. Encoders whose settings differ only in call-time options
     (``batch_size``, ``max_batch_tokens``, ``long_text``, instructions) share one loaded model.
+    A CDE context given as a path that was saved again since it was read is read again (a
+    new encoder; the model stays shared).
 
     Example:
         >>> from localembed import get_encoder
@@ -522,7 +537,14 @@ def get_encoder(config: EncoderConfig | None = None, /, **options: Any) -> Local
         True
 
     """
-    return _encoders.for_config(EncoderConfig, config, options, _load)
+    encoder = _encoders.for_config(EncoderConfig, config, options, _load)
+    if encoder.context is not None and isinstance(encoder.config.context, str):
+        from localembed.corpus_context import replaced_on_disk
+
+        if replaced_on_disk(encoder.context):  # a context file saved again: read it again
+            _encoders.forget(encoder)
+            encoder = _encoders.for_config(EncoderConfig, config, options, _load)
+    return encoder
 
 
 def _load(config: EncoderConfig) -> LocalEncoder:

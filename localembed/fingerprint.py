@@ -9,8 +9,9 @@ Every regular file under the model directory is hashed (SHA-256, by content, in 
 except hidden entries (``.git``, ``.cache``) and files that cannot change a vector (``*.md``,
 images, ``.gitattributes``): being generous costs one extra read of an unused file; missing a
 file that matters would serve stale vectors. A file's digest is remembered by
-(path, size, mtime) for the life of the process, so a model is read once per process, and a
-file rewritten in place (new mtime or size) is read again.
+(path, size, mtime, ctime, inode) for the life of the process, so a model is read once per
+process, and a file rewritten in place is read again (also when its old size and mtime are
+put back: the change time cannot be set).
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ import os
 import threading
 from pathlib import Path
 
-__all__ = ["FINGERPRINT_SKIPPED_SUFFIXES", "file_digest", "model_fingerprint"]
+from localembed.errors import ModelError
+
+__all__ = [
+    "FINGERPRINT_SKIPPED_SUFFIXES",
+    "LoadedFingerprint",
+    "file_digest",
+    "files_state",
+    "model_fingerprint",
+]
 
 FINGERPRINT_SKIPPED_SUFFIXES = frozenset(
     {".md", ".png", ".jpg", ".jpeg", ".gif", ".svg", ".webp", ".lock"}
@@ -30,12 +39,12 @@ FINGERPRINT_SKIPPED_SUFFIXES = frozenset(
 _SKIPPED_NAMES = frozenset({".gitattributes", ".gitignore"})
 _CHUNK = 1 << 20
 
-_digests: dict[tuple[str, int, int], str] = {}
+_digests: dict[tuple[str, int, int, int, int], str] = {}
 _lock = threading.Lock()
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of ``path``'s content, remembered by (resolved path, size, mtime in ns).
+    """SHA-256 of ``path``'s content, remembered by (resolved path, size, mtime, ctime, inode).
 
     Example:
         >>> import tempfile, pathlib
@@ -47,7 +56,9 @@ def file_digest(path: Path) -> str:
     """
     resolved = path.resolve()
     stat = resolved.stat()
-    memo = (str(resolved), stat.st_size, stat.st_mtime_ns)
+    # ctime and inode too: a rewrite that puts back size and mtime (os.utime, cp -p, rsync -t)
+    # still changes ctime, which user space cannot set.
+    memo = (str(resolved), stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino)
     with _lock:
         known = _digests.get(memo)
     if known is not None:
@@ -71,6 +82,16 @@ def _counted(path: Path, root: Path) -> bool:
     )
 
 
+def _counted_files(root: Path) -> list[Path]:
+    """The counted regular files under ``root``, in relative path order."""
+    files: list[Path] = []
+    for folder, names, filenames in os.walk(root, followlinks=True):
+        names[:] = sorted(name for name in names if not name.startswith("."))
+        files.extend(Path(folder) / name for name in filenames)
+    ordered = sorted(files, key=lambda p: p.relative_to(root).as_posix())
+    return [path for path in ordered if path.is_file() and _counted(path, root)]
+
+
 def model_fingerprint(directory: Path) -> str:
     """The hex SHA-256 over the relative path and content digest of each counted file.
 
@@ -92,13 +113,70 @@ def model_fingerprint(directory: Path) -> str:
 
     """
     root = Path(directory)
-    files: list[Path] = []
-    for folder, names, filenames in os.walk(root, followlinks=True):
-        names[:] = sorted(name for name in names if not name.startswith("."))
-        files.extend(Path(folder) / name for name in filenames)
     total = hashlib.sha256(b"localembed-model-fingerprint-1\n")
-    for path in sorted(files, key=lambda p: p.relative_to(root).as_posix()):
-        if not path.is_file() or not _counted(path, root):
-            continue
+    for path in _counted_files(root):
         total.update(f"{path.relative_to(root).as_posix()}\0{file_digest(path)}\n".encode())
     return total.hexdigest()
+
+
+def files_state(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
+    """(relative path, size, mtime in ns, inode) of each counted file: a cheap change check.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> model = pathlib.Path(tempfile.mkdtemp())
+        >>> _ = (model / "config.json").write_text("{}")
+        >>> [entry[:2] for entry in files_state(model)]
+        [('config.json', 2)]
+
+    """
+    root = Path(directory)
+    state = []
+    for path in _counted_files(root):
+        stat = path.stat()
+        entry = (path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
+        state.append(entry)
+    return tuple(state)
+
+
+class LoadedFingerprint:
+    """The fingerprint of a model's files *as they were when the model was loaded*.
+
+    The files' state (:func:`files_state`) is taken before the weights are read; the content
+    fingerprint is computed on first use (only the cache and ``localembed info`` need it) and
+    only if the files are still in that state: a model whose files were rewritten after it was
+    loaded runs the old weights, which the new files' fingerprint must never key.
+
+    Args:
+        directory: the model's directory.
+        name: the model as the user named it (for messages).
+    """
+
+    def __init__(self, directory: Path, name: str) -> None:
+        self.directory = Path(directory)
+        self.name = name
+        self.state = files_state(self.directory)
+        self._value: str | None = None
+        self._lock = threading.Lock()
+
+    def value(self) -> str:
+        """The fingerprint (computed once).
+
+        Raises:
+            ModelError: the files changed since the model was loaded.
+        """
+        with self._lock:
+            if self._value is None:
+                value = model_fingerprint(self.directory)
+                now = files_state(self.directory)
+                if now != self.state:
+                    changed = sorted({entry[0] for entry in set(now) ^ set(self.state)})
+                    msg = (
+                        f"the files of model {self.name!r} changed on disk since it was loaded "
+                        f"({', '.join(changed[:3])}): the loaded weights are the old ones, so "
+                        f"their vectors cannot be keyed by the files' content; call "
+                        f"localembed.clear_encoder_cache() (or restart) to load the new files"
+                    )
+                    raise ModelError(msg)
+                self._value = value
+            return self._value

@@ -588,3 +588,132 @@ def test_a_new_setting_joins_the_key_by_default(tiny_bert_dir: Path) -> None:
     keyed = set(fields) | set(fields["options"])  # type: ignore[arg-type]
     for name in EncoderConfig.model_fields:
         assert name in NOT_KEYED or name in keyed, name
+
+
+def _bump_first_weight(model: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
+    weights = model / "model.safetensors"
+    tensors = load_file(weights)
+    name = sorted(tensors)[0]
+    tensors[name] = tensors[name].clone()
+    tensors[name].view(-1)[0] += 0.5
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def test_weights_rewritten_under_a_loaded_model_never_key_its_vectors(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # A model loaded without a cache, its weights then rewritten in place: a cached encoder of
+    # the same settings shares the loaded (old) weights, so it must not key their vectors by
+    # the new files' fingerprint (a later process loading the new weights would hit them).
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    cache = str(tmp_path / "c")
+    texts = ["a cat sat on the mat"]
+    old = get_encoder(model=str(model)).encode(texts)
+    _bump_first_weight(model)
+    with pytest.raises(localembed.ModelError, match="changed on disk since it was loaded"):
+        get_encoder(model=str(model), cache=cache).encode(texts)
+    clear_encoder_cache()
+    fresh = get_encoder(model=str(model), cache=cache)
+    new = fresh.encode(texts)
+    assert fresh.cache_stats()["hits"] == 0
+    assert not np.allclose(new, old)
+
+
+def test_a_rewrite_that_keeps_size_and_mtime_changes_the_fingerprint(tmp_path: Path) -> None:
+    # cp -p / rsync -t / os.utime put back the old modification time; the size of retrained
+    # weights of one architecture is the same: the content digest must still be recomputed.
+    model = tmp_path / "model"
+    model.mkdir()
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\1" * 64)
+    before = model_fingerprint(model)
+    stat = weights.stat()
+    weights.write_bytes(b"\2" * 64)
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert weights.stat().st_mtime_ns == stat.st_mtime_ns
+    assert model_fingerprint(model) != before
+
+
+def test_a_stored_non_finite_vector_is_recomputed_not_raised(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # A record with a valid checksum around a NaN (written by another tool or an older
+    # version): never returned, and it must not block the text forever either.
+    from localembed.cache.records import Record, encode
+
+    directory = tmp_path / "c"
+    texts = ["first text", "second text"]
+    reference = get_encoder(model=str(tiny_bert_dir), cache=str(directory)).encode(texts)
+    with sqlite3.connect(directory / DATABASE_NAME) as db:
+        for key, value in _rows_of(directory):
+            record = decode(key, value)
+            assert record is not None
+            vector = record.vector.copy()
+            vector[3] = np.nan if record.tokens % 2 else np.inf
+            planted = encode(key, Record(vector, record.tokens, record.truncated))
+            db.execute("UPDATE entries SET value = ? WHERE key = ?", (planted, key))
+    clear_encoder_cache()
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+    assert encoder.encode(texts).tobytes() == reference.tobytes()
+    assert encoder.cache_stats()["corrupt"] == 2
+
+
+@pytest.mark.parametrize("damage", ["not-a-database", "truncated", "zeroed-pages"])
+def test_a_damaged_database_file_is_set_aside_and_recomputed(
+    tiny_bert_dir: Path, tmp_path: Path, damage: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import localembed.cache as cache_module
+
+    directory = tmp_path / "c"
+    texts = ["first text", "second text", *(f"filler {i} " * 20 for i in range(200))]
+    reference = get_encoder(model=str(tiny_bert_dir), cache=str(directory)).encode(texts)
+    clear_encoder_cache()
+    for store in cache_module._stores.values():  # this process let go of the file
+        store.close()
+    cache_module._stores.clear()
+    database = directory / DATABASE_NAME
+    data = database.read_bytes()
+    if damage == "not-a-database":
+        database.write_bytes(b"this is not a database " * 500)
+    elif damage == "truncated":
+        database.write_bytes(data[: len(data) // 3])
+    else:
+        database.write_bytes(data[:4096] + bytes(len(data) - 4096))
+    with caplog.at_level("WARNING", logger="localembed"):
+        encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+        again = encoder.encode(texts)
+    np.testing.assert_allclose(again, reference, atol=1e-6)
+    assert encoder.cache_stats()["computed"] == len(texts)
+    assert "damaged" in caplog.text and str(database) in caplog.text
+    assert list(directory.glob(f"{DATABASE_NAME}.damaged-*"))  # kept for a look, not reused
+    clear_encoder_cache()
+    healed = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+    assert healed.encode(texts).tobytes() == again.tobytes()
+    assert healed.cache_stats()["hits"] == len(texts)
+
+
+def test_repaired_texts_are_warned_about_once_per_call_with_a_cache(
+    tiny_bert_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # docs/guarantees.md: lone surrogates are replaced and "one warning per call counts the
+    # repaired texts"; a cached encoder checked the texts twice and warned twice.
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(tmp_path / "c"))
+    for _ in range(2):  # misses, then hits
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="localembed"):
+            encoder.encode(["bad \udc80 byte", "fine"])
+            encoder.encode_documents(["bad \udc80 byte", "fine"])
+        warnings = [r for r in caplog.records if "invalid unicode" in r.getMessage()]
+        assert len(warnings) == 2, [r.getMessage() for r in warnings]
+
+
+def test_a_cache_path_that_is_a_file_is_an_input_error(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    existing = tmp_path / "notes.txt"
+    existing.write_text("not a cache directory")
+    with pytest.raises(localembed.InputError, match="is a file, not a directory") as error:
+        get_encoder(model=str(tiny_bert_dir), cache=str(existing))
+    assert str(existing) in str(error.value)
+    assert existing.read_text() == "not a cache directory"

@@ -482,3 +482,51 @@ def test_a_wrong_context_in_a_config_file_stops_the_server_at_start(
         where = f"--config {config}: [models.team/cde] (model 'team/cde'): context {context}"
         assert where in err
         assert re.search(message, err, re.IGNORECASE), err
+
+
+def test_a_tampered_context_file_is_a_context_error_naming_it(
+    tmp_path: Path, context: CorpusContext
+) -> None:
+    # The docs: a NaN-holding context file is a ContextError naming the file; so is one whose
+    # metadata was edited into the wrong types (never a bare ValueError/TypeError).
+    from safetensors.numpy import save
+
+    nan = np.array(context.embeddings)
+    nan[1, 3] = np.nan
+    cases = {
+        "nan": (nan, {}),
+        "seed": (np.array(context.embeddings), {"seed": "abc"}),
+        "indices": (np.array(context.embeddings), {"indices": 5}),
+        "corpus_size": (np.array(context.embeddings), {"corpus_size": [1]}),
+        "max_length": (np.array(context.embeddings), {"max_length": None}),
+    }
+    for name, (array, changes) in cases.items():
+        path = tmp_path / f"{name}.context.safetensors"
+        metadata = json.dumps({**context.metadata(), **changes})
+        path.write_bytes(save({"dataset_embeddings": array}, metadata={"localembed": metadata}))
+        with pytest.raises(ContextError) as error:
+            load_context(path)
+        assert str(path.resolve()) in str(error.value), name
+
+
+def test_a_context_file_saved_again_is_read_again(
+    cde_dir: Path, context: CorpusContext, tmp_path: Path
+) -> None:
+    # A notebook rebuilds the context and saves it to the same path: get_encoder(context=path)
+    # must use the file as it is now (as a fresh process would), never the one it read before,
+    # and the embedding cache must key by the context actually used.
+    path = tmp_path / "corpus.context.safetensors"
+    cache = str(tmp_path / "cache")
+    CorpusContext.from_bytes(context.to_bytes()).save(path)  # (the fixture keeps its path)
+    before = get_encoder(model=str(cde_dir), trust_remote_code=True, context=str(path), cache=cache)
+    first = before.encode_queries(QUERIES)
+    rebuilt = before.build_context(CORPUS, seed=7)
+    assert rebuilt != context
+    rebuilt.save(path)
+    after = get_encoder(model=str(cde_dir), trust_remote_code=True, context=str(path), cache=cache)
+    assert after.context == rebuilt
+    expected = get_encoder(model=str(cde_dir), trust_remote_code=True, context=rebuilt)
+    got = after.encode_queries(QUERIES)
+    np.testing.assert_allclose(got, expected.encode_queries(QUERIES), atol=TOLERANCE)
+    assert not np.allclose(got, first, atol=1e-4)
+    assert after.cache_stats()["hits"] == 0

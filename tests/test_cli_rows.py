@@ -430,3 +430,23 @@ def test_non_finite_vectors_name_the_line_and_keep_the_rows_before(
     assert not output.exists()
     state = json.loads((tmp_path / "o.npy.partial.json").read_text())
     assert state["rows"] == 3
+
+
+@pytest.mark.parametrize(
+    ("suffix", "content"),
+    [
+        (".csv", "id,text,text\n1,first,second\n"),
+        (".tsv", "id\ttext\ttext\n1\tfirst\tsecond\n"),
+        (".jsonl", '{"id": 1, "text": "first", "text": "second"}\n'),
+    ],
+)
+def test_a_column_named_twice_is_an_error_not_a_guess(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], suffix: str, content: str
+) -> None:
+    # Which of the two is "text"? A reader silently takes one (csv: the first, json: the last).
+    source = tmp_path / f"in{suffix}"
+    source.write_text(content)
+    code, _, err = run(capsys, "embed", source, "-o", tmp_path / "out.jsonl", "--model", NO_MODEL)
+    assert code != 0
+    assert "'text'" in err and "twice" in err, err
+    assert NO_MODEL not in err  # found while reading, before the model loads

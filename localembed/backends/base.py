@@ -34,11 +34,13 @@ one there.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from localembed.corpus_context import is_contextual
+from localembed.fingerprint import LoadedFingerprint
 from localembed.loading import ModelSource, locate_model
 from localembed.model_errors import UnsupportedModelError
 from localembed.st_metadata import SentenceTransformersMetadata, read_sentence_transformers_metadata
@@ -118,6 +120,21 @@ class ModelFiles:
     model_config: PretrainedConfig
     windows: WindowTokenizer
     """Tokenizes into windows with a private copy of the tokenizer."""
+    loaded: LoadedFingerprint | None = field(default=None, compare=False)
+    """The files' fingerprint as they were when read (None: not taken)."""
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over the model files' content *as they were read* (the weights loaded).
+
+        Raises:
+            ModelError: the files changed on disk since they were read.
+        """
+        loaded = self.loaded
+        if loaded is None:
+            loaded = LoadedFingerprint(self.source.path, self.source.name)
+            object.__setattr__(self, "loaded", loaded)
+        return loaded.value()
 
 
 def read_model_files(
@@ -137,8 +154,10 @@ def read_model_files(
         source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
     from localembed.static import is_static_model
 
+    # The files' state before anything is read: what the loaded weights are keyed by.
+    loaded = LoadedFingerprint(source.path, source.name)
     if is_static_model(source.path):  # `localembed distill`'s output (model2vec's format)
-        return static_model_files(source)
+        return dataclasses.replace(static_model_files(source), loaded=loaded)
     metadata = read_sentence_transformers_metadata(source.path)
     if metadata.unsupported_modules:
         msg = (
@@ -154,7 +173,8 @@ def read_model_files(
         tokenizer = contextual_tokenizer(path, model_config, config.trust_remote_code)
     else:
         tokenizer = load_tokenizer(path, trust_remote_code=config.trust_remote_code)
-    return ModelFiles(source, metadata, tokenizer, model_config, WindowTokenizer(tokenizer))
+    windows = WindowTokenizer(tokenizer)
+    return ModelFiles(source, metadata, tokenizer, model_config, windows, loaded)
 
 
 def static_model_files(source: ModelSource) -> ModelFiles:

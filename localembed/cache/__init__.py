@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from localembed.cache.records import Record, decode, encode, namespace_digest, text_key
+from localembed.cache.sqlite_store import DATABASE_NAME
 from localembed.errors import InputError
 
 if TYPE_CHECKING:
@@ -146,7 +147,7 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
             own ``maxmemory``.
 
     Raises:
-        InputError: ``max_bytes`` with a Redis URL.
+        InputError: ``max_bytes`` with a Redis URL, or ``spec`` names a file.
     """
     if is_redis_url(spec):
         if max_bytes is not None:
@@ -158,6 +159,12 @@ def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
         name = spec
     else:
         name = str(Path(spec).expanduser().resolve())
+        if Path(name).exists() and not Path(name).is_dir():
+            msg = (
+                f"cache={spec!r} is a file, not a directory: a cache is a directory (created "
+                f"if absent; it holds {DATABASE_NAME}) or a redis:// URL"
+            )
+            raise InputError(msg)
     with _stores_lock:
         store = _stores.get((name, max_bytes))
         if store is None:
@@ -424,7 +431,8 @@ def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
 
     config, settings = encoder.config, encoder.settings
     options = {
-        name: _key_value(name, value)
+        # The context the encoder uses (a path is keyed by the content it read, not re-read).
+        name: _key_value(name, getattr(encoder, "context", None) if name == "context" else value)
         for name, value in sorted(config.encoder_options().items())
         if name not in NOT_KEYED and name not in _KEYED_BY_NAME
     }

@@ -7,7 +7,7 @@ A key is SHA-256 over a *namespace* (everything about the encoder that shapes a 
 
 with the checksum a 16-byte BLAKE2b over the key and everything before it, so a truncated
 value, flipped bits, or a valid record copied under another key all fail :func:`decode` and
-are recomputed, never returned.
+are recomputed, never returned; so does a record whose vector is not finite.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def encode(key: bytes, record: Record) -> bytes:
 
 
 def decode(key: bytes, data: bytes | None, dimension: int | None = None) -> Record | None:
-    """The record in ``data`` if it is whole and belongs to ``key``; None otherwise.
+    """The record in ``data`` if it is whole, finite and belongs to ``key``; None otherwise.
 
     Args:
         key: the key the data was read under.
@@ -141,4 +141,6 @@ def decode(key: bytes, data: bytes | None, dimension: int | None = None) -> Reco
     if dimension is not None and width != dimension:
         return None
     vector = np.frombuffer(body, dtype="<f4", offset=_HEADER.size).astype(np.float32)
+    if not np.isfinite(vector).all():  # never written by localembed: planted or foreign
+        return None
     return Record(vector, tokens=tokens, truncated=bool(flags & _TRUNCATED))

@@ -8,24 +8,35 @@
   ``max_bytes`` the least recently used rows are deleted, in the same transaction, until they
   fit. Stored bytes and rows are kept by triggers in a ``meta`` table,
   so the cap never scans the table.
+- A damaged database file (not a database, truncated, overwritten pages: SQLite's
+  ``SQLITE_NOTADB``/``SQLITE_CORRUPT``), found when it is opened or at any later statement,
+  is renamed ``embeddings.sqlite3.damaged-<time>`` with a warning, and an empty database
+  takes its place: its vectors are recomputed, never read from it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 __all__ = ["DATABASE_NAME", "SQLiteStore"]
+
+logger = logging.getLogger("localembed")
+T = TypeVar("T")
 
 DATABASE_NAME = "embeddings.sqlite3"
 """The database file inside the cache directory (with its -wal and -shm files)."""
 
 _BATCH = 500  # host parameters per statement (SQLite's default limit is 32766; stay small)
 _BUSY_MS = 60_000
+_DAMAGED_CODES = (11, 26)  # SQLITE_CORRUPT, SQLITE_NOTADB
+_DAMAGED_WORDS = ("file is not a database", "database disk image is malformed")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
@@ -79,61 +90,111 @@ class SQLiteStore:
         self.path = self.directory / DATABASE_NAME
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
+        with self._lock:
+            try:
+                self._db = self._connect()
+            except sqlite3.DatabaseError as error:
+                if not _is_damaged(error):
+                    raise
+                self._set_aside(error)
+                self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
         # One connection per store, used under a lock (sqlite3 serializes it anyway).
-        self._db = sqlite3.connect(
+        db = sqlite3.connect(
             self.path, timeout=_BUSY_MS / 1000, isolation_level=None, check_same_thread=False
         )
-        self._db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        self._db.execute("PRAGMA journal_mode = WAL")
-        self._db.execute("PRAGMA synchronous = NORMAL")
-        self._db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages
-        with self._lock:
-            self._db.executescript(_SCHEMA)  # idempotent; each statement commits by itself
+        try:
+            db.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA cache_size = -65536")  # 64 MiB of pages
+            db.executescript(_SCHEMA)  # idempotent; each statement commits by itself
+        except BaseException:
+            db.close()
+            raise
+        return db
 
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _set_aside(self, error: sqlite3.DatabaseError) -> None:
+        """Rename the damaged database (and its -wal, -shm files) out of the way."""
+        aside = f"{DATABASE_NAME}.damaged-{time.time_ns()}"
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                (self.directory / f"{DATABASE_NAME}{suffix}").rename(
+                    self.directory / f"{aside}{suffix}"
+                )
+        logger.warning(
+            "the embedding cache %s is damaged (%s): renamed to %s; an empty cache replaces it "
+            "and its vectors are recomputed",
+            self.path,
+            error,
+            aside,
+        )
+
+    def _guarded(self, operation: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``operation`` under the lock; a damaged database is set aside and run again."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
             try:
-                yield self._db
+                return operation(self._db)
+            except sqlite3.DatabaseError as error:
+                if not _is_damaged(error):
+                    raise
+                self._db.close()
+                self._set_aside(error)
+                self._db = self._connect()
+                return operation(self._db)
+
+    def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (guarded)."""
+
+        def transaction(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = body(db)
             except BaseException:
-                self._db.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            db.execute("COMMIT")
+            return result
+
+        return self._guarded(transaction)
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
         """The stored bytes of each key (None: absent); hits become the most recently used."""
-        found: dict[bytes, bytes] = {}
-        with self._lock:
+
+        def read(db: sqlite3.Connection) -> dict[bytes, bytes]:
+            found: dict[bytes, bytes] = {}
             for start in range(0, len(keys), _BATCH):
                 part = list(keys[start : start + _BATCH])
                 marks = ",".join("?" * len(part))
-                rows = self._db.execute(
-                    f"SELECT key, value FROM entries WHERE key IN ({marks})",
-                    part,
-                )
+                rows = db.execute(f"SELECT key, value FROM entries WHERE key IN ({marks})", part)
                 found.update((bytes(k), bytes(v)) for k, v in rows)
+            return found
+
+        found = self._guarded(read)
         if found:
             self._touch(list(found))
         return [found.get(key) for key in keys]
 
     def _touch(self, keys: list[bytes]) -> None:
         now = time.time_ns()
-        with self._write() as db:
+
+        def touch(db: sqlite3.Connection) -> None:
             for start in range(0, len(keys), _BATCH):
                 part = keys[start : start + _BATCH]
                 marks = ",".join("?" * len(part))
-                db.execute(
-                    f"UPDATE usage SET used = ? WHERE key IN ({marks})",
-                    [now, *part],
-                )
+                db.execute(f"UPDATE usage SET used = ? WHERE key IN ({marks})", [now, *part])
+
+        self._write(touch)
 
     def put_many(self, items: Sequence[tuple[bytes, bytes]]) -> int:
         """Store each (key, value) (replacing what a key held); return the rows evicted."""
         if not items:
             return 0
         now = time.time_ns()
-        with self._write() as db:
+
+        def write(db: sqlite3.Connection) -> int:
             db.executemany(
                 "INSERT INTO entries (key, value, size) VALUES (?, ?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value, size = excluded.size",
@@ -145,6 +206,8 @@ class SQLiteStore:
                 [(key, now) for key, _ in items],
             )
             return self._evict(db)
+
+        return self._write(write)
 
     def _evict(self, db: sqlite3.Connection) -> int:
         if self.max_bytes is None:
@@ -180,25 +243,32 @@ class SQLiteStore:
         """Remove ``keys`` (a corrupt entry, before it is recomputed)."""
         if not keys:
             return
-        with self._write() as db:
-            marks = ",".join("?" * len(keys))
-            db.execute(f"DELETE FROM entries WHERE key IN ({marks})", list(keys))
+        marks = ",".join("?" * len(keys))
+        self._write(
+            lambda db: db.execute(f"DELETE FROM entries WHERE key IN ({marks})", list(keys))
+        )
 
     def size(self) -> tuple[int, int]:
         """(rows, value bytes) stored now, by every process using this directory."""
-        with self._lock:
-            rows = dict(self._db.execute("SELECT name, value FROM meta").fetchall())
+        rows = dict(self._guarded(lambda db: db.execute("SELECT name, value FROM meta").fetchall()))
         return int(rows["entries"]), int(rows["bytes"])
 
     def evictions(self) -> int:
         """Rows evicted from this directory so far, by every process."""
-        with self._lock:
-            (value,) = self._db.execute(
-                "SELECT value FROM meta WHERE name = 'evictions'"
-            ).fetchone()
+        (value,) = self._guarded(
+            lambda db: db.execute("SELECT value FROM meta WHERE name = 'evictions'").fetchone()
+        )
         return int(value)
 
     def close(self) -> None:
         """Close the database connection."""
         with self._lock:
             self._db.close()
+
+
+def _is_damaged(error: sqlite3.DatabaseError) -> bool:
+    """Whether ``error`` says the database file is damaged (not busy, not a bad statement)."""
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    if code is not None:
+        return int(code) & 0xFF in _DAMAGED_CODES
+    return any(words in str(error) for words in _DAMAGED_WORDS)

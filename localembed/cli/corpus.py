@@ -168,6 +168,29 @@ def _missing_columns(name: str, wanted: Iterable[str], found: list[str]) -> None
         raise InputError(msg)
 
 
+def _repeated_columns(where: str, wanted: Iterable[str], names: list[str]) -> None:
+    """Refuse a wanted column that ``names`` (a header, an object's keys) holds twice."""
+    repeated = [column for column in dict.fromkeys(wanted) if names.count(column) > 1]
+    if repeated:
+        msg = (
+            f"{where}: the column {repeated[0]!r} is named twice; which one is meant is not "
+            f"known (rename one of them)"
+        )
+        raise InputError(msg)
+
+
+class _JsonObject(dict):  # type: ignore[type-arg]
+    """A JSON object that remembers its keys as written (a repeated key included)."""
+
+    keys_written: list[str]
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> _JsonObject:
+    value = _JsonObject(pairs)
+    value.keys_written = [key for key, _ in pairs]
+    return value
+
+
 def _text_rows(path: str) -> Iterator[Row]:
     for number, line in _lines(path):
         yield Row(line, line=number)
@@ -182,7 +205,7 @@ def _jsonl_rows(
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line, object_pairs_hook=_json_object)
         except json.JSONDecodeError as error:
             msg = f"{name} line {number}: not valid JSON ({error.msg})"
             raise InputError(msg) from None
@@ -190,6 +213,7 @@ def _jsonl_rows(
             msg = f"{name} line {number}: expected a JSON object, got {type(row).__name__}"
             raise InputError(msg)
         _missing_columns(f"{name} line {number}", wanted, list(row))
+        _repeated_columns(f"{name} line {number}", wanted, getattr(row, "keys_written", []))
         text = _checked_value(row[column], f"{name} line {number}", column)
         identifier = NO_ID
         if id_column:
@@ -251,7 +275,9 @@ def _delimited_rows(
     header = next((record for _, record in records if record), None)
     if header is None:
         return
-    _missing_columns(name, [column, *([id_column] if id_column else []), *keep], header)
+    wanted = [column, *([id_column] if id_column else []), *keep]
+    _missing_columns(name, wanted, header)
+    _repeated_columns(name, wanted, header)
     index = header.index(column)
     id_index = header.index(id_column) if id_column else None
     kept = [header.index(key) for key in keep]
