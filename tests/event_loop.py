@@ -1,25 +1,98 @@
-"""A ticker that measures how long the event loop goes without running a coroutine."""
+"""How long an asyncio event loop goes without running a coroutine: one probe for tests and benchmarks.
+
+:func:`loop_lag` runs a ticker coroutine (sleep ``interval``, record the real time between
+ticks) beside the code under test and records every garbage-collector pass meanwhile
+(``gc.callbacks``), so that a long gap can be told apart from a collector pass.
+:func:`cpu_thread_lag` measures the same probe beside a plain Python thread busy for a given
+time: the lag any thread holding the GIL in ordinary steps causes on this machine, now. A
+loaded machine inflates both alike; the tests compare the two (``benchmarks/loop_lag.py``
+reports both, and the absolute numbers).
+
+This module imports nothing from the package: ``benchmarks/loop_lag.py --compare`` loads
+it before another checkout's ``localembed``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import statistics
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["LoopLag", "cpu_thread_lag", "loop_lag"]
+
+
+@dataclass
+class LoopLag:
+    """What one :func:`loop_lag` probe saw."""
+
+    gaps: list[float] = field(default_factory=list)
+    """Seconds between consecutive ticks (the interval plus the stall)."""
+    collections: list[tuple[int, float]] = field(default_factory=list)
+    """Every garbage-collector pass meanwhile: (generation, seconds), in any thread."""
+    seconds: float = 0.0
+    """How long the probe ran."""
+
+    @property
+    def worst(self) -> float:
+        """The longest gap (0 without ticks)."""
+        return max(self.gaps, default=0.0)
+
+    @property
+    def p99(self) -> float:
+        """The 99th percentile gap."""
+        if not self.gaps:
+            return 0.0
+        ordered = sorted(self.gaps)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    @property
+    def median(self) -> float:
+        """The median gap."""
+        return statistics.median(self.gaps) if self.gaps else 0.0
+
+    @property
+    def worst_collection(self) -> tuple[int, float]:
+        """The longest collector pass: (generation, seconds); (-1, 0) if none ran."""
+        return max(self.collections, key=lambda item: item[1], default=(-1, 0.0))
+
+    def summary(self) -> str:
+        """Worst, p99, median gap and the longest collector pass, in ms."""
+        generation, seconds = self.worst_collection
+        return (
+            f"worst {self.worst * 1000:.0f} ms, p99 {self.p99 * 1000:.0f} ms, median "
+            f"{self.median * 1000:.1f} ms over {len(self.gaps)} ticks; longest gc pass "
+            f"{seconds * 1000:.0f} ms (generation {generation})"
+        )
 
 
 @asynccontextmanager
-async def loop_gaps(interval: float) -> AsyncIterator[list[float]]:
-    """Yield a list that fills with the time between ticks of a coroutine sleeping ``interval``.
+async def loop_lag(interval: float = 0.005, *, freeze: bool = True) -> AsyncIterator[LoopLag]:
+    """Measure the event loop's gaps while the ``async with`` body runs.
 
-    The objects already in this process are frozen first: a full garbage collection over the
-    whole suite's heap (~350 ms here for its imports alone; a 526 ms first gap was seen once
-    in CI) is not the code under test blocking the loop.
+    With ``freeze`` (the default) the objects already alive are moved out of the collector's
+    reach first (``gc.freeze``, undone at the end): a full collection over a test suite's or
+    an application's import heap (~500,000 objects with torch, transformers, LangChain and
+    LlamaIndex imported: 0.2-1 s) is a property of that heap, not of the code under test.
+    Applications can do the same after their imports; the probe records every pass anyway.
     """
     gc.collect()
-    gc.freeze()
-    gaps: list[float] = []
+    if freeze:
+        gc.freeze()
+    lag = LoopLag()
+    started: list[float] = []
+
+    def on_collection(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            lag.collections.append((info["generation"], time.perf_counter() - started.pop()))
+
     done = asyncio.Event()
 
     async def ticker() -> None:
@@ -27,13 +100,40 @@ async def loop_gaps(interval: float) -> AsyncIterator[list[float]]:
         while not done.is_set():
             await asyncio.sleep(interval)
             now = time.perf_counter()
-            gaps.append(now - last)
+            lag.gaps.append(now - last)
             last = now
 
+    gc.callbacks.append(on_collection)
+    begin = time.perf_counter()
     tick = asyncio.create_task(ticker())
     try:
-        yield gaps
+        yield lag
     finally:
         done.set()
         await tick
-        gc.unfreeze()
+        lag.seconds = time.perf_counter() - begin
+        gc.callbacks.remove(on_collection)
+        if freeze:
+            gc.unfreeze()
+
+
+def _busy(seconds: float) -> None:
+    """Ordinary Python work for ``seconds`` (it yields the GIL every switch interval)."""
+    end = time.perf_counter() + seconds
+    total = 0
+    while time.perf_counter() < end:
+        total += sum(range(200))
+
+
+async def cpu_thread_lag(seconds: float, interval: float = 0.005) -> LoopLag:
+    """:func:`loop_lag` beside a thread doing plain Python work for ``seconds``.
+
+    The baseline for a call that runs in worker threads: what the loop suffers from any
+    thread holding the GIL in ordinary steps on this machine at this moment (its load).
+    """
+    async with loop_lag(interval) as lag:
+        thread = threading.Thread(target=_busy, args=(seconds,), daemon=True)
+        thread.start()
+        while thread.is_alive():
+            await asyncio.sleep(interval)
+    return lag
