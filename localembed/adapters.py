@@ -118,7 +118,7 @@ def to_lists(vectors: np.ndarray) -> list[list[float]]:
     return result
 
 
-GC_PASS_VALUES = 1 << 18
+GC_PASS_VALUES = 1 << 16
 """Floats in new row lists between two young collections (:func:`collect_young_rows`):
 a collector pass over them takes a few milliseconds."""
 

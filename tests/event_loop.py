@@ -33,8 +33,10 @@ class LoopLag:
 
     gaps: list[float] = field(default_factory=list)
     """Seconds between consecutive ticks (the interval plus the stall)."""
-    collections: list[tuple[int, float]] = field(default_factory=list)
-    """Every garbage-collector pass meanwhile: (generation, seconds), in any thread."""
+    ends: list[float] = field(default_factory=list)
+    """When each gap ended (``time.perf_counter``)."""
+    collections: list[tuple[int, float, float]] = field(default_factory=list)
+    """Every garbage-collector pass meanwhile, in any thread: (generation, start, seconds)."""
     seconds: float = 0.0
     """How long the probe ran."""
 
@@ -59,15 +61,32 @@ class LoopLag:
     @property
     def worst_collection(self) -> tuple[int, float]:
         """The longest collector pass: (generation, seconds); (-1, 0) if none ran."""
-        return max(self.collections, key=lambda item: item[1], default=(-1, 0.0))
+        generation, _, seconds = max(
+            self.collections, key=lambda item: item[2], default=(-1, 0.0, 0.0)
+        )
+        return generation, seconds
+
+    @property
+    def collected_in_worst(self) -> float:
+        """Seconds of collector passes within the worst gap."""
+        if not self.gaps:
+            return 0.0
+        index = self.gaps.index(self.worst)
+        end = self.ends[index]
+        begin = end - self.gaps[index]
+        return sum(
+            max(0.0, min(end, start + seconds) - max(begin, start))
+            for _, start, seconds in self.collections
+        )
 
     def summary(self) -> str:
-        """Worst, p99, median gap and the longest collector pass, in ms."""
+        """Worst (and its collector share), p99, median gap and the longest pass, in ms."""
         generation, seconds = self.worst_collection
         return (
-            f"worst {self.worst * 1000:.0f} ms, p99 {self.p99 * 1000:.0f} ms, median "
-            f"{self.median * 1000:.1f} ms over {len(self.gaps)} ticks; longest gc pass "
-            f"{seconds * 1000:.0f} ms (generation {generation})"
+            f"worst {self.worst * 1000:.0f} ms ({self.collected_in_worst * 1000:.0f} ms of it "
+            f"in gc), p99 {self.p99 * 1000:.0f} ms, median {self.median * 1000:.1f} ms over "
+            f"{len(self.gaps)} ticks; longest gc pass {seconds * 1000:.0f} ms (generation "
+            f"{generation})"
         )
 
 
@@ -91,7 +110,8 @@ async def loop_lag(interval: float = 0.005, *, freeze: bool = True) -> AsyncIter
         if phase == "start":
             started.append(time.perf_counter())
         elif started:
-            lag.collections.append((info["generation"], time.perf_counter() - started.pop()))
+            start = started.pop()
+            lag.collections.append((info["generation"], start, time.perf_counter() - start))
 
     done = asyncio.Event()
 
@@ -101,6 +121,7 @@ async def loop_lag(interval: float = 0.005, *, freeze: bool = True) -> AsyncIter
             await asyncio.sleep(interval)
             now = time.perf_counter()
             lag.gaps.append(now - last)
+            lag.ends.append(now)
             last = now
 
     gc.callbacks.append(on_collection)
