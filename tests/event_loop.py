@@ -19,12 +19,19 @@ import gc
 import statistics
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["LoopLag", "cpu_thread_lag", "loop_lag"]
+__all__ = [
+    "LagComparison",
+    "LoopLag",
+    "cpu_thread_lag",
+    "instant_llamaindex_embedding",
+    "lag_against_cpu_thread",
+    "loop_lag",
+]
 
 
 @dataclass
@@ -158,3 +165,96 @@ async def cpu_thread_lag(seconds: float, interval: float = 0.005) -> LoopLag:
         while thread.is_alive():
             await asyncio.sleep(interval)
     return lag
+
+
+LAG_FLOOR = 0.1
+"""Seconds of stall always allowed (the documented promise on an idle machine)."""
+LAG_FACTOR = 3.0
+"""How many times a plain CPU thread's worst stall a call may cause on a loaded machine."""
+
+
+@dataclass
+class LagComparison:
+    """A call's loop lag beside its baselines, measured in the same run."""
+
+    ours: LoopLag
+    """The probe beside the call."""
+    thread: LoopLag
+    """The probe beside a plain Python thread busy as long as the call took."""
+    floor: LoopLag | None = None
+    """The probe beside the framework's own work with an instant model (None: not measured)."""
+
+    @property
+    def bound(self) -> float:
+        """The worst stall allowed: :data:`LAG_FLOOR` or :data:`LAG_FACTOR` times the thread's,
+        whichever is larger, plus the framework's own worst stall (``floor``).
+
+        A loaded machine delays every thread that wants the GIL or a core, the event loop's
+        too: the thread's stall measures that share now.
+        """
+        own = self.floor.worst if self.floor is not None else 0.0
+        return max(LAG_FLOOR, LAG_FACTOR * self.thread.worst) + own
+
+    @property
+    def holds(self) -> bool:
+        """The call's worst stall is within :attr:`bound`."""
+        return self.ours.worst <= self.bound
+
+    def __str__(self) -> str:
+        floor = f"; framework alone: {self.floor.summary()}" if self.floor is not None else ""
+        return (
+            f"bound {self.bound * 1000:.0f} ms; call: {self.ours.summary()}; "
+            f"cpu thread: {self.thread.summary()}{floor}"
+        )
+
+
+async def lag_against_cpu_thread(
+    work: Callable[[], Awaitable[object]],
+    *,
+    floor: Callable[[], Awaitable[object]] | None = None,
+    attempts: int = 3,
+) -> LagComparison:
+    """``work``'s loop lag, a plain CPU thread's of the same length and ``floor``'s, in one run.
+
+    Up to ``attempts`` rounds (the first that :attr:`~LagComparison.holds` ends it), against
+    the noise of a busy machine. Each result is freed after its probe stopped: freeing
+    millions of floats is the caller's work, not the call's.
+    """
+    comparison = LagComparison(LoopLag(), LoopLag())
+    for _ in range(attempts):
+        async with loop_lag() as ours:
+            result = await work()
+        del result
+        floor_lag = None
+        if floor is not None:
+            async with loop_lag() as floor_lag:
+                result = await floor()
+            del result
+        comparison = LagComparison(ours, await cpu_thread_lag(ours.seconds), floor_lag)
+        if comparison.holds:
+            break
+    return comparison
+
+
+def instant_llamaindex_embedding(dimension: int, batch_size: int) -> Any:
+    """A LlamaIndex embedding model that answers at once (zeros): LlamaIndex's own work.
+
+    ``aget_text_embedding_batch`` on it is LlamaIndex's per-batch events and result
+    validation on the event loop, the floor under any model's call.
+    """
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    class InstantEmbedding(BaseEmbedding):  # type: ignore[misc]
+        def _get_query_embedding(self, query: str) -> list[float]:
+            return [0.0] * dimension
+
+        def _get_text_embedding(self, text: str) -> list[float]:
+            return [0.0] * dimension
+
+        async def _aget_query_embedding(self, query: str) -> list[float]:
+            return [0.0] * dimension
+
+        async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+            return [[0.0] * dimension for _ in texts]
+
+    return InstantEmbedding(model_name="instant", embed_batch_size=batch_size)
