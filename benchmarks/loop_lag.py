@@ -55,8 +55,9 @@ def measure(package: Path, scenarios: list[str], texts: int, nodes: int) -> list
     from localembed.hardware import configure_process
 
     configure_process()
-    from langchain_localembed import LocalEmbeddings
     from llama_index.core.base.embeddings.base import BaseEmbedding
+
+    from langchain_localembed import LocalEmbeddings
     from llamaindex_localembed import LocalEmbedding
 
     class Instant(BaseEmbedding):  # type: ignore[misc]

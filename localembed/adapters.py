@@ -127,18 +127,18 @@ _young_lock = threading.Lock()
 
 
 def collect_young_rows(values: int) -> None:
-    """Count ``values`` floats just put in new row lists; collect the young generations per
-    :data:`GC_PASS_VALUES` of them.
+    """Count ``values`` floats just put in new row lists; collect young objects per 2^16.
 
-    CPython's collector traverses every list in a generation it collects, item by item, and
-    collects generation 1 after ten passes over generation 0 (7,000 new tracked objects by
-    default): row lists of 384 floats make that one pass over ~2.7 million items, 50-250 ms
-    with the GIL held, in whichever thread allocates next (the event loop's, often). A
-    young collection (``gc.collect(1)``) per bounded amount keeps each pass to a few
-    milliseconds and moves the rows to the old generation, where only full collections
-    (rare, amortized over the whole heap by CPython's rule) visit them. The collector's
-    settings are untouched, and nothing is collected while the application has disabled
-    it (``gc.disable()``).
+    Every :data:`GC_PASS_VALUES` of them, the young generations are collected
+    (``gc.collect(1)``). CPython's collector traverses every list in a generation it
+    collects, item by item, with the GIL held, and collects generation 1 after ten passes
+    over generation 0 (7,000 new tracked objects by default): row lists of 384 floats make
+    that one pass over ~2.7 million items, 50-250 ms (more on a loaded machine), in
+    whichever thread allocates next, the event loop's often. Collected per bounded amount,
+    each pass takes a few milliseconds and moves the rows to the old generation, where only
+    full collections (rare: CPython waits until the objects added since the last one are a
+    quarter of the heap) visit them. The collector's settings are untouched, and nothing is
+    collected while the application has disabled it (``gc.disable()``).
     """
     global _young_values
     with _young_lock:

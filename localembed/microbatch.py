@@ -496,9 +496,7 @@ class _Turns:
             self.loop.call_soon(self.release)
 
 
-_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = (
-    weakref.WeakKeyDictionary()
-)
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
 
 
 async def take_turn() -> None:

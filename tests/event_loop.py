@@ -1,4 +1,4 @@
-"""How long an asyncio event loop goes without running a coroutine: one probe for tests and benchmarks.
+"""How long an asyncio event loop goes without running a coroutine (tests and benchmarks).
 
 :func:`loop_lag` runs a ticker coroutine (sleep ``interval``, record the real time between
 ticks) beside the code under test and records every garbage-collector pass meanwhile

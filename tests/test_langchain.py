@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from langchain_core.documents import Document
@@ -104,7 +103,7 @@ def test_empty_list_makes_no_model_call() -> None:
 
 
 async def test_async_keeps_the_event_loop_responsive() -> None:
-    """The loop stalls no more than beside a plain CPU thread (x3) or 100 ms (tests/event_loop.py)."""
+    """The loop stalls no more than beside a plain CPU thread (x3) or 100 ms (event_loop.py)."""
     embeddings = LocalEmbeddings()
     texts = [f"document number {i} about a topic " * 8 for i in range(600)]
     vectors = await embeddings.aembed_documents(texts)
