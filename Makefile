@@ -38,7 +38,7 @@ demo: setup
 # CI runs this: the documentation site must build (strict), then every test, the docs' examples
 # included (tests/test_docs.py).
 test: setup docs
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The inner loop: everything but the slow tier (Ray, examples run as subprocesses, benchmarks).
 test-fast: setup

@@ -28,7 +28,12 @@ def main() -> None:
     from sentence_transformers import SentenceTransformer
 
     from localembed import get_encoder
-    from localembed.cli.benchmark import builtin_sentences, mixed_documents, read_pairs, sts_file
+    from localembed.cli.bench_corpora import (
+        builtin_sentences,
+        mixed_documents,
+        read_pairs,
+        sts_file,
+    )
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=None)

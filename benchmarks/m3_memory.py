@@ -156,7 +156,6 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from localembed import get_encoder
-    from localembed.m3 import load_head
 
     outputs = {name: True for name in args.outputs.split(",")}
     start = time.perf_counter()
@@ -167,9 +166,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         max_batch_tokens=args.max_batch_tokens,
         batch_size=args.batch_size,
     )
-    heads = [load_head(encoder, name) for name in ("sparse", "colbert")]
+    heads = [encoder.load_head(name) for name in ("sparse", "colbert")]
     load_s = time.perf_counter() - start
-    parameters = [*encoder.model.parameters(), *(p for h in heads for p in h.parameters())]
+    parameters = [
+        *encoder.model.parameters(),
+        *(p for h in heads if h is not None for p in h.parameters()),
+    ]
     model_bytes = sum(p.numel() * p.element_size() for p in parameters)
     with torch.no_grad():
         # Weights may stay memory-mapped from the safetensors file, and a small tokenizer

@@ -23,13 +23,9 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from localembed.cli.benchmark import (
-    build_random_base,
-    builtin_sentences,
-    gemm_ceiling,
-    mixed_documents,
-    read_pairs,
-)
+from localembed.cli.bench_ceiling import gemm_ceiling
+from localembed.cli.bench_corpora import builtin_sentences, mixed_documents, read_pairs
+from localembed.cli.bench_random_base import build_random_base
 
 FAMILIES = {
     "matrix products": (

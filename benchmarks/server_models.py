@@ -10,8 +10,8 @@ embedding model, or a query and 4 documents to the reranker).
     python benchmarks/server_models.py throughput --duration 20 --rounds 2
     python benchmarks/server_models.py cold           # time to first row of a lazy model
     python benchmarks/server_models.py unload         # RSS returned by an idle unload
-    python benchmarks/server_models.py wait           # --max-wait-ms 0 against 5
     python benchmarks/server_models.py soak --texts 20000   # RSS over new batch shapes
+    python benchmarks/server_models.py soak --soak-seconds 600 --sample-seconds 60
 
 Each prints one table; ratios are within one run (the machine may be busy: run it twice).
 """
@@ -286,29 +286,12 @@ def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> Non
     )
 
 
-def wait(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
-    print(f"{'max-wait-ms':>11} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}")
-    for clients in (1, args.concurrency):
-        for wait_ms in ("0", "5"):
-            server = Server("--model", str(models["emb_a"]), "--max-wait-ms", wait_ms)
-            try:
-                result = load(
-                    {"emb_a": server.url},
-                    clients,
-                    min(args.processes, clients),
-                    args.warmup,
-                    args.duration,
-                )
-            finally:
-                server.stop()
-            print(
-                f"{wait_ms:>11} {clients:>7} {result['rps']:>8.1f} {result['p50']:>8.1f} "
-                f"{result['p99']:>8.1f}"
-            )
-
-
 def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
-    """RSS while every request brings a batch of a new shape (count and lengths)."""
+    """RSS while every request brings a batch of a new shape (count and lengths).
+
+    Stops after ``--texts`` texts, or after ``--soak-seconds`` when given; samples the
+    server's RSS every ``--sample-seconds``.
+    """
     import random
 
     import httpx
@@ -316,35 +299,44 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     env = {}
     if args.arena_max:
         env["MALLOC_ARENA_MAX"] = str(args.arena_max)
-    server = Server("--model", str(models["emb_a"]), env=env)
+    server = Server("--model", str(models["emb_a"]), *args.server_args, env=env)
     words = make_texts(4096)
     rng = random.Random(0)
     sent = 0
-    samples = []
+    samples = [(0.0, 0, server.rss())]
+    started = time.monotonic()
+    next_sample = started + args.sample_seconds
+
+    def more() -> bool:
+        if args.soak_seconds:
+            return time.monotonic() - started < args.soak_seconds
+        return sent < args.texts
+
     try:
         with httpx.Client(base_url=server.url, timeout=300) as client:
-            while sent < args.texts:
+            while more():
                 count = rng.randint(1, 64)
                 batch = [
                     " ".join(words[rng.randrange(4096)] for _ in range(rng.randint(1, 6)))
                     for _ in range(count)
                 ]
                 client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
-                before = sent
                 sent += count
-                if sent // 2000 != before // 2000:
-                    samples.append((sent, server.rss()))
+                if time.monotonic() >= next_sample:
+                    samples.append((time.monotonic() - started, sent, server.rss()))
+                    next_sample += args.sample_seconds
+        samples.append((time.monotonic() - started, sent, server.rss()))
     finally:
         server.stop()
-    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'}")
-    print(f"{'texts sent':>10} {'RSS MiB':>8}")
-    for count, rss in samples:
-        print(f"{count:>10} {rss / 2**20:>8.0f}")
+    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'} server args: {args.server_args}")
+    print(f"{'seconds':>8} {'texts sent':>10} {'RSS MiB':>8}")
+    for seconds, count, rss in samples:
+        print(f"{seconds:>8.0f} {count:>10} {rss / 2**20:>8.0f}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("what", choices=["throughput", "cold", "unload", "wait", "soak"])
+    parser.add_argument("what", choices=["throughput", "cold", "unload", "soak"])
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--processes", type=int, default=4)
     parser.add_argument("--duration", type=float, default=15.0)
@@ -353,14 +345,19 @@ def main() -> int:
     parser.add_argument("--idle", type=float, default=3.0, help="unload: idle seconds")
     parser.add_argument("--texts", type=int, default=20000, help="soak: texts to send")
     parser.add_argument("--arena-max", type=int, default=0, help="soak: MALLOC_ARENA_MAX")
+    parser.add_argument("--soak-seconds", type=float, default=0.0, help="soak: run this long")
+    parser.add_argument("--sample-seconds", type=float, default=30.0, help="soak: RSS period")
+    parser.add_argument(
+        "--server-args", nargs=argparse.REMAINDER, default=[], help="soak: more serve flags"
+    )
     parser.add_argument("--work", default=None, help="where the model copies go (default: tmp)")
     args = parser.parse_args()
     work = Path(args.work or Path(tempfile.gettempdir()) / "localembed-server-models")
     work.mkdir(parents=True, exist_ok=True)
     models = build_models(work)
-    {"throughput": throughput, "cold": cold, "unload": unload, "wait": wait, "soak": soak}[
-        args.what
-    ](args, models, work)
+    {"throughput": throughput, "cold": cold, "unload": unload, "soak": soak}[args.what](
+        args, models, work
+    )
     return 0
 
 

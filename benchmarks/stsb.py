@@ -17,7 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from langchain_localembed import LocalEmbeddings
-from localembed.cli.benchmark import read_pairs, sts_file
+from localembed.cli.bench_corpora import read_pairs, sts_file
 
 PUBLISHED = {"sentence-transformers/all-MiniLM-L6-v2": 82.03}
 

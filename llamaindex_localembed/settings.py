@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from localembed.adapters import EncoderAdapter, check_texts
-from localembed.loading import DEFAULT_MODEL_ID
+from localembed.default_model import DEFAULT_MODEL_ID
 
 
 class LlamaIndexEncoderConfig(EncoderAdapter):

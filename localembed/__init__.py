@@ -27,7 +27,7 @@ if TYPE_CHECKING:
         RuntimeFault,
     )
     from localembed.faults import EncoderOutOfMemoryError, NonFiniteEmbeddingError
-    from localembed.loading import ModelFileError, ModelNotFoundError
+    from localembed.model_errors import ModelFileError, ModelNotFoundError
     from localembed.pooling import POOLING_MODES
     from localembed.registry import available_adapters, load_adapter
     from localembed.reranker import LocalReranker, clear_reranker_cache, get_reranker
@@ -72,7 +72,7 @@ _HOMES = {
         "RuntimeFault",
     ),
     "faults": ("EncoderOutOfMemoryError", "NonFiniteEmbeddingError"),
-    "loading": ("ModelFileError", "ModelNotFoundError"),
+    "model_errors": ("ModelFileError", "ModelNotFoundError"),
     "pooling": ("POOLING_MODES",),
     "registry": ("available_adapters", "load_adapter"),
     "encoder": ("LocalEncoder", "TokenEmbeddings", "get_encoder", "clear_encoder_cache"),

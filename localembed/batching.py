@@ -2,14 +2,13 @@
 
 Used by every model the core runs (the encoder's texts, the reranker's pairs): items are
 grouped longest first within a batch size and a padded-token budget, each batch is handed to
-a ``step`` callable, and a batch that runs out of memory is split in halves and retried, down
+a ``run`` callable, and a batch that runs out of memory is split in halves and retried, down
 to one item (see :mod:`localembed.faults`).
 
 Stage API: :func:`plan_batches` (the plan), :func:`iter_batches` (run a plan with the
-out-of-memory split, yielding each batch's result), :func:`run_batches` (the same for a
-``step`` that stores its results), :func:`pad_right` (right-padded ``input_ids`` /
-``attention_mask``) and :class:`ForwardBatch` (what a transformer pass returns to the
-heads). A micro-batcher merges the windows of several callers into one plan (see
+out-of-memory split, yielding each batch's result), :func:`pad_right` (right-padded
+``input_ids`` / ``attention_mask``) and :class:`ForwardBatch` (what a transformer pass returns
+to the heads). A micro-batcher merges the windows of several callers into one plan (see
 :mod:`localembed.microbatch`).
 """
 
@@ -106,42 +105,6 @@ def plan_batches(lengths: Sequence[int], batch_size: int, budget: int | None) ->
         else:
             groups.append([index])
     return groups
-
-
-def run_batches(
-    lengths: Sequence[int],
-    step: Callable[[list[int]], None],
-    *,
-    batch_size: int,
-    max_batch_tokens: int | None,
-    device: torch.device,
-    max_length: int,
-    show_progress: bool = False,
-    description: str = "embedding",
-    unit: str = "text",
-) -> None:
-    """Run ``step(indices)`` over batches of the items whose token counts are ``lengths``.
-
-    ``step`` runs the model on the items ``indices`` and must write its results by index,
-    because a batch that runs out of memory is split in halves and each half is run again,
-    down to one item. See :func:`iter_batches` for the arguments.
-
-    Raises:
-        EncoderOutOfMemoryError: one item alone does not fit in memory; the message names
-            the batch, its tokens and the fix. Nothing partial is returned.
-    """
-    for _ in iter_batches(
-        lengths,
-        step,
-        batch_size=batch_size,
-        max_batch_tokens=max_batch_tokens,
-        device=device,
-        max_length=max_length,
-        show_progress=show_progress,
-        description=description,
-        unit=unit,
-    ):
-        pass
 
 
 def iter_batches(

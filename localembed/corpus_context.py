@@ -399,12 +399,9 @@ def contextual_tokenizer(
     Raises:
         ModelFileError: no tokenizer in the directory and none loadable from ``embedder``.
     """
-    from localembed.loading import (
-        TOKENIZER_VOCAB_FILES,
-        ModelFileError,
-        display_path,
-        load_tokenizer,
-    )
+    from localembed.model_errors import ModelFileError
+    from localembed.model_origins import display_path
+    from localembed.transformers_files import TOKENIZER_VOCAB_FILES, load_tokenizer
 
     if any((directory / name).is_file() for name in TOKENIZER_VOCAB_FILES):
         return load_tokenizer(directory, trust_remote_code=trust_remote_code)

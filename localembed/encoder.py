@@ -7,6 +7,10 @@ texts (:mod:`localembed.texts`, the instruction for a kind from
 Concurrent ``encode_queries``/``encode_documents`` calls go through the micro-batcher
 (:mod:`localembed.microbatch`). Encoders whose settings differ only in call-time options
 share one loaded backend, so adapters with such settings hold one model in memory.
+
+Two groups of the encoder's methods live in their own modules: the CDE corpus context
+(:mod:`localembed.encoder_cde`) and the token methods (tokenize, token counts, chunk sizes,
+late chunks: :mod:`localembed.encoder_tokens`).
 """
 
 from __future__ import annotations
@@ -21,23 +25,15 @@ from localembed.backends import Backend, load_backend
 from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings, read_model_files
 from localembed.batching import ForwardBatch
 from localembed.config import EncoderConfig
+from localembed.encoder_cde import CDEMethods
+from localembed.encoder_tokens import TokenMethods
 from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.finish import Finish
 from localembed.precision import Precision, check_precision
 from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
-from localembed.texts import (
-    KINDS,
-    Kind,
-    apply_instruction,
-    check_text,
-    check_texts,
-    instructed,
-    ordered_items,
-    repair_text,
-)
-from localembed.windows import Tokenized
+from localembed.texts import Kind, check_texts, instructed
 
 if TYPE_CHECKING:
     import os
@@ -47,7 +43,6 @@ if TYPE_CHECKING:
     from typing_extensions import TypedDict, Unpack
 
     from localembed.backends.base import WindowBackend
-    from localembed.backends.contextual import ContextualBackend
     from localembed.cache import EmbeddingCache, Rows
     from localembed.contextual import CorpusContext
     from localembed.heads import Outputs
@@ -77,7 +72,7 @@ Output = Literal["sentence_embedding", "token_embeddings"]
 OUTPUTS: tuple[str, ...] = ("sentence_embedding", "token_embeddings")
 
 
-class LocalEncoder:
+class LocalEncoder(CDEMethods, TokenMethods):
     """A loaded model that turns texts into float32 vectors, row i for text i.
 
     Use :func:`get_encoder` rather than this constructor, so that equal settings share
@@ -141,152 +136,6 @@ class LocalEncoder:
             )
             raise InputError(msg)
 
-    def _context(self, value: Any) -> CorpusContext | None:
-        from localembed.contextual import ContextError, as_context, check_context
-
-        if not self.contextual:
-            if value is not None:
-                msg = (
-                    f"context= is for contextual document embedding (CDE) models; "
-                    f"{self.source.name} is not one (its config has no transductive_corpus_size)"
-                )
-                raise ContextError(msg)
-            return None
-        context = as_context(value)
-        if context is not None:
-            backend = self._contextual_backend()
-            check_context(context, backend.fingerprint, self.source.name)
-            if context.dimension != backend.dimension or context.size > backend.corpus_size:
-                # Only a hand-made context gets here (the fingerprint matched): the model would
-                # fail on the width, or silently drop the documents past its corpus size.
-                msg = (
-                    f"the context holds {context.size} x {context.dimension} dataset embeddings; "
-                    f"{self.source.name} takes at most {backend.corpus_size} of width "
-                    f"{backend.dimension}: build it with encoder.build_context(corpus)"
-                )
-                raise ContextError(msg)
-        return context
-
-    @property
-    def contextual(self) -> bool:
-        """Whether the model is a contextual document embedding (CDE) model."""
-        from localembed.contextual import is_contextual
-
-        return is_contextual(self.model_config)
-
-    @property
-    def context_size(self) -> int | None:
-        """A CDE model's ``transductive_corpus_size`` (documents in a full context); else None."""
-        return self._contextual_backend().corpus_size if self.contextual else None
-
-    def _contextual_backend(self) -> ContextualBackend:
-        from localembed.backends.contextual import ContextualBackend
-        from localembed.contextual import ContextError
-
-        if not isinstance(self.backend, ContextualBackend):
-            msg = (
-                f"{self.source.name} is not a contextual document embedding (CDE) model: "
-                f"build_context needs one (a config with transductive_corpus_size, such as "
-                f"jxm/cde-small-v2 with trust_remote_code=True)"
-            )
-            raise ContextError(msg)
-        return self.backend
-
-    def build_context(
-        self,
-        corpus: Sequence[str],
-        size: int | None = None,
-        seed: int = 0,
-        *,
-        oversample: bool = False,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> CorpusContext:
-        """A CDE model's corpus context: the first stage over a seeded sample of ``corpus``.
-
-        ``size`` documents are drawn with ``random.Random(seed)`` (see
-        :func:`localembed.contextual.sample_indices`), embedded with the document instruction
-        (the first ``max_length`` tokens each) by the model's ``first_stage_model``, and kept
-        with the model's fingerprint. Save it with ``.save(path)``; use it with
-        ``get_encoder(..., context=ctx_or_path)`` or :meth:`with_context`.
-
-        Args:
-            corpus: the documents (or a representative sample of them).
-            size: documents in the sample; None: the model's ``transductive_corpus_size``
-                (512 for the released models). At most that many (the model would ignore
-                the rest).
-            seed: the sampling seed: the same corpus, size and seed give the same context.
-            oversample: a corpus smaller than ``size`` repeats documents (else an error).
-            batch_size: documents per forward pass; default: the configured one.
-            show_progress: show a progress bar.
-
-        Raises:
-            ContextError: not a CDE model, ``size`` out of range, or a corpus smaller than
-                ``size`` without ``oversample``.
-            TypeError: ``corpus`` is not a list of str.
-        """
-        from localembed.contextual import ContextError, sample_indices
-
-        backend = self._contextual_backend()
-        documents = check_texts(corpus)
-        size = backend.corpus_size if size is None else size
-        if isinstance(size, bool) or not isinstance(size, int) or size > backend.corpus_size:
-            msg = (
-                f"size must be an int from 1 to {self.source.name}'s transductive_corpus_size "
-                f"{backend.corpus_size} (the model reads no more), got {size!r}"
-            )
-            raise ContextError(msg)
-        indices = sample_indices(len(documents), size, seed, oversample=oversample)
-        return self.context_of(
-            [documents[i] for i in indices],
-            seed=seed,
-            corpus_size=len(documents),
-            indices=indices,
-            batch_size=batch_size,
-            show_progress=show_progress,
-        )
-
-    def context_of(
-        self,
-        sample: Sequence[str],
-        *,
-        seed: int | None = None,
-        corpus_size: int | None = None,
-        indices: Sequence[int] = (),
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> CorpusContext:
-        """A CDE context of ``sample`` as given (already drawn; :meth:`build_context` draws).
-
-        For callers that draw the sample themselves (``localembed embed --build-context``
-        streams the input): ``seed``, ``corpus_size`` and ``indices`` are recorded as given.
-        """
-        from localembed.contextual import CorpusContext
-        from localembed.finish import check_finite
-
-        backend = self._contextual_backend()
-        documents = check_texts(sample)
-        instruction = self.settings.document_instruction
-        items = (
-            [apply_instruction(instruction, text) for text in documents]
-            if instruction
-            else documents
-        )
-        # Each sampled document is one window (its first max_length tokens), as in the card.
-        tokenized = self._windows(items, max_length=self.settings.max_length, long_text="truncate")
-        rows = backend.dataset_embeddings(tokenized, self._options(batch_size, show_progress))
-        check_finite(rows, str(self.dtype).removeprefix("torch."), "sampled documents")
-        return CorpusContext(
-            embeddings=rows,
-            model=self.source.name,
-            fingerprint=backend.fingerprint,
-            seed=seed,
-            corpus_size=len(documents) if corpus_size is None else corpus_size,
-            indices=tuple(indices),
-            document_instruction=instruction,
-            max_length=self.settings.max_length,
-        )
-
     def with_context(self, context: CorpusContext | str | os.PathLike[str]) -> LocalEncoder:
         """The shared encoder with these settings and ``context`` (the model is shared)."""
         return get_encoder(self.config, context=context)
@@ -332,7 +181,7 @@ class LocalEncoder:
         model, a directory as given), never the absolute file-system path unless ``paths``
         (``localembed info --paths``): a server's ``/info`` does not disclose its files.
         """
-        from localembed.loading import display_path
+        from localembed.model_origins import display_path
 
         settings = self.settings
         return {
@@ -638,165 +487,6 @@ class LocalEncoder:
             max_length=settings.max_length,
             context=self.context,
         )
-
-    def tokenize(self, texts: Sequence[str], instruction: str | None = None) -> Tokenized:
-        """Check, instruct and tokenize ``texts`` into model-ready windows (no padding).
-
-        With ``long_text="truncate"`` each text gives one window (its first ``max_length``
-        tokens) and over-long texts are counted and warned about; with ``"chunk"`` an
-        over-long text gives several overlapping windows.
-        """
-        return self.backend.tokenize(instructed(texts, instruction), self._options(None))
-
-    def token_ids(self, text: str) -> list[int]:
-        """The ids of ``text``'s own tokens (no special tokens, no instruction, no cut).
-
-        Example:
-            >>> from localembed import get_encoder
-            >>> get_encoder().token_ids("Cats purr")
-            [8870, 16405, 12171]
-
-        """
-        return self._windows.token_ids(repair_text(check_text(text, "text")))
-
-    def count_tokens(self, text: str) -> int:
-        """How many tokens ``text`` has for this model (a text splitter's length function).
-
-        Example:
-            >>> from localembed import get_encoder
-            >>> get_encoder().count_tokens("Cats purr")
-            3
-
-        """
-        return len(self.token_ids(text))
-
-    def chunk_size(self, kind: Kind = "document") -> int:
-        """The most tokens a chunk may have and be embedded whole as a ``kind``.
-
-        ``max_length`` minus the special tokens minus the instruction's tokens: a chunk of at
-        most this many tokens (by :meth:`count_tokens`) fits, unless the instruction and the
-        chunk tokenize differently together (see :meth:`chunk_overflow`, which the splitters
-        ``LocalEmbeddings.text_splitter()`` and ``LocalEmbedding.node_parser()`` also check).
-
-        Example:
-            >>> from localembed import get_encoder
-            >>> get_encoder().chunk_size()  # 256 tokens - [CLS] - [SEP]
-            254
-
-        """
-        instruction = self.chunk_instruction(kind)
-        used = self._windows.special_tokens + self.count_tokens(
-            apply_instruction(instruction, "") if instruction else ""
-        )
-        size = self.settings.max_length - used
-        if size < 1:
-            msg = (
-                f"max_length {self.settings.max_length} leaves no room for text after "
-                f"{used} special and instruction tokens"
-            )
-            raise InputError(msg)
-        return size
-
-    def chunk_overflow(self, chunk: str, kind: Kind = "document") -> int:
-        """How many tokens ``chunk`` exceeds the window by, as the encoder will tokenize it.
-
-        Counts the instructed text (instruction and chunk tokenized together, as
-        :meth:`encode_documents` does: with an instruction such as ``"passage:"`` a
-        sentencepiece tokenizer joins its end to the chunk's first word) plus the special
-        tokens; zero or less: the chunk is embedded whole. The splitters of both adapters
-        split again any chunk with a positive overflow.
-
-        Example:
-            >>> from localembed import get_encoder
-            >>> get_encoder().chunk_overflow("Cats purr")  # 5 of 256 tokens
-            -251
-
-        """
-        instruction = self.chunk_instruction(kind)
-        text = repair_text(check_text(chunk, "chunk"))
-        instructed = apply_instruction(instruction, text) if instruction else text
-        used = len(self._windows.token_ids(instructed)) + self._windows.special_tokens
-        return used - self.settings.max_length
-
-    def chunk_instruction(self, kind: Kind = "document") -> str:
-        """The instruction a chunk of ``kind`` is embedded with ("" when none)."""
-        if kind not in KINDS:
-            msg = f"kind must be 'document' or 'query', got {kind!r}"
-            raise InputError(msg)
-        return self.settings.instruction(kind)
-
-    def encode_late_chunks(self, text: str, chunks: Sequence[str]) -> np.ndarray:
-        """Late chunking: one vector per chunk, pooled from one pass over the whole ``text``.
-
-        Each chunk's vector pools its own tokens, which attended to the whole document (with
-        the document instruction); see :mod:`localembed.late_chunks`.
-
-        Args:
-            text: the whole document.
-            chunks: consecutive substrings of ``text`` (e.g. from a text splitter); they may
-                overlap or skip whitespace between them.
-
-        Returns:
-            A float32 (len(chunks), dimension) array, normalized when ``normalize`` is on and
-            cut to ``truncate_dim``.
-
-        Raises:
-            InputError: a chunk not found in the text in order (named), or a backend without
-                token vectors (``backend="flagembedding"``).
-
-        Example:
-            >>> from localembed import get_encoder
-            >>> text = "Berlin is in Germany. It has 3.8 million people."
-            >>> get_encoder().encode_late_chunks(text, ["Berlin is in Germany.", "It has"]).shape
-            (2, 384)
-
-        """
-        from localembed.late_chunks import (
-            DocumentTokens,
-            chunk_char_spans,
-            gather_token_vectors,
-            plan_late_chunks,
-        )
-        from localembed.pooling import pool_spans
-
-        text = repair_text(check_text(text, "text"))
-        # The same repair as the text's, so a chunk with a lone surrogate is still found.
-        items = ordered_items(chunks, "str (chunks)")
-        spans = chunk_char_spans(text, [repair_text(c) if isinstance(c, str) else c for c in items])
-        self._require("token_embeddings", "encode_late_chunks needs token vectors:")
-        instruction = self.settings.document_instruction
-        instructed = apply_instruction(instruction, text) if instruction else text
-        # Where the text starts in the instructed string: after a prefix, or at "{text}".
-        text_start = instruction.find("{text}") if "{text}" in instruction else len(instruction)
-        try:
-            ids, offsets, special = self._windows.encode_whole(instructed)
-        except NotImplementedError as error:
-            msg = "late chunking needs a fast tokenizer (character offsets)"
-            raise InputError(msg) from error
-        plan = plan_late_chunks(
-            DocumentTokens(ids, offsets, special),
-            spans,
-            text_start=text_start,
-            max_length=self.settings.max_length,
-        )
-        windows = Tokenized(
-            ids=plan.windows,
-            owners=list(range(len(plan.windows))),
-            count=len(plan.windows),
-            truncated=0,
-            chunked=False,
-        )
-        outputs = self.backend.token_embeddings(windows, self._options(None))
-        tokens = gather_token_vectors(plan, [o.vectors for o in outputs])
-        rows = pool_spans(tokens, plan.spans, self.settings.pooling, self.settings.normalize)
-        return self.finish(rows)
-
-    def batches(self, ids: list[list[int]], batch_size: int | None = None) -> list[list[int]]:
-        """Group window indices into batches (see :func:`localembed.batching.plan_batches`)."""
-        self._require("windows", "planning batches")
-        backend: WindowBackend = self.backend  # type: ignore[assignment]
-        options = self._options(batch_size)
-        return backend.plan([len(w) for w in ids], options)
 
 
 def _settings(config: EncoderConfig, files: ModelFiles) -> ResolvedSettings:

@@ -149,7 +149,7 @@ def check_outputs(outputs: Sequence[str], capabilities: frozenset[str], what: st
 
 def missing_heads_message(source: ModelSource, missing: Sequence[str]) -> str:
     """The error for a model without the head files ``missing`` (not a bge-m3 model)."""
-    from localembed.loading import display_path
+    from localembed.model_origins import display_path
 
     sparse, colbert = HEAD_FILES["sparse"], HEAD_FILES["colbert"]
     return (
@@ -172,7 +172,8 @@ def read_head(
     """
     import torch
 
-    from localembed.loading import ModelFileError, display_path, fix_for, scrub
+    from localembed.model_errors import ModelFileError
+    from localembed.model_origins import display_path, fix_for, scrub
 
     shown = display_path(path)
     try:

@@ -1,9 +1,12 @@
-"""bge-m3: dense, sparse (lexical weights) and multi-vector (ColBERT) outputs.
+"""bge-m3's scores: dense, sparse (lexical weights) and multi-vector (ColBERT), and combined.
 
 BAAI's bge-m3 is an XLM-RoBERTa encoder with two small heads saved next to its weights:
 ``sparse_linear.pt`` (``Linear(hidden, 1)``) and ``colbert_linear.pt`` (``Linear(hidden,
-hidden)``). From ONE forward pass per batch this module computes every requested output,
-with the arithmetic of FlagEmbedding 1.4.2 (``BGEM3FlagModel``), the reference:
+hidden)``). bge-m3 itself is data: its preset row names its pooling, its head files and its
+score table (:data:`localembed.presets.SCORES`). ``encoder.encode_m3`` computes every
+requested output from ONE forward pass per batch (the heads: :mod:`localembed.heads`), with
+the arithmetic of FlagEmbedding 1.4.2 (``BGEM3FlagModel``), the reference; this module scores
+them (:func:`hybrid_score`, by the score table). The outputs:
 
 - **dense**: the encoder's pooling (``cls`` for bge-m3), L2-normalized when ``normalize``
   is on: the vector :meth:`LocalEncoder.encode` returns.
@@ -35,113 +38,34 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from localembed.errors import InputError
-from localembed.heads import HEAD_FILES, Outputs, batch_outputs, read_head
-
-if TYPE_CHECKING:
-    import torch
+from localembed.heads import Outputs
+from localembed.presets import SCORES
 
 __all__ = [
-    "COLBERT_HEAD_FILE",
-    "HEAD_FILES",
     "SCORE_MODES",
-    "SPARSE_HEAD_FILE",
+    "WEIGHTED_OUTPUTS",
     "M3Output",
-    "batch_outputs",
     "colbert_score",
-    "encode_m3",
     "hybrid_score",
     "lexical_matching_score",
     "lexical_tokens",
-    "load_head",
-    "read_head",
 ]
 
 M3Output = Outputs
-"""bge-m3's outputs: :class:`localembed.heads.Outputs` (its old name)."""
-SPARSE_HEAD_FILE = HEAD_FILES["sparse"]
-"""The sparse (lexical weight) head: ``Linear(hidden, 1)`` state dict."""
-COLBERT_HEAD_FILE = HEAD_FILES["colbert"]
-"""The multi-vector head: ``Linear(hidden, colbert_dim)`` state dict."""
+"""bge-m3's outputs (what ``LocalEncoder.encode_m3`` returns): :class:`localembed.heads.Outputs`."""
 
-SCORE_MODES = ("dense", "sparse", "colbert", "sparse+dense", "colbert+sparse+dense")
-"""Keys :func:`hybrid_score` can return (FlagEmbedding's ``compute_score`` keys)."""
+SCORE_MODES = tuple(SCORES)
+"""Keys :func:`hybrid_score` can return (FlagEmbedding's ``compute_score`` keys): the score
+table of the bge-m3 preset (:data:`localembed.presets.SCORES`)."""
 
-
-class HeadOwner(Protocol):
-    """Whatever holds a model's heads (an encoder)."""
-
-    def load_head(self, name: str) -> torch.nn.Linear | None:
-        """The head, loaded on first use; None when the backend keeps its own heads."""
-        ...
-
-
-def load_head(owner: HeadOwner, name: str) -> torch.nn.Linear:
-    """The ``"sparse"`` or ``"colbert"`` head of ``owner``'s model, loaded on first use.
-
-    Args:
-        owner: a torch-backend encoder of a bge-m3 model.
-        name: ``"sparse"`` or ``"colbert"``.
-
-    Returns:
-        The head as a ``torch.nn.Linear`` in eval mode, on the model's device and dtype.
-
-    Raises:
-        MissingModelFileError: the head's file is missing (the model is not a bge-m3 model).
-        ModelFileError: the head file is truncated, corrupt, holds NaN/inf or does not fit.
-        InputError: unknown ``name``, or the backend keeps its heads to itself.
-    """
-    head = owner.load_head(name)
-    if head is None:
-        msg = "backend='flagembedding' keeps its heads inside FlagEmbedding; use backend='torch'"
-        raise InputError(msg)
-    return head
-
-
-class M3Encoder(Protocol):
-    """Anything with :meth:`localembed.LocalEncoder.encode_m3`."""
-
-    def encode_m3(
-        self,
-        texts: Sequence[str],
-        *,
-        dense: bool = True,
-        sparse: bool = False,
-        colbert: bool = False,
-        instruction: str | None = None,
-        batch_size: int | None = None,
-        show_progress: bool = False,
-    ) -> Outputs:
-        """bge-m3's outputs of ``texts``."""
-        ...
-
-
-def encode_m3(
-    encoder: M3Encoder,
-    texts: Sequence[str],
-    *,
-    dense: bool = True,
-    sparse: bool = False,
-    colbert: bool = False,
-    instruction: str | None = None,
-    batch_size: int | None = None,
-    show_progress: bool = False,
-) -> Outputs:
-    """bge-m3's dense, sparse and ColBERT outputs of ``texts``: ``encoder.encode_m3(...)``."""
-    return encoder.encode_m3(
-        texts,
-        dense=dense,
-        sparse=sparse,
-        colbert=colbert,
-        instruction=instruction,
-        batch_size=batch_size,
-        show_progress=show_progress,
-    )
+WEIGHTED_OUTPUTS = ("dense", "sparse", "colbert")
+"""The outputs that :func:`hybrid_score`'s ``weights`` weigh, in order."""
 
 
 # -- scores ---------------------------------------------------------------------------------
@@ -215,11 +139,13 @@ def hybrid_score(
     - ``"sparse+dense"``: ``(w_sparse * sparse + w_dense * dense) / (w_sparse + w_dense)``;
     - ``"colbert+sparse+dense"``: the weighted mean of the three.
 
-    A mode is scored when both sides have that output; a combination when all its parts are.
+    The modes and what each combines are data: the bge-m3 preset's score table
+    (:data:`localembed.presets.SCORES`). A mode is scored when both sides have that output; a
+    combination when all its parts are.
 
     Args:
-        queries: :func:`encode_m3` output of the queries.
-        documents: :func:`encode_m3` output of the documents.
+        queries: ``encoder.encode_m3`` output of the queries.
+        documents: ``encoder.encode_m3`` output of the documents.
         weights: ``(dense, sparse, colbert)`` weights, like FlagEmbedding's
             ``weights_for_different_modes`` (default ``[1, 1, 1]``).
 
@@ -230,46 +156,70 @@ def hybrid_score(
         ValueError: not three weights, weights that are not finite or sum to zero, or no
             output that both sides have.
     """
-    if len(weights) != 3:
+    if len(weights) != len(WEIGHTED_OUTPUTS):
         msg = f"weights must be (dense, sparse, colbert), got {len(weights)} values"
         raise InputError(msg)
-    w_dense, w_sparse, w_colbert = (float(w) for w in weights)
-    if not all(math.isfinite(w) for w in (w_dense, w_sparse, w_colbert)):
+    weight = {output: float(w) for output, w in zip(WEIGHTED_OUTPUTS, weights, strict=True)}
+    if not all(math.isfinite(w) for w in weight.values()):
         msg = f"weights must be finite numbers, got {tuple(weights)}"
         raise InputError(msg)
-    if w_dense + w_sparse == 0 or w_dense + w_sparse + w_colbert == 0:
+    combined = {mode: parts for mode, parts in SCORES.items() if len(parts) > 1}
+    totals = {mode: _total(weight, parts) for mode, parts in combined.items()}
+    zero = [mode for mode, total in totals.items() if total == 0]
+    if zero:
         msg = (
-            f"weights {tuple(weights)} sum to zero (dense + sparse, or all three): the combined "
+            f"weights {tuple(weights)} sum to zero over {', '.join(zero)}: the combined "
             f"scores would divide by zero; give the modes you combine a positive total weight"
         )
         raise InputError(msg)
     scores: dict[str, np.ndarray] = {}
-    if queries.dense is not None and documents.dense is not None:
-        scores["dense"] = (
-            np.asarray(queries.dense, dtype=np.float32)
-            @ np.asarray(documents.dense, dtype=np.float32).T
-        ).astype(np.float64)
-    if queries.sparse is not None and documents.sparse is not None:
-        scores["sparse"] = np.asarray(
-            [[lexical_matching_score(q, d) for d in documents.sparse] for q in queries.sparse],
-            dtype=np.float64,
-        ).reshape(len(queries.sparse), len(documents.sparse))
-    if queries.colbert is not None and documents.colbert is not None:
-        scores["colbert"] = _colbert_matrix(queries.colbert, documents.colbert)
+    for mode, parts in SCORES.items():
+        if len(parts) == 1:
+            query_side, document_side = getattr(queries, parts[0]), getattr(documents, parts[0])
+            if query_side is not None and document_side is not None:
+                scores[mode] = _SCORERS[parts[0]](query_side, document_side)
     if not scores:
         msg = "queries and documents share no output (dense, sparse or colbert) to score"
         raise InputError(msg)
-    if "dense" in scores and "sparse" in scores:
-        scores["sparse+dense"] = (scores["sparse"] * w_sparse + scores["dense"] * w_dense) / (
-            w_sparse + w_dense
-        )
-        if "colbert" in scores:
-            scores["colbert+sparse+dense"] = (
-                scores["colbert"] * w_colbert
-                + scores["sparse"] * w_sparse
-                + scores["dense"] * w_dense
-            ) / (w_dense + w_sparse + w_colbert)
+    for mode, parts in combined.items():
+        if all(part in scores for part in parts):
+            mean = scores[parts[0]] * weight[parts[0]]
+            for part in parts[1:]:
+                mean = mean + scores[part] * weight[part]
+            scores[mode] = mean / totals[mode]
     return scores
+
+
+def _total(weight: dict[str, float], parts: Sequence[str]) -> float:
+    """The weights of ``parts``, summed in :data:`WEIGHTED_OUTPUTS` order."""
+    present = [weight[output] for output in WEIGHTED_OUTPUTS if output in parts]
+    total = present[0]
+    for value in present[1:]:
+        total = total + value
+    return total
+
+
+def _dense_matrix(queries: np.ndarray, documents: np.ndarray) -> np.ndarray:
+    return (
+        np.asarray(queries, dtype=np.float32) @ np.asarray(documents, dtype=np.float32).T
+    ).astype(np.float64)
+
+
+def _sparse_matrix(
+    queries: list[dict[int, float]], documents: list[dict[int, float]]
+) -> np.ndarray:
+    return np.asarray(
+        [[lexical_matching_score(q, d) for d in documents] for q in queries],
+        dtype=np.float64,
+    ).reshape(len(queries), len(documents))
+
+
+_SCORERS: dict[str, Callable[[Any, Any], np.ndarray]] = {
+    "dense": _dense_matrix,
+    "sparse": _sparse_matrix,
+    "colbert": _colbert_matrix,
+}
+"""Each output's own score of every query against every document."""
 
 
 def lexical_tokens(weights: dict[int, float], tokenizer: Any) -> dict[str, float]:

@@ -152,7 +152,7 @@ def from_transformers_kwargs(kwargs: Mapping[str, Any], where: str = "model_kwar
         >>> from_transformers_kwargs({"attn_implementation": "sdpa"})
         Traceback (most recent call last):
         ...
-        localembed.errors.InputError: model_kwargs key 'attn_implementation' has no localembed meaning; ...
+        localembed.errors.InputError: model_kwargs key 'attn_implementation' has no localembed ...
 
     """
     options = _translate(kwargs, TRANSFORMERS_KEYS, where)
@@ -171,7 +171,8 @@ def _agree(name: str, documents: Any, queries: Any) -> Any:
 
 def _model_normalizes(model: str | None) -> bool:
     """Whether the model's sentence-transformers modules end in Normalize."""
-    from localembed.loading import locate_model, read_sentence_transformers_metadata
+    from localembed.loading import locate_model
+    from localembed.st_metadata import read_sentence_transformers_metadata
 
     metadata = read_sentence_transformers_metadata(locate_model(model).path)
     return bool(metadata.normalize)

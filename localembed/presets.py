@@ -14,7 +14,15 @@ from dataclasses import dataclass
 
 from localembed.texts import apply_instruction
 
-__all__ = ["HEAD_FILES", "PRESETS", "WEB_SEARCH_TASK", "Preset", "apply_instruction", "find_preset"]
+__all__ = [
+    "HEAD_FILES",
+    "PRESETS",
+    "SCORES",
+    "WEB_SEARCH_TASK",
+    "Preset",
+    "apply_instruction",
+    "find_preset",
+]
 
 WEB_SEARCH_TASK = "Given a web search query, retrieve relevant passages that answer the query"
 """The retrieval task the gte-Qwen2 and Qwen3-Embedding cards use in their examples."""
@@ -46,6 +54,11 @@ class Preset:
     """Rerankers: "sigmoid" or "none" (raw logits) on the scores; None: the model's own rule."""
     heads: tuple[tuple[str, str], ...] = ()
     """Extra output heads saved next to the weights: (output name, file name) pairs."""
+    scores: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """How a query scores against a document from the family's outputs: (score mode, the
+    outputs it combines) pairs. A mode of one output is that output's own score (dense: dot
+    product, sparse: lexical matching, colbert: MaxSim); a mode of several is the weighted
+    mean of theirs, summed in the order listed (see :func:`localembed.m3.hybrid_score`)."""
 
     def instruction(self, kind: str) -> str:
         """The query or document instruction with ``{task}`` filled in."""
@@ -81,6 +94,14 @@ PRESETS: tuple[Preset, ...] = (
         pattern=r"bge-m3",
         pooling="cls",
         heads=(("sparse", "sparse_linear.pt"), ("colbert", "colbert_linear.pt")),
+        # FlagEmbedding's BGEM3FlagModel.compute_score modes, in its order.
+        scores=(
+            ("dense", ("dense",)),
+            ("sparse", ("sparse",)),
+            ("colbert", ("colbert",)),
+            ("sparse+dense", ("sparse", "dense")),
+            ("colbert+sparse+dense", ("colbert", "sparse", "dense")),
+        ),
         max_length=8192,
     ),
     Preset(
@@ -172,6 +193,10 @@ PRESETS: tuple[Preset, ...] = (
 HEAD_FILES: dict[str, str] = {name: file for p in PRESETS for name, file in p.heads}
 """Output head name -> the file it is saved in next to the weights (bge-m3's two heads): the
 one place head files are named (loading and ``localembed download`` fetch them)."""
+
+SCORES: dict[str, tuple[str, ...]] = {mode: parts for p in PRESETS for mode, parts in p.scores}
+"""Score mode -> the outputs it combines (bge-m3's modes): the one place the score table is
+read (:func:`localembed.m3.hybrid_score` scores by it)."""
 
 
 def find_preset(*names: str, kind: str = "embedding") -> Preset | None:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
     from localembed.encoder import LocalEncoder
     from localembed.server.models import ModelSpec
+    from localembed.server.remote import Answer, Forwarded
     from localembed.server.settings import ServerSettings
 
 
@@ -237,7 +238,7 @@ class EmbedBatch:
         )
 
 
-# -- Ray Serve: the HTTP server on replicas ------------------------------------------------
+# -- Ray Serve: one deployment per model behind one ingress ----------------------------------
 
 
 def serve_application(
@@ -253,85 +254,225 @@ def serve_application(
     num_gpus_per_replica: float | None = None,
     name: str = "localembed",
     models: list[ModelSpec] | None = None,
+    ingress_replicas: int = 1,
+    num_cpus_per_ingress: float | None = None,
 ) -> Any:
-    """A Ray Serve application of the ``localembed serve`` app (same routes and errors).
+    """A Ray Serve application of the ``localembed serve`` app: one deployment per model.
 
-    Each replica runs the FastAPI app of :func:`localembed.server.create_app`, serving the
-    same models as ``localembed serve`` would, each with its own micro-batcher, and with the
-    same loading policy per replica (preload, lazy load, ``max_loaded_models`` /
-    ``max_loaded_mb`` eviction, idle unload); Ray Serve's proxy spreads requests over the
-    replicas. With one ``config`` the replica loads it in its constructor, so it is ready
-    when Ray routes to it. Settings and model files' settings are checked here, in the
-    driver.
+    The ingress deployment (named ``name``) answers the same routes as ``localembed serve``
+    with the same code: it checks each request (key, body, the model it names) and
+    forwards it, as received, to the deployment of that model, which runs the server's app
+    for that one model (its own micro-batcher, admission limit, lazy load and idle unload)
+    and whose answer goes back unchanged. ``/v1/models``, ``/health`` and ``/metrics`` are
+    the ingress's (``/v1/models`` asks each model's deployment whether it is loaded).
+
+    The replica options below are every model deployment's; a model's own
+    ``[models.ID.ray]`` table (:attr:`~localembed.server.models.ModelSpec.ray`) overrides
+    them for that model. A model to preload loads in its replica's constructor, so Ray
+    routes to a replica only once it is ready. Settings and models are checked here, in the
+    driver, and a CDE model's ``context`` file is read here.
 
     Args:
-        config: one encoder's settings (default: the embedded model); ignored with ``models``.
+        config: one encoder's settings (default: the embedded model), with
+            ``settings.reranker`` a reranker too; ignored with ``models``.
         settings: the server's limits, key and loading policy
-            (:class:`~localembed.server.ServerSettings`).
-        num_replicas: a fixed number of replicas (ignored with min/max_replicas).
-        min_replicas: with ``max_replicas``: autoscale between these bounds.
+            (:class:`~localembed.server.ServerSettings`); each model deployment's replicas
+            apply it to their one model (so ``max_loaded_models`` has nothing to evict).
+        num_replicas: a fixed number of replicas per model (ignored with min/max_replicas).
+        min_replicas: with ``max_replicas``: autoscale between these bounds (0: scale an
+            unused model to zero replicas).
         max_replicas: the autoscaling upper bound.
         target_ongoing_requests: autoscaling target of requests in progress per replica.
         max_ongoing_requests: requests Ray hands one replica at once (its micro-batcher
             merges them; keep it well above 1).
-        num_cpus_per_replica: CPUs Ray reserves per replica (None: Ray's default, 1).
-        num_gpus_per_replica: GPUs per replica (None: 0).
-        name: the deployment's name.
+        num_cpus_per_replica: CPUs Ray reserves per model replica (None: Ray's default, 1).
+        num_gpus_per_replica: GPUs per model replica (None: 0).
+        name: the ingress deployment's name; a model's deployment is ``NAME:ID`` (characters
+            other than letters, digits, ``_.-`` in the id become ``_``).
         models: the served models (:class:`~localembed.server.models.ModelSpec`, e.g. from
             :func:`~localembed.server.models.read_config_file`).
+        ingress_replicas: replicas of the ingress deployment.
+        num_cpus_per_ingress: CPUs Ray reserves per ingress replica (None: Ray's default, 1).
 
     Returns:
         A bound ``ray.serve`` application: ``serve.run(app, route_prefix="/")``.
+
+    Raises:
+        ValueError: an invalid option or model table (the message names it).
 
     Examples:
         >>> from ray import serve  # doctest: +SKIP
         >>> serve.run(serve_application(min_replicas=1, max_replicas=4))  # doctest: +SKIP
 
     """
-    from localembed.server.models import check_specs
+    from localembed.server.models import (
+        check_contexts,
+        check_specs,
+        embedding_spec,
+        reranker_spec,
+    )
     from localembed.server.settings import ServerSettings
 
-    config = with_context_loaded(config or EncoderConfig())
     settings = settings or ServerSettings()
-    specs = None if models is None else check_specs(list(models))  # errors in the driver
-    if (min_replicas is None) != (max_replicas is None):
-        msg = "autoscaling needs both min_replicas and max_replicas (or neither: num_replicas)"
-        raise InputError(msg)
-    if (
-        min_replicas is not None
-        and max_replicas is not None
-        and not 0 <= min_replicas <= max_replicas
-    ):
-        msg = f"need 0 <= min_replicas <= max_replicas, got {min_replicas} and {max_replicas}"
+    if models is None:
+        config = config or EncoderConfig()
+        models = [embedding_spec(config, settings.model_name)]
+        if settings.reranker is not None:
+            models.append(reranker_spec(settings.reranker, config))
+    specs = check_contexts(check_specs(list(models)))  # errors, and context files, in the driver
+    defaults: dict[str, Any] = {
+        "num_replicas": num_replicas,
+        "min_replicas": min_replicas,
+        "max_replicas": max_replicas,
+        "target_ongoing_requests": target_ongoing_requests,
+        "max_ongoing_requests": max_ongoing_requests,
+        "num_cpus": num_cpus_per_replica,
+        "num_gpus": num_gpus_per_replica,
+    }
+    per_model = {spec.id: _deployment_options(spec, defaults) for spec in specs}
+    if not isinstance(ingress_replicas, int) or ingress_replicas < 1:
+        msg = f"ingress_replicas must be a positive int, got {ingress_replicas!r}"
         raise InputError(msg)
     serve = require("ray.serve", "serve_application")
 
-    def build_app() -> Any:  # runs on each replica
-        from localembed.encoder import get_encoder
-        from localembed.server.app import create_app
+    handles: dict[str, Any] = {}
+    used: set[str] = {name}
+    for spec in specs:
+        deployment_name = _deployment_name(name, spec.id, used)
+        deployment = serve.deployment(ModelReplica, name=deployment_name, **per_model[spec.id])
+        handles[spec.id] = deployment.bind(spec, settings)
+    ingress_options: dict[str, Any] = {"name": name, "num_replicas": ingress_replicas}
+    ingress_options["max_ongoing_requests"] = max(
+        [options["max_ongoing_requests"] for options in per_model.values()] or [100]
+    ) * len(specs)
+    if num_cpus_per_ingress is not None:
+        ingress_options["ray_actor_options"] = {"num_cpus": num_cpus_per_ingress}
+    ingress: Any = serve.deployment(serve.ingress()(Ingress), **ingress_options)
+    return ingress.bind(specs, settings, handles)
 
-        if specs is not None:
-            return create_app(models=specs, settings=settings)
-        return create_app(encoder=get_encoder(config), settings=settings)
 
-    class LocalembedReplica:
-        """One replica: the app from ``build_app`` (Ray Serve calls it as the ingress)."""
-
-    options: dict[str, Any] = {"name": name, "max_ongoing_requests": max_ongoing_requests}
-    if min_replicas is not None:
+def _deployment_options(spec: ModelSpec, defaults: dict[str, Any]) -> dict[str, Any]:
+    """The ``serve.deployment`` options of ``spec``'s deployment (its ray table first)."""
+    chosen = {**defaults, **spec.ray}
+    if "num_replicas" in spec.ray and "min_replicas" not in spec.ray:
+        chosen["min_replicas"] = chosen["max_replicas"] = None  # the table's fixed count wins
+    where = f"model {spec.id!r}"
+    low, high = chosen["min_replicas"], chosen["max_replicas"]
+    if (low is None) != (high is None):
+        msg = (
+            f"{where}: autoscaling needs both min_replicas and max_replicas "
+            "(or neither: num_replicas)"
+        )
+        raise InputError(msg)
+    if low is not None and high is not None and not 0 <= low <= high:
+        msg = f"{where}: need 0 <= min_replicas <= max_replicas, got {low} and {high}"
+        raise InputError(msg)
+    options: dict[str, Any] = {"max_ongoing_requests": chosen["max_ongoing_requests"]}
+    if low is not None:
         options["autoscaling_config"] = {
-            "min_replicas": min_replicas,
-            "max_replicas": max_replicas,
-            "target_ongoing_requests": target_ongoing_requests,
+            "min_replicas": low,
+            "max_replicas": high,
+            "target_ongoing_requests": chosen["target_ongoing_requests"],
         }
     else:
-        options["num_replicas"] = num_replicas
-    actor_options: dict[str, Any] = {}
-    if num_cpus_per_replica is not None:
-        actor_options["num_cpus"] = num_cpus_per_replica
-    if num_gpus_per_replica is not None:
-        actor_options["num_gpus"] = num_gpus_per_replica
-    if actor_options:
-        options["ray_actor_options"] = actor_options
-    deployment: Any = serve.deployment(serve.ingress(build_app)(LocalembedReplica), **options)
-    return deployment.bind()
+        options["num_replicas"] = chosen["num_replicas"]
+    actor = {key: chosen[key] for key in ("num_cpus", "num_gpus") if chosen[key] is not None}
+    if actor:
+        options["ray_actor_options"] = actor
+    return options
+
+
+def _deployment_name(name: str, model_id: str, used: set[str]) -> str:
+    """``NAME:ID`` with the id's unusual characters as ``_``, unique among ``used``.
+
+    Example:
+        >>> _deployment_name("localembed", "BAAI/bge-m3", set())
+        'localembed:BAAI_bge-m3'
+
+    """
+    import re
+
+    base = f"{name}:{re.sub(r'[^A-Za-z0-9_.-]', '_', model_id)}"
+    chosen, number = base, 1
+    while chosen in used:
+        number += 1
+        chosen = f"{base}-{number}"
+    used.add(chosen)
+    return chosen
+
+
+class ModelReplica:
+    """A replica of one model's deployment: the server's app for that model alone."""
+
+    async def __init__(self, spec: ModelSpec, settings: ServerSettings) -> None:  # type: ignore[misc]
+        from localembed.server.app import create_app
+        from localembed.server.memory import fix_mmap_threshold
+
+        fix_mmap_threshold()  # as localembed serve: new batch shapes must not grow the RSS
+        self.app = create_app(models=[spec], settings=settings)
+        self.state = self.app.state.localembed
+        self.served = self.state.models[spec.id]
+        self._lifespan = self.app.router.lifespan_context(self.app)
+        await self._lifespan.__aenter__()
+        await self.state.preloaded()  # Ray routes here once the model (to preload) is in
+        if self.served.status == "failed":
+            from localembed.errors import RuntimeFault
+
+            msg = f"model {spec.id!r} failed to load: {self.served.error}"
+            raise RuntimeFault(msg)
+
+    async def forward(self, request: Forwarded) -> Answer:
+        """Answer a request the ingress forwarded, as ``localembed serve`` would."""
+        from localembed.server.remote import call_app
+
+        return await call_app(self.app, request)
+
+    def status(self) -> tuple[str, str | None]:
+        """The model's status here ("loaded", "unloaded", ...) and its load error."""
+        return self.served.status, self.served.error
+
+    async def __del__(self) -> None:
+        """Ray Serve's shutdown hook: stop the app's background tasks."""
+        lifespan = self.__dict__.pop("_lifespan", None)  # once; absent if __init__ failed
+        if lifespan is not None:
+            await lifespan.__aexit__(None, None, None)
+
+
+class Ingress:
+    """The ingress replica: the server's routes, forwarding each request to its model."""
+
+    def __init__(
+        self, specs: list[ModelSpec], settings: ServerSettings, handles: dict[str, Any]
+    ) -> None:
+        self.specs = specs
+        self.settings = settings
+        self.handles = handles
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """The app Ray Serve runs: ``create_app`` in forwarding mode."""
+        from localembed.server.app import create_app
+        from localembed.server.remote import Remote
+
+        return create_app(
+            models=self.specs,
+            settings=self.settings,
+            remote=Remote(forward=self._forward, statuses=self._statuses),
+        )
+
+    async def _forward(self, model_id: str, request: Forwarded) -> Answer:
+        answer: Answer = await self.handles[model_id].forward.remote(request)
+        return answer
+
+    async def _statuses(self) -> dict[str, tuple[str, str | None]]:
+        import asyncio
+
+        async def one(model_id: str) -> tuple[str, tuple[str, str | None] | None]:
+            try:
+                status = await asyncio.wait_for(self.handles[model_id].status.remote(), 10)
+            except Exception:  # a replica starting or gone: leave the model's entry as it is
+                return model_id, None
+            state, error = status
+            return model_id, (str(state), None if error is None else str(error))
+
+        answers = await asyncio.gather(*(one(model_id) for model_id in self.handles))
+        return {model_id: status for model_id, status in answers if status is not None}

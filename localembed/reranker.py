@@ -3,11 +3,11 @@
 A cross-encoder (``AutoModelForSequenceClassification``: BERT, XLM-RoBERTa, ...) reads the
 query and the document together as two segments and its classification head gives the
 relevance. It goes through the core's stages: model location and safety checks
-(:mod:`localembed.loading`), input checks, length-sorted token-budget batches with the
-out-of-memory split (:mod:`localembed.batching`) and the torch / ONNX runtimes
-(:mod:`localembed.runtimes`). The arithmetic is sentence-transformers' ``CrossEncoder``:
-pairs truncated ``longest_first`` to ``max_length``, the model's logits, then its default
-activation (sigmoid for one label, else none).
+(:mod:`localembed.loading`, :mod:`localembed.transformers_files`), input checks,
+length-sorted token-budget batches with the out-of-memory split (:mod:`localembed.batching`)
+and the torch / ONNX runtimes (:mod:`localembed.runtimes`). The arithmetic is
+sentence-transformers' ``CrossEncoder``: pairs truncated ``longest_first`` to ``max_length``,
+the model's logits, then its default activation (sigmoid for one label, else none).
 
 bge-m3 has no classification head; it reranks by the mix of its dense, sparse and ColBERT
 scores from one pass over each text (:func:`localembed.m3.hybrid_score`), as FlagEmbedding's
@@ -39,18 +39,15 @@ from localembed.backends.cross_encoder import CrossEncoderBackend, TokenizedPair
 from localembed.config import ModelOptions, RerankerConfig
 from localembed.errors import InputError, InputTypeError
 from localembed.heads import HEAD_FILES
-from localembed.loading import (
-    MissingModelFileError,
-    ModelFileError,
-    check_model_files,
-    locate_model,
-    read_sentence_transformers_metadata,
-)
+from localembed.loading import locate_model
+from localembed.model_errors import MissingModelFileError, ModelFileError
 from localembed.presets import find_preset
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.settings import model_length_limit, resolve_max_length
 from localembed.sharing import SharedModels
+from localembed.st_metadata import read_sentence_transformers_metadata
 from localembed.texts import check_text, check_texts, ordered_items
+from localembed.transformers_files import check_model_files
 
 if TYPE_CHECKING:
     import torch
@@ -265,7 +262,7 @@ class LocalReranker:
         model, a directory as given), never the absolute file-system path unless ``paths``
         (``localembed info --paths``): a server's ``/info`` does not disclose its files.
         """
-        from localembed.loading import display_path
+        from localembed.model_origins import display_path
 
         return {
             "model": self.source.name,

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
     from localembed.config import EncoderConfig
-    from localembed.loading import SentenceTransformersMetadata
     from localembed.presets import Preset
+    from localembed.st_metadata import SentenceTransformersMetadata
     from localembed.texts import Kind
 
 __all__ = [

@@ -1,8 +1,8 @@
 """Weights: a model's transformer loaded from its files, checked, in eval mode.
 
 :func:`load_transformer` is the one place weights are read (safetensors; pickle weights only
-on request). Locating the model and reading its metadata, tokenizer and config is
-:mod:`localembed.loading`.
+on request). Locating the model is :mod:`localembed.loading`; reading its metadata is
+:mod:`localembed.st_metadata`, its tokenizer and config :mod:`localembed.transformers_files`.
 """
 
 from __future__ import annotations
@@ -14,15 +14,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from localembed.loading import (
-    MissingModelFileError,
-    ModelFileError,
-    _origin,
-    check_model_files,
-    display_path,
-    fix_for,
-    scrub,
-)
+from localembed.model_errors import MissingModelFileError, ModelFileError
+from localembed.model_origins import display_path, fix_for, origin_of, scrub
+from localembed.transformers_files import check_model_files
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +76,7 @@ def load_transformer(
                 f"safe_serialization=True)"
             )
         else:
-            origin = _origin(directory)
+            origin = origin_of(directory)
             hint = (
                 " (a hub repository with only pickle weights, pytorch_model.bin, needs "
                 "allow_pickle_weights=True to fetch and load them)"

@@ -7,6 +7,7 @@ is told to stay offline.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("LOCALEMBED_LINEAR_KERNEL", "mkl")
 
 from tests import model_factory
+
+
+@pytest.fixture(autouse=True)
+def _hub_stays_offline():
+    """A test that turns huggingface_hub's offline mode off and leaves it off fails itself.
+
+    Without this the leak shows up far away: every later hub test reaches for the network.
+    """
+    yield
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and not constants.HF_HUB_OFFLINE:
+        constants.HF_HUB_OFFLINE = True
+        pytest.fail("this test left huggingface_hub.constants.HF_HUB_OFFLINE off")
 
 
 @pytest.fixture(scope="session")

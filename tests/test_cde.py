@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import pytest
 
 from localembed import EncoderConfig, get_encoder, load_context
 from localembed.contextual import ContextError, CorpusContext, sample_indices
-from localembed.loading import ModelFileError, RemoteCodeError
+from localembed.model_errors import ModelFileError, RemoteCodeError
 from tests.cde_factory import (
     CORPUS_SIZE,
     DOCUMENT_PREFIX,
@@ -26,7 +27,7 @@ from tests.cde_factory import (
     build_tiny_cde,
     notebook_embeddings,
 )
-from tests.test_cli import InterruptedStdin, run
+from tests.cli_helpers import InterruptedStdin, run
 
 CORPUS = [
     f"Document {i}: " + text
@@ -418,3 +419,66 @@ def test_long_text_chunk_gives_every_window_the_context(
     # One window: the same vector as truncation; many windows: another one.
     assert np.abs(vectors[0] - truncated.encode_documents([short])[0]).max() <= TOLERANCE
     assert np.abs(vectors[1] - truncated.encode_documents([long])[0]).max() > 1e-4
+
+
+def test_a_config_file_serves_a_cde_model_with_its_own_context(
+    tmp_path: Path, cde_dir: Path, tiny_bert_dir: Path, context_file: Path
+) -> None:
+    """``context = "path"`` in a model's table: read and checked at start, used by that model."""
+    from fastapi.testclient import TestClient
+
+    from localembed.server.app import create_app
+    from localembed.server.models import check_contexts, read_config_file
+    from localembed.server.settings import ServerSettings
+
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f"[models.bert]\nmodel = {json.dumps(str(tiny_bert_dir))}\n"
+        f"[models.cde]\nmodel = {json.dumps(str(cde_dir))}\ntrust_remote_code = true\n"
+        f"context = {json.dumps(str(context_file))}\n",
+        encoding="utf-8",
+    )
+    _, specs = read_config_file(config)
+    checked = check_contexts(specs)
+    assert isinstance(checked[1].config.context, CorpusContext)  # read once, here
+    encoder = get_encoder(model=str(cde_dir), trust_remote_code=True, context=str(context_file))
+    lazy = ServerSettings(preload=False)
+    with TestClient(create_app(models=checked, settings=lazy)) as client:
+        for kind, texts, expected in (
+            ("document", CORPUS[:3], encoder.encode_documents(CORPUS[:3])),
+            ("query", QUERIES, encoder.encode_queries(QUERIES)),
+        ):
+            body = {"input": texts, "input_type": kind, "model": "cde"}
+            response = client.post("/v1/embeddings", json=body)
+            assert response.status_code == 200, response.text
+            rows = [row["embedding"] for row in response.json()["data"]]
+            assert np.abs(np.array(rows, dtype=np.float32) - expected).max() <= TOLERANCE
+
+
+def test_a_wrong_context_in_a_config_file_stops_the_server_at_start(
+    tmp_path: Path,
+    cde_dir: Path,
+    other_cde_dir: Path,
+    tiny_bert_dir: Path,
+    context_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Missing file, another model's context, a model that is not CDE: exit 2 naming the table."""
+    config = tmp_path / "models.toml"
+    cases = [
+        (cde_dir, tmp_path / "missing.safetensors", "cannot read|no such|not found|missing"),
+        (other_cde_dir, context_file, "build a context with this model"),
+        (tiny_bert_dir, context_file, "is not one"),
+    ]
+    for model, context, message in cases:
+        config.write_text(
+            "[server]\npreload = false\n"  # lazy: still checked at start
+            f'[models."team/cde"]\nmodel = {json.dumps(str(model))}\ntrust_remote_code = true\n'
+            f"context = {json.dumps(str(context))}\n",
+            encoding="utf-8",
+        )
+        code, _, err = run(capsys, "serve", "--config", config, "--port", "0")
+        assert code == 2, err
+        where = f"--config {config}: [models.team/cde] (model 'team/cde'): context {context}"
+        assert where in err
+        assert re.search(message, err, re.IGNORECASE), err

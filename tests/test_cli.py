@@ -7,14 +7,11 @@ encodes chunk by chunk, so a file of fewer rows than `--chunk-size` must hold ex
 
 from __future__ import annotations
 
-import csv
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +23,19 @@ import pytest
 from localembed import get_encoder
 from localembed.cli import EXAMPLES, main
 from localembed.plots import similarity_heatmap
+from tests.cli_helpers import (
+    OUTPUTS,
+    TEXTS,
+    InterruptedStdin,
+    leftovers,
+    read_output,
+    run,
+    start_embed,
+    wait_for_rows,
+    write_input,
+)
 
-TEXTS = ["first line", "second, with a comma", "", "fourth 🎉 émoji", 'a "quoted" text']
 INPUTS = ["txt", "jsonl", "csv", "tsv", "parquet"]
-OUTPUTS = ["npy", "jsonl", "parquet"]
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: Any) -> tuple[int, str, str]:
-    code = main([str(arg) for arg in argv])
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
-
-
-def write_input(path: Path, texts: list[str], column: str = "text", **extra: list[Any]) -> Path:
-    """``texts`` as a file of the format of ``path``'s suffix, in ``column`` (+ other columns)."""
-    columns = {column: texts, **extra}
-    rows = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
-    suffix = path.suffix
-    if suffix == ".txt":
-        path.write_text("".join(text + "\n" for text in texts), encoding="utf-8")
-    elif suffix == ".jsonl":
-        path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    elif suffix == ".csv":
-        with path.open("w", newline="", encoding="utf-8") as file:
-            writer = csv.DictWriter(file, list(columns))
-            writer.writeheader()
-            writer.writerows(rows)
-    elif suffix == ".tsv":  # fields split on tabs, no quoting
-        lines = ["\t".join(columns), *("\t".join(map(str, row.values())) for row in rows)]
-        path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    else:
-        pq.write_table(pa.table(columns), path, row_group_size=2)
-    return path
-
-
-def read_output(path: Path) -> tuple[np.ndarray, list[str] | None]:
-    """Vectors (float32) and texts (None for .npy) of an `embed` output; checks the ids."""
-    if path.suffix == ".npy":
-        return np.load(path), None
-    if path.suffix == ".jsonl":
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    else:
-        rows = pq.read_table(path).to_pylist()
-    assert [row["id"] for row in rows] == list(range(len(rows)))
-    vectors = np.asarray([row["embedding"] for row in rows], dtype=np.float32)
-    return vectors, [row["text"] for row in rows]
-
-
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
 
 
 # -- embed: formats ---------------------------------------------------------------------------
@@ -295,20 +256,6 @@ def test_info_takes_a_model_as_argument_or_flag(
 # -- embed: resume, interruption, refusal to overwrite ----------------------------------------
 
 
-class InterruptedStdin(io.StringIO):
-    """Standard input on which Ctrl-C arrives after ``lines`` lines were read."""
-
-    def __init__(self, text: str, lines: int) -> None:
-        super().__init__(text)
-        self.left = lines
-
-    def __next__(self) -> str:
-        if self.left == 0:
-            raise KeyboardInterrupt
-        self.left -= 1
-        return super().__next__()
-
-
 @pytest.mark.parametrize("output_format", OUTPUTS)
 def test_resume_after_interruption_equals_an_uninterrupted_run(
     output_format: str,
@@ -424,19 +371,8 @@ def test_sigint_to_a_running_embed_then_resume(
     source = write_input(tmp_path / "big.txt", [f"line {i} of a long input" for i in range(1500)])
     output = tmp_path / "vectors.npy"
     flags = ["--model", str(tiny_bert_dir), "--chunk-size", "16"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "localembed.cli", "embed", str(source), "-o", str(output), *flags],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    state = tmp_path / "vectors.npy.partial.json"
-    deadline = time.monotonic() + 120
-    while not (state.exists() and json.loads(state.read_text() or "{}").get("rows", 0) >= 32):
-        assert child.poll() is None, child.communicate()[1]
-        assert time.monotonic() < deadline, "the child wrote no rows"
-        time.sleep(0.01)
+    child = start_embed(source, output, flags)
+    wait_for_rows(child, output, 32)
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
@@ -601,7 +537,7 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
 def test_random_base_model_is_a_base_shaped_sentence_transformers_dir(tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
-    from localembed.cli.benchmark import RANDOM_BASE_CONFIG, build_random_base
+    from localembed.cli.bench_random_base import RANDOM_BASE_CONFIG, build_random_base
 
     assert (RANDOM_BASE_CONFIG["hidden_size"], RANDOM_BASE_CONFIG["num_hidden_layers"]) == (768, 12)
     # The same builder at a small size (the real one is 110M parameters).

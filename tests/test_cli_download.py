@@ -58,6 +58,6 @@ def test_download_fetches_no_pickle_or_code() -> None:
 
 def test_download_keeps_the_m3_heads_the_loader_reads() -> None:
     """bge-m3's head files are fetched by the exact names localembed.m3 loads."""
-    from localembed.m3 import HEAD_FILES
+    from localembed.presets import HEAD_FILES
 
     assert set(HEAD_FILES.values()) <= set(ALLOW_PATTERNS)

@@ -55,7 +55,7 @@ def test_the_cli_runs_where_resource_cannot_be_imported(tmp_path: Path) -> None:
     # use of it (peak memory) gives None instead of failing.
     shim = NO_RESOURCE.replace(
         "from localembed.cli import main\nstatus = main(sys.argv[1:])",
-        "from localembed.cli.benchmark import peak_rss_mb\nstatus = peak_rss_mb() is not None",
+        "from localembed.cli.bench_measures import peak_rss_mb\nstatus = peak_rss_mb() is not None",
     ).replace('assert "localembed.cli.benchmark" not in', "assert 1 or")
     result = subprocess.run([sys.executable, "-c", shim], capture_output=True, text=True, env=ENV)
     assert result.returncode == 0, result.stderr
@@ -129,7 +129,7 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_bench_contender_names_match_the_benchmark() -> None:
+    from localembed.cli.bench_contenders import LOCALEMBED_OPTIONS
     from localembed.cli.bench_options import LOCALEMBED_CONTENDERS
-    from localembed.cli.benchmark import LOCALEMBED_OPTIONS
 
     assert tuple(LOCALEMBED_OPTIONS) == LOCALEMBED_CONTENDERS

@@ -21,7 +21,7 @@ from sentence_transformers.quantization import quantize_embeddings
 
 from localembed import get_encoder
 from localembed.precision import PRECISIONS, calibration_ranges
-from tests.test_cli import OUTPUTS, TEXTS, InterruptedStdin, leftovers, run, write_input
+from tests.cli_helpers import OUTPUTS, TEXTS, InterruptedStdin, leftovers, run, write_input
 
 ARROW = {"float32": pa.float32(), "float16": pa.float16(), "int8": pa.int8(), "uint8": pa.uint8()}
 

@@ -26,7 +26,7 @@ import pytest
 from localembed import get_encoder
 from localembed.cli import main
 from localembed.encoder import LocalEncoder
-from tests.test_cli import InterruptedStdin
+from tests.cli_helpers import InterruptedStdin
 
 NO_MODEL = "/nonexistent/model-folder"
 

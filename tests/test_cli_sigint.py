@@ -8,7 +8,6 @@ the clean-up of the first): each exits 130, says how many rows it kept, shows no
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_cli import run, write_input
+from tests.cli_helpers import run, start_embed, wait_for_rows, write_input
 
 ROWS = 1200
 
@@ -38,24 +37,8 @@ def test_sigint_exits_130_every_time(
     source = write_input(tmp_path / "in.txt", [f"row {i} of the input" for i in range(ROWS)])
     output = tmp_path / "out.npy"
     flags = ["--model", str(tiny_bert_dir), "--chunk-size", "16"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    child = subprocess.Popen(
-        [sys.executable, "-m", "localembed.cli", "embed", str(source), "-o", str(output), *flags],
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
-    state = tmp_path / "out.npy.partial.json"
-    partial = tmp_path / "out.npy.partial"
-    deadline = time.monotonic() + 120
-    while True:
-        assert child.poll() is None, child.communicate()[1]
-        assert time.monotonic() < deadline, "the child wrote no rows"
-        if after_rows == 0 and partial.exists():
-            break
-        if state.exists() and json.loads(state.read_text() or "{}").get("rows", 0) >= after_rows:
-            break
-        time.sleep(0.005)
+    child = start_embed(source, output, flags)
+    wait_for_rows(child, output, after_rows, poll_s=0.005)
     for _ in range(signals):
         child.send_signal(signal.SIGINT)
         time.sleep(0.02)

@@ -8,6 +8,7 @@ are in the slow tier; ``<!-- docs: page loopback -->`` lets a page's Python exam
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -30,8 +31,21 @@ def page_param(path: Path) -> object:
 
 
 @pytest.mark.parametrize("page", [page_param(path) for path in PAGES])
-def test_page_examples_run_and_print_what_they_show(page: Path, tmp_path: Path) -> None:
-    counts = docs_harness.run_page(page, tmp_path)
+def test_page_examples_run_and_print_what_they_show(
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from huggingface_hub import constants
+
+    # A page's Python examples run in this process and may change process-wide settings as a
+    # reader would (docs/server.md turns huggingface_hub's offline mode off to reach its own
+    # server on 127.0.0.1): undo them after the page.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", constants.HF_HUB_OFFLINE)
+    environment = dict(os.environ)
+    try:
+        counts = docs_harness.run_page(page, tmp_path)
+    finally:
+        os.environ.clear()
+        os.environ.update(environment)
     blocks = docs_harness.page_blocks(page)
     assert counts["executed"] + counts["not-run"] == len(blocks)
 

@@ -12,7 +12,7 @@ import pytest
 
 from localembed import EncoderConfig, get_encoder
 from localembed.encoder import LocalEncoder
-from localembed.loading import ModelNotFoundError
+from localembed.model_errors import ModelNotFoundError
 from tests.model_factory import build_sentence_transformers_dir
 
 

@@ -27,7 +27,7 @@ from localembed.errors import InputError
 from localembed.precision import calibration_ranges, check_ranges
 from localembed.server import ServerSettings, create_app
 from localembed.texts import repair_text
-from tests.test_cli import run, write_input
+from tests.cli_helpers import run, write_input
 
 TEXTS = ["Paris is the capital of France.", "Cats purr.", "A third text.", "And a fourth."]
 

@@ -20,7 +20,7 @@ from llamaindex_localembed import LocalEmbedding
 from localembed import get_encoder
 from localembed.config import EncoderConfig
 from localembed.encoder import LocalEncoder
-from localembed.loading import (
+from localembed.model_errors import (
     MissingModelFileError,
     ModelFileError,
     ModelNotFoundError,

@@ -20,14 +20,13 @@ import torch
 
 from localembed import get_encoder
 from localembed.encoder import ForwardBatch, LocalEncoder
+from localembed.heads import batch_outputs
 from localembed.m3 import (
     M3Output,
-    batch_outputs,
     colbert_score,
     hybrid_score,
     lexical_matching_score,
     lexical_tokens,
-    load_head,
 )
 
 MAX_LENGTH = 64
@@ -251,8 +250,8 @@ def test_our_heads_do_not_depend_on_padding_side(
         ),
         pooling="cls",
         normalize=True,
-        sparse_head=load_head(encoder, "sparse"),
-        colbert_head=load_head(encoder, "colbert"),
+        sparse_head=encoder.load_head("sparse"),
+        colbert_head=encoder.load_head("colbert"),
         unused_ids=frozenset({0, 1, 2, 3}),
     )
     assert_outputs_equal(M3Output(dense, sparse, colbert), ours)
@@ -387,7 +386,7 @@ def test_chunked_long_text(m3_dir: Path) -> None:
     assert abs(np.linalg.norm(out.dense[0]) - 1.0) < 1e-5
 
     # The rule, window by window.
-    sparse_head, colbert_head = load_head(encoder, "sparse"), load_head(encoder, "colbert")
+    sparse_head, colbert_head = encoder.load_head("sparse"), encoder.load_head("colbert")
     dense_windows, sparse_windows, colbert_windows = [], [], []
     for ids in tokenized.ids:
         d, s, c = batch_outputs(

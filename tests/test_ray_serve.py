@@ -1,4 +1,7 @@
-"""localembed.ray.serve_application on a real local Ray instance: 2 replicas on 127.0.0.1."""
+"""localembed.ray.serve_application on a real local Ray instance, on 127.0.0.1.
+
+An ingress deployment and one deployment per model (2 replicas of the first app's model).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +9,15 @@ import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from fastapi.testclient import TestClient
 
 from localembed import EncoderConfig, get_encoder
-from localembed.server import ServerSettings
+from localembed.server import ServerSettings, create_app
 from tests.test_ray import local_ray  # noqa: F401  (the shared local Ray instance fixture)
 
 ray = pytest.importorskip("ray")
@@ -21,6 +26,37 @@ serve = pytest.importorskip("ray.serve")
 pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.slow]
 
 KEY = {"Authorization": "Bearer ray-key"}
+
+
+SAME_ROUTES: list[tuple[str, str, dict[str, Any] | None]] = [
+    ("POST", "/v1/embeddings", {"input": ["a cat on a mat", "", "x " * 40]}),
+    ("POST", "/v1/embeddings", {"input": "a dog", "model": "bert", "encoding_format": "base64"}),
+    ("POST", "/models/bert/embed", {"inputs": ["a cat", "a dog"]}),
+    ("POST", "/embed", {"inputs": "a cat"}),
+    ("POST", "/tokenize", {"inputs": "a cat"}),
+    ("POST", "/v1/rerank", {"query": "cat", "documents": ["a cat", "a car"], "model": "team/rr"}),
+    ("POST", "/rerank", {"query": "cat", "texts": ["a cat", "a car"], "return_text": True}),
+    ("POST", "/v1/embeddings", {"input": "x", "model": "nope"}),
+    ("POST", "/v1/embeddings", {"input": "x", "model": "team/rr"}),
+    ("POST", "/v1/embeddings", {"input": []}),
+]
+"""Requests the Ray application and the in-process app must answer alike."""
+
+
+def assert_close(got: Any, expected: Any, where: str) -> None:
+    """Equal JSON, floats within 1e-5 (the replicas may use another thread count)."""
+    if isinstance(expected, float):
+        assert isinstance(got, (int, float)) and abs(got - expected) <= 1e-5, where
+    elif isinstance(expected, dict):
+        assert isinstance(got, dict) and set(got) == set(expected), where
+        for key in expected:
+            assert_close(got[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list):
+        assert isinstance(got, list) and len(got) == len(expected), where
+        for index, (one, other) in enumerate(zip(got, expected, strict=True)):
+            assert_close(one, other, f"{where}[{index}]")
+    else:
+        assert got == expected, where
 
 
 def free_port() -> int:
@@ -53,6 +89,7 @@ def served(request: pytest.FixtureRequest, tiny_bert_dir: Path) -> Iterator[str]
             ServerSettings(api_key="ray-key"),
             num_replicas=2,
             num_cpus_per_replica=0.5,
+            num_cpus_per_ingress=0.1,
         )
         serve.run(app, name="localembed", route_prefix="/")
         yield f"http://127.0.0.1:{port}"
@@ -63,8 +100,10 @@ def served(request: pytest.FixtureRequest, tiny_bert_dir: Path) -> Iterator[str]
 def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Path) -> None:
     texts = ["a cat on a mat", "the stock market fell", ""]
     expected = get_encoder(model=str(tiny_bert_dir), pooling="mean", max_length=32).encode(texts)
-    status = serve.status().applications["localembed"].deployments["localembed"]
-    assert status.replica_states.get("RUNNING") == 2
+    deployments = serve.status().applications["localembed"].deployments
+    assert deployments["localembed"].replica_states.get("RUNNING") == 1  # the ingress
+    model = deployments[f"localembed:{tiny_bert_dir.name}"]  # the model's own deployment
+    assert model.replica_states.get("RUNNING") == 2
     processes = set()
     for _ in range(40):
         response = httpx.post(f"{served}/v1/embeddings", json={"input": texts}, headers=KEY)
@@ -75,7 +114,7 @@ def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Pa
         if len(processes) == 2:
             break
         time.sleep(0.05)
-    assert len(processes) == 2  # both replicas answered
+    assert len(processes) == 2  # both replicas of the model's deployment answered
     refused = httpx.post(f"{served}/v1/embeddings", json={"input": "x"})
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert httpx.get(f"{served}/health").json()["status"] == "ok"
@@ -84,7 +123,7 @@ def test_two_replicas_serve_the_encoder_s_vectors(served: str, tiny_bert_dir: Pa
 def test_several_models_on_ray_serve(
     request: pytest.FixtureRequest, served: str, tiny_bert_dir: Path
 ) -> None:
-    """The multi-model app on a replica, under a route prefix: the same routes, lazy loads."""
+    """A deployment per model under a route prefix: the answers of ``localembed serve``."""
     from localembed import RerankerConfig, get_reranker
     from localembed.ray import serve_application
     from localembed.server.models import ModelSpec
@@ -95,40 +134,50 @@ def test_several_models_on_ray_serve(
     )
     models = [
         ModelSpec("bert", "embedding", EncoderConfig(model=str(tiny_bert_dir), pooling="mean")),
-        ModelSpec("rr", "reranker", RerankerConfig(model=str(reranker_dir))),
+        ModelSpec(
+            "team/rr",
+            "reranker",
+            RerankerConfig(model=str(reranker_dir)),
+            ray={"num_replicas": 1, "num_cpus": 0.2},  # its own [models.ID.ray] options
+        ),
     ]
+    settings = ServerSettings(api_key="ray-key", preload=False)
     url = f"{served}/several"  # beside the other application (Serve's proxy strips it)
     try:
         app = serve_application(
-            settings=ServerSettings(api_key="ray-key", preload=False, max_loaded_models=1),
+            settings=settings,
             models=models,
-            num_cpus_per_replica=0.5,
+            num_cpus_per_replica=0.3,
+            num_cpus_per_ingress=0.1,
             name="several",
         )
         serve.run(app, name="several", route_prefix="/several")
+        deployments = serve.status().applications["several"].deployments
+        assert set(deployments) == {"several", "several:bert", "several:team_rr"}
         listed = httpx.get(f"{url}/v1/models", headers=KEY, timeout=60).json()["data"]
         assert [(m["id"], m["kind"], m["loaded"]) for m in listed] == [
             ("bert", "embedding", False),
-            ("rr", "reranker", False),
+            ("team/rr", "reranker", False),
         ]
+        with TestClient(create_app(models=models, settings=settings)) as local:
+            for method, path, body in SAME_ROUTES:
+                expected = local.request(method, path, json=body, headers=KEY)
+                got = httpx.request(method, f"{url}{path}", json=body, headers=KEY, timeout=120)
+                assert got.status_code == expected.status_code, (path, body, got.text)
+                assert_close(got.json(), expected.json(), where=f"{method} {path} {body}")
         texts = ["a cat on a mat", ""]
-        expected = get_encoder(model=str(tiny_bert_dir), pooling="mean").encode(texts)
+        expected_vectors = get_encoder(model=str(tiny_bert_dir), pooling="mean").encode(texts)
         got = httpx.post(f"{url}/embed", json={"inputs": texts}, headers=KEY, timeout=120).json()
-        assert np.abs(np.asarray(got) - expected).max() <= 1e-5
+        assert np.abs(np.asarray(got) - expected_vectors).max() <= 1e-5
+        order = get_reranker(model=str(reranker_dir)).rerank("cat", ["a cat", "a car"])
         ranked = httpx.post(
-            f"{url}/v1/rerank",
-            json={"query": "cat", "documents": ["a cat", "a car"], "model": "rr"},
+            f"{url}/models/team/rr/v1/rerank",
+            json={"query": "cat", "documents": ["a cat", "a car"]},
             headers=KEY,
             timeout=120,
         ).json()
-        order = get_reranker(model=str(reranker_dir)).rerank("cat", ["a cat", "a car"])
         assert [r["index"] for r in ranked["results"]] == [i for i, _ in order]
         listed = httpx.get(f"{url}/v1/models", headers=KEY).json()["data"]
-        loaded = {m["id"]: m["loaded"] for m in listed}
-        assert loaded == {"bert": False, "rr": True}  # one at a time: bert was evicted
-        prefixed = httpx.post(
-            f"{url}/models/bert/embed", json={"inputs": "x"}, headers=KEY, timeout=120
-        )
-        assert prefixed.status_code == 200, prefixed.text
+        assert {m["id"]: m["loaded"] for m in listed} == {"bert": True, "team/rr": True}
     finally:
         serve.delete("several")

@@ -374,7 +374,7 @@ def test_no_request_gets_a_5xx(encoder: LocalEncoder) -> None:
 
 
 def test_a_draining_server_refuses_new_requests_with_503(encoder: LocalEncoder) -> None:
-    app = create_app(encoder=encoder, settings=ServerSettings(max_wait_ms=0))
+    app = create_app(encoder=encoder)
     with TestClient(app) as client:
         assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
         app.state.localembed.draining = True  # what SIGTERM sets (localembed.server.run)
@@ -542,3 +542,15 @@ def test_metrics_export_each_models_cache_counts(tiny_bert_dir: Path, tmp_path: 
     lines = [line for line in metrics.splitlines() if line.startswith("localembed_cache{")]
     hits = [line for line in lines if 'stat="hits"' in line]
     assert hits and float(hits[0].rsplit(" ", 1)[1]) == stats["hits"]
+
+
+def test_max_wait_ms_is_accepted_ignored_and_warned_about(
+    encoder: LocalEncoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deprecated: a config file or script that sets it still runs, and says it is ignored."""
+    with caplog.at_level("WARNING", logger="localembed.server"):
+        app = create_app(encoder=encoder, settings=ServerSettings(max_wait_ms=5))
+    assert "--max-wait-ms (max_wait_ms) is deprecated and ignored" in caplog.text
+    with TestClient(app) as client:
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+    assert encoder.batcher.max_wait == 0  # no lone request is held

@@ -170,3 +170,71 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
     assert len(data) == len(texts) and [item["index"] for item in data] == list(range(len(texts)))
     expected = get_encoder(model=str(tiny_bert_dir), pooling="mean", batch_size=4).encode(texts[:5])
     assert np.abs(np.asarray([item["embedding"] for item in data[:5]]) - expected).max() <= 1e-5
+
+
+SLOW_MODELING_PY = """
+import time
+from pathlib import Path
+
+from transformers import BertModel
+
+
+class SlowModel(BertModel):
+    def __init__(self, config, *args, **kwargs):
+        Path({marker!r}).touch()  # the load has started
+        time.sleep(120)  # a load far longer than the test may take
+        super().__init__(config, *args, **kwargs)
+"""
+
+
+def test_sigterm_during_a_model_load_exits_without_waiting_for_it(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request waiting for a lazy load gets a 503 at once; the process exits without the load."""
+    import json
+    import shutil
+
+    slow = tmp_path / "slow-model"
+    shutil.copytree(tiny_bert_dir, slow)
+    config = json.loads((slow / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_slow.SlowModel"}
+    (slow / "config.json").write_text(json.dumps(config))
+    started = tmp_path / "load-started"
+    (slow / "modeling_slow.py").write_text(SLOW_MODELING_PY.format(marker=str(started)))
+    monkeypatch.setenv("HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+    server = Server("--model", str(slow), "--trust-remote-code", "--lazy", "--load-timeout", "100")
+    headers = {"Authorization": f"Bearer {KEY}"}
+    results: list[httpx.Response] = []
+
+    def waiting_request() -> None:
+        results.append(
+            httpx.post(
+                f"{server.url}/v1/embeddings", json={"input": "a"}, headers=headers, timeout=60
+            )
+        )
+
+    thread = threading.Thread(target=waiting_request)
+    thread.start()
+    deadline = time.monotonic() + 60
+    status = None
+    while time.monotonic() < deadline and status != "loading":
+        listed = httpx.get(f"{server.url}/v1/models", headers=headers, timeout=5).json()
+        status = listed["data"][0]["status"]
+        time.sleep(0.05)
+    assert status == "loading"
+    while time.monotonic() < deadline and not started.exists():
+        time.sleep(0.05)
+    assert started.exists()  # the load is under way in its thread (in the model's __init__)
+    signalled = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    thread.join(timeout=30)
+    answered = time.monotonic() - signalled
+    code = server.process.wait(timeout=30)
+    exited = time.monotonic() - signalled
+    output = server.process.stdout.read() if server.process.stdout else ""
+    assert len(results) == 1, output
+    assert results[0].status_code == 503, results[0].text
+    assert results[0].json()["error"]["code"] == "shutting_down"
+    assert code == 0, output
+    assert answered < 20 and exited < 25, (answered, exited, output)  # the load takes 120 s
+    assert "exiting without waiting for localembed-load" in output

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -368,3 +371,40 @@ def test_concurrent_rerank_requests_share_forward_passes_and_keep_their_rows(
         np.testing.assert_allclose(
             [r["relevance_score"] for r in results], [s for _, s in expected], atol=1e-5
         )
+
+
+MMAP_PROBE = """
+import sys
+
+from localembed.server.memory import fix_mmap_threshold, resident_bytes
+
+if sys.argv[1] == "fixed":
+    assert fix_mmap_threshold()
+first = bytearray(4 << 20)  # mapped; freeing it raises glibc's dynamic threshold to 4 MiB
+del first
+base = resident_bytes()
+second = bytearray(4 << 20)  # with the raised threshold: from the heap, kept when freed
+del second
+print(resident_bytes() - base)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_a_fixed_mmap_threshold_returns_a_freed_batch_s_memory() -> None:
+    """What keeps the server's RSS from creeping over batches of new shapes."""
+
+    def kept(mode: str) -> int:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
+        done = subprocess.run(
+            [sys.executable, "-c", MMAP_PROBE, mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(done.stdout.strip())
+
+    assert kept("plain") >= 3 << 20  # glibc's default keeps the freed 4 MiB
+    assert kept("fixed") < 1 << 20  # returned to the system

@@ -297,7 +297,8 @@ def test_empty_model_name_is_an_error_not_the_working_directory(
     monkeypatch.chdir(dot_product_dir)  # a valid model: "" must not load it
     with pytest.raises(ValueError, match="empty string"):
         get_encoder(model="")
-    from localembed.loading import ModelNotFoundError, locate_model
+    from localembed.loading import locate_model
+    from localembed.model_errors import ModelNotFoundError
 
     with pytest.raises(ModelNotFoundError, match="empty string"):
         locate_model("")

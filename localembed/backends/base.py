@@ -39,15 +39,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, NamedTuple, Protocol
 
 from localembed.corpus_context import is_contextual
-from localembed.loading import (
-    ModelSource,
-    SentenceTransformersMetadata,
-    UnsupportedModelError,
-    load_model_config,
-    load_tokenizer,
-    locate_model,
-    read_sentence_transformers_metadata,
-)
+from localembed.loading import ModelSource, locate_model
+from localembed.model_errors import UnsupportedModelError
+from localembed.st_metadata import SentenceTransformersMetadata, read_sentence_transformers_metadata
+from localembed.transformers_files import load_model_config, load_tokenizer
 from localembed.windows import WindowTokenizer
 
 if TYPE_CHECKING:

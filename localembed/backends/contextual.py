@@ -30,7 +30,8 @@ from localembed.batching import iter_batches, pad_right, padding_id
 from localembed.corpus_context import ContextError, model_fingerprint, no_context_message
 from localembed.errors import InputError
 from localembed.heads import Outputs, check_outputs
-from localembed.loading import ModelFileError, display_path
+from localembed.model_errors import ModelFileError
+from localembed.model_origins import display_path
 from localembed.runtimes import resolve_device, resolve_dtype
 from localembed.weights import load_transformer
 

@@ -18,7 +18,8 @@ from localembed.backends.transformer import warn_truncated
 from localembed.errors import InputError
 from localembed.extras import install_hint
 from localembed.heads import HEAD_FILES, Outputs, missing_heads_message
-from localembed.loading import MissingModelFileError, display_path
+from localembed.model_errors import MissingModelFileError
+from localembed.model_origins import display_path
 from localembed.runtimes import resolve_device, resolve_dtype
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from localembed.batching import ForwardBatch, iter_batches, pad_right, padding_i
 from localembed.batching import token_budget as device_budget
 from localembed.errors import InputError
 from localembed.heads import HEAD_FILES, Outputs, batch_outputs, missing_heads_message, read_head
-from localembed.loading import MissingModelFileError
+from localembed.model_errors import MissingModelFileError
 from localembed.runtimes import load_runtime, resolve_device, resolve_dtype
 
 if TYPE_CHECKING:

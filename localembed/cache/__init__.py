@@ -441,7 +441,8 @@ def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
         "device_type": encoder.device.type,
         # The runtime that ran ("auto" resolves per machine: ONNX Runtime or torch).
         "backend": getattr(encoder.runtime, "name", config.backend),
-        "quantize": config.quantize,
+        # The scheme, not only "int8": a changed quantization method gets new keys.
+        "quantize": getattr(encoder.runtime, "quantization", None) or config.quantize,
         "stored": "float32-finished",
     }
 

@@ -16,7 +16,8 @@ LOCALEMBED_CONTENDERS = (
     "localembed onnx fp32",
     "localembed onnx int8",
 )
-"""localembed contenders (encoder options: ``localembed.cli.benchmark.LOCALEMBED_OPTIONS``)."""
+"""localembed contenders (their encoder options:
+``localembed.cli.bench_contenders.LOCALEMBED_OPTIONS``)."""
 
 SENTENCE_TRANSFORMERS = ("sentence-transformers", "sentence-transformers onnx")
 """Optional contenders (need the sentence-transformers package)."""

@@ -105,6 +105,7 @@ def _settings_and_models(args: argparse.Namespace) -> tuple[ServerSettings, list
     """The server settings and the served models of the flags (and --config)."""
     from localembed.config import EncoderConfig
     from localembed.server.models import (
+        check_contexts,
         check_specs,
         embedding_spec,
         read_config_file,
@@ -132,7 +133,7 @@ def _settings_and_models(args: argparse.Namespace) -> tuple[ServerSettings, list
     if args.model_name is not None and len(names) != 1:
         message = "--model-name names one --model; with several, use a --config file's ids"
         raise InputError(message)
-    return settings, check_specs(specs)
+    return settings, check_contexts(check_specs(specs))  # a wrong context stops it here
 
 
 def _with_cache(spec: ModelSpec, cache: str) -> ModelSpec:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig
 from localembed.server.errors import ApiError, error_body, tei_error_body
-from localembed.server.gate import local_path
+from localembed.server.gate import local_path, split_model_prefix
 from localembed.server.settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
     from localembed.encoder import LocalEncoder
     from localembed.server.models import ModelSpec
+    from localembed.server.remote import Remote
     from localembed.server.state import ServerState
 
 logger = logging.getLogger("localembed.server")
@@ -49,7 +50,8 @@ _ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         413: "Too many inputs or too large a body",
         422: "The model gave NaN or infinite values for the inputs the message names",
         429: "The model's queue is full; retry later",
-        503: "The model is loading or failed to load, or the server is shutting down",
+        503: "The model is loading, failed to load or is unavailable, or the server is "
+        "shutting down",
     }.items()
 }
 
@@ -60,6 +62,7 @@ def create_app(
     *,
     encoder: LocalEncoder | None = None,
     models: list[ModelSpec] | None = None,
+    remote: Remote | None = None,
 ) -> FastAPI:
     """Build the app.
 
@@ -69,6 +72,9 @@ def create_app(
         settings: the server's limits, key, loading policy (see :class:`ServerSettings`).
         encoder: an already loaded encoder to serve (never unloaded by the server).
         models: the served models (``--config FILE``, repeated ``--model``/``--reranker``).
+        remote: the models are served by other processes: this app loads none, checks each
+            request as usual and forwards it to its model's process
+            (:mod:`localembed.server.remote`; Ray Serve's ingress).
 
     Returns:
         A FastAPI app (ASGI): run it with uvicorn, or see :func:`localembed.server.run.serve`.
@@ -90,7 +96,7 @@ def create_app(
             models.append(reranker_spec(settings.reranker, config))
         if encoder is not None:
             loaded[first.id] = encoder
-    state = ServerState(list(models), settings, loaded=loaded)
+    state = ServerState(list(models), settings, loaded=loaded, remote=remote)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +131,13 @@ def create_app(
         on_refused=on_refused,
     )
     app.add_middleware(_ModelPrefix, state=state)
+    if remote is not None:
+        from localembed.server.remote import Forwarding
+
+        # Outside the prefix rewriting: it forwards the path as the client sent it.
+        from localembed.server.tei import TEI_PATHS
+
+        app.add_middleware(Forwarding, remote=remote, names=state.names, tei_paths=TEI_PATHS)
     routes = {
         str(getattr(route, "path", ""))
         for module in (embeddings, sparse, rerank, tei, status)
@@ -226,15 +239,12 @@ class _ModelPrefix:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = local_path(scope) if scope["type"] == "http" else ""
-        if path.startswith("/models/"):
+        name, rest = split_model_prefix(path, self.state.names)
+        if name is not None:
             from localembed.server.embeddings import ROUTED_MODEL
 
-            rest = path.removeprefix("/models/")
-            for name in sorted(self.state.names, key=len, reverse=True):
-                if rest == name or rest.startswith(f"{name}/"):
-                    inner = str(scope.get("root_path", "") or "") + (rest[len(name) :] or "/")
-                    scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
-                    break
+            inner = str(scope.get("root_path", "") or "") + rest
+            scope = {**scope, "path": inner, "raw_path": inner.encode(), ROUTED_MODEL: name}
         await self.app(scope, receive, send)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from localembed.server.errors import error_body
@@ -32,6 +32,22 @@ def local_path(scope: Scope) -> str:
     if root and path.startswith(root):
         return path[len(root) :] or "/"
     return path
+
+
+def split_model_prefix(path: str, names: Iterable[str]) -> tuple[str | None, str]:
+    """The served model a ``/models/ID/PATH`` path names, and ``/PATH`` (else None, ``path``).
+
+    Example:
+        >>> split_model_prefix("/models/BAAI/bge-m3/embed", ["BAAI/bge-m3", "BAAI"])
+        ('BAAI/bge-m3', '/embed')
+
+    """
+    if path.startswith("/models/"):
+        rest = path.removeprefix("/models/")
+        for name in sorted(names, key=len, reverse=True):
+            if rest == name or rest.startswith(f"{name}/"):
+                return name, rest[len(name) :] or "/"
+    return None, path
 
 
 def bearer_token(authorization: str | None) -> str | None:

@@ -38,7 +38,7 @@ Kind = Literal["embedding", "reranker"]
 KINDS: tuple[Kind, ...] = ("embedding", "reranker")
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 
-_SPEC_KEYS = ("kind", "api_keys", "max_queue", "preload", "default", "aliases")
+_SPEC_KEYS = ("kind", "api_keys", "max_queue", "preload", "default", "aliases", "ray")
 """Keys of a model's table that are the server's, not the model's."""
 
 
@@ -62,6 +62,25 @@ class ModelSpec:
     """The model of its kind that requests naming no model (and the TEI routes) use."""
     aliases: frozenset[str] = frozenset()
     """Other names clients may send for this model."""
+    origin: str = field(default="", compare=False)
+    """Where it was declared, for messages (``--config FILE: [models.ID]``, ``--model M``)."""
+    ray: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Its Ray Serve deployment's options (``[models.ID.ray]``: ``num_replicas``,
+    ``num_cpus``, ...; see :data:`RAY_OPTIONS`); ``localembed serve`` ignores them."""
+
+
+RAY_OPTIONS: dict[str, tuple[bool, float]] = {
+    "num_replicas": (True, 1),
+    "min_replicas": (True, 0),
+    "max_replicas": (True, 1),
+    "target_ongoing_requests": (False, 0),
+    "max_ongoing_requests": (True, 1),
+    "num_cpus": (False, 0),
+    "num_gpus": (False, 0),
+}
+"""A model's ``[models.ID.ray]`` keys: whether each is an integer, and its smallest value
+(each means what :func:`localembed.ray.serve_application`'s argument of that name means;
+``num_cpus`` / ``num_gpus``: per replica)."""
 
 
 def public_name(model: str | None) -> str:
@@ -86,7 +105,14 @@ def embedding_spec(config: EncoderConfig, model_id: str | None = None) -> ModelS
     """The spec of one ``--model``; the name as given (a path) is accepted as an alias."""
     model_id = model_id or public_name(config.model)
     aliases = frozenset({config.model} - {None, model_id})
-    return ModelSpec(id=model_id, kind="embedding", config=config, aliases=aliases)  # type: ignore[arg-type]
+    origin = f"--model {config.model}" if config.model else "the default model"
+    return ModelSpec(
+        id=model_id,
+        kind="embedding",
+        config=config,
+        aliases=aliases,  # type: ignore[arg-type]
+        origin=origin,
+    )
 
 
 def reranker_spec(name: str, like: EncoderConfig | None = None) -> ModelSpec:
@@ -177,6 +203,20 @@ def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
         if flag in table and not isinstance(table[flag], bool):
             message = f"{where}: {flag} must be true or false, got {table[flag]!r}"
             raise InputError(message)
+    ray = table.get("ray", {})
+    if not isinstance(ray, dict):
+        message = f"{where}: ray must be a table of deployment options ({', '.join(RAY_OPTIONS)})"
+        raise InputError(message)
+    for key, value in ray.items():
+        if key not in RAY_OPTIONS:
+            message = f"{where}.ray: unknown option {key!r}; the options: {', '.join(RAY_OPTIONS)}"
+            raise InputError(message)
+        integer, least = RAY_OPTIONS[key]
+        kinds: tuple[type, ...] = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < least:  # type: ignore[operator]
+            what = "an integer" if integer else "a number"
+            message = f"{where}.ray: {key} must be {what} >= {least:g}, got {value!r}"
+            raise InputError(message)
     aliases = table.get("aliases", [])
     if not isinstance(aliases, list) or not all(isinstance(a, str) and a for a in aliases):
         message = f"{where}: aliases must be a list of names"
@@ -190,6 +230,8 @@ def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
         preload=table.get("preload"),
         default=bool(table.get("default", False)),
         aliases=frozenset(aliases),
+        origin=where,
+        ray=dict(ray),
     )
 
 
@@ -223,6 +265,58 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
     from dataclasses import replace
 
     return [replace(spec, default=spec in marked) for spec in specs]
+
+
+def check_contexts(specs: list[ModelSpec]) -> list[ModelSpec]:
+    """``specs`` with each CDE ``context`` file read and checked against its model, at start.
+
+    A context names its model by fingerprint; it is checked here, from the model's files
+    (config and tokenizer, no weights), so that a wrong or missing file stops the server
+    before it serves (not at a lazy model's first request). The checked context replaces
+    the path in the model's settings: the file is read once.
+
+    Raises:
+        InputError: a context file is missing or not a context file, the model is not a
+            CDE model, or the context was built by another model (the message names the
+            model id and where it was declared: ``--config FILE: [models.ID]``).
+    """
+    from dataclasses import replace
+
+    from localembed.errors import LocalEmbedError
+
+    checked: list[ModelSpec] = []
+    for spec in specs:
+        config = spec.config
+        if isinstance(config, EncoderConfig) and isinstance(config.context, str):
+            where = spec.origin or f"model {spec.id!r}"
+            try:
+                context = _checked_context(config)
+            except (LocalEmbedError, OSError) as error:
+                message = f"{where} (model {spec.id!r}): context {config.context}: {error}"
+                raise InputError(message) from error
+            options = {**config.explicit_options(), "context": context}
+            spec = replace(spec, config=EncoderConfig(**options))
+        checked.append(spec)
+    return checked
+
+
+def _checked_context(config: EncoderConfig) -> Any:
+    """The context file of ``config``, read and checked against its model's fingerprint."""
+    from localembed.backends.base import read_model_files
+    from localembed.contextual import ContextError, check_context, is_contextual, load_context
+    from localembed.corpus_context import model_fingerprint
+
+    context = load_context(str(config.context))
+    files = read_model_files(config)
+    if not is_contextual(files.model_config):
+        message = (
+            f"context is for contextual document embedding (CDE) models; {files.source.name} "
+            "is not one (its config has no transductive_corpus_size)"
+        )
+        raise ContextError(message)
+    fingerprint = model_fingerprint(files.metadata.transformer_path, files.tokenizer)
+    check_context(context, fingerprint, files.source.name)
+    return context
 
 
 def _first_error(error: ValidationError) -> str:

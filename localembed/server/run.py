@@ -2,11 +2,14 @@
 
 On SIGTERM (or Ctrl-C) the server stops accepting connections, refuses new requests on open
 ones (503), lets the requests in progress finish and answer, then exits with status 0.
+Requests waiting for a model to load get a 503 at once, and a load still running (in its
+own thread) is not waited for: the process exits without it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import logging
 import os
@@ -163,15 +166,17 @@ def serve(
 
     uvicorn = require("uvicorn", "localembed serve")
     from localembed.server.app import create_app
+    from localembed.server.memory import fix_mmap_threshold
 
     settings = settings or ServerSettings()
     sock = bind(host, port)
+    fix_mmap_threshold()  # before torch allocates: batches of new shapes must not grow the RSS
     app = create_app(config, settings, models=models)
     state = app.state.localembed
 
     class DrainingServer(uvicorn.Server):  # type: ignore[name-defined,misc]
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            state.draining = True  # requests arriving from now on get a 503
+            state.drain()  # new requests, and those waiting for a load, get a 503
             super().handle_exit(sig, frame)
 
     server = DrainingServer(
@@ -190,7 +195,23 @@ def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, _drained)
     server.run(sockets=[sock])
+    loading = state.loading_threads
+    if loading:  # a model still loading: exit now, not when its load ends
+        shown = logging.getLogger("uvicorn.error")  # the logger uvicorn prints
+        shown.info("exiting without waiting for %s", ", ".join(loading))
+        _exit_now(0)
     return 0
+
+
+def _exit_now(status: int) -> None:
+    """Flush the output and leave the process now (no waiting for threads)."""
+    import sys
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
 
 
 def _drained(signum: int, frame: FrameType | None) -> None:

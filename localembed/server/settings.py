@@ -45,8 +45,8 @@ class ServerSettings(BaseModel):
     bge-m3 reranks by its own dense + sparse + ColBERT mix, other models answer 404."""
 
     max_wait_ms: float = Field(default=0.0, ge=0.0)
-    """How long the micro-batcher holds a lone request to gather more (0: never; measured:
-    waiting does not pay, see docs/server.md)."""
+    """Deprecated and ignored (a warning says so): holding a lone request to gather more
+    only delayed it, and under load requests already merge (measured: docs/server.md)."""
 
     preload: bool = True
     """Load every served model when the server starts (up to the caps below); False: each

@@ -30,10 +30,9 @@ def sparse_support(encoder: LocalEncoder) -> str | None:
     if encoder.reference_backend is not None:
         return None
     from localembed.errors import LocalEmbedError
-    from localembed.m3 import load_head
 
     try:
-        load_head(encoder, "sparse")
+        encoder.load_head("sparse")
     except (LocalEmbedError, ValueError, OSError) as error:
         return f"this model has no sparse (lexical weight) head: {error}"
     return None

@@ -19,8 +19,10 @@ load it again). A model no request used for ``idle_unload_s`` is unloaded the sa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -33,11 +35,19 @@ from localembed.server.metrics import Metrics
 
 if TYPE_CHECKING:
     from localembed.server.models import Kind, ModelSpec
+    from localembed.server.remote import Remote
     from localembed.server.settings import ServerSettings
 
 logger = logging.getLogger("localembed.server")
 
+MAX_WAIT_DEPRECATED = (
+    "--max-wait-ms (max_wait_ms) is deprecated and ignored: holding a lone request only "
+    "delayed it, and requests that arrive during a forward pass already share the next one "
+    "(measured in docs/server.md); drop the setting"
+)
+
 Status = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
+_STATUSES = frozenset(("unloaded", "loading", "loaded", "unloading", "failed"))
 
 
 @dataclass(eq=False)
@@ -106,10 +116,15 @@ class ServerState:
         *,
         metrics: Metrics | None = None,
         loaded: dict[str, Any] | None = None,
+        remote: Remote | None = None,
     ) -> None:
         from localembed.server.models import check_specs
 
         self.settings = settings
+        if settings.max_wait_ms:
+            logger.warning(MAX_WAIT_DEPRECATED)
+        self.remote = remote
+        """Where the models are when they are served by other processes (then none loads here)."""
         self.metrics = metrics or Metrics()
         self.draining = False
         self.models: dict[str, ServedModel] = {}
@@ -132,6 +147,7 @@ class ServerState:
             served.pinned = True
             self._loaded(served, model, 0)
         self._load_lock: asyncio.Lock | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._imports: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._startup: asyncio.Task[None] | None = None
@@ -228,6 +244,12 @@ class ServerState:
             if served.status == "failed":
                 message = f"model {served.id!r} failed to load: {served.error}"
                 raise ApiError(503, message, code="model_load_failed")
+            if self.draining:  # shutting down: a load is not waited for
+                message = (
+                    f"the server is shutting down (model {served.id!r} is not loaded); retry "
+                    "on another instance"
+                )
+                raise ApiError(503, message, code="shutting_down")
             event = served.changed()
             if served.status == "unloaded":
                 self._start_load(served)
@@ -244,7 +266,15 @@ class ServerState:
 
     @asynccontextmanager
     async def use(self, served: ServedModel) -> AsyncIterator[Any]:
-        """Admit a request for ``served``, wait for the model, release it after."""
+        """Admit a request for ``served``, wait for the model, release it after.
+
+        In a forwarding app (``remote``), the request goes to the model's own process
+        instead (the app's :class:`~localembed.server.remote.Forwarding` sends it).
+        """
+        if self.remote is not None:
+            from localembed.server.remote import ForwardRequest
+
+            raise ForwardRequest(served.id)
         self.admit(served)
         try:
             model = await self.ready(served)
@@ -278,7 +308,7 @@ class ServerState:
                 await self._make_room(served)
                 before = resident_bytes()
                 started = time.perf_counter()
-                model = await asyncio.to_thread(_build, served.spec)
+                model = await _in_daemon_thread(_build, served.spec, f"load {served.id}")
                 seconds = time.perf_counter() - started
                 grown = max(resident_bytes() - before, 0)
             except Exception as error:  # reported to every request for it (503) and /health
@@ -304,8 +334,6 @@ class ServerState:
         served.extras.clear()
         batcher = _batcher_of(model)
         if batcher is not None:
-            if self.settings.max_wait_ms:
-                batcher.max_wait = self.settings.max_wait_ms / 1000
             served._observer = self.metrics.observer(served.id)
             batcher.observe(served._observer)
         self.metrics.loads.labels(served.id).inc()
@@ -375,16 +403,39 @@ class ServerState:
     async def start(self) -> None:
         """Serve again (a restarted app), preload models, start the idle unloader."""
         self.draining = False
+        self._loop = asyncio.get_running_loop()
         self._load_lock = None
         for served in self.models.values():
             served._changed = None
             if served.status in {"loading", "unloading"}:  # a task of a stopped loop
                 served.set_status("loaded" if served.model is not None else "unloaded")
+        if self.remote is not None:  # the models' own processes load and unload them
+            return
         loop = asyncio.get_running_loop()
         self._imports = loop.create_task(asyncio.to_thread(_import_libraries))
         self._startup = loop.create_task(self._preload())
         if self.settings.idle_unload_s is not None:
             self._tasks.append(loop.create_task(self._unload_idle()))
+
+    def drain(self) -> None:
+        """Stop admitting requests; those waiting for a model to load get a 503 now.
+
+        Requests holding a loaded model finish. Thread-safe (a signal handler calls it):
+        the waiting requests are woken on the app's event loop.
+        """
+        self.draining = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake_waiters)
+
+    def _wake_waiters(self) -> None:
+        for served in self.models.values():
+            served.set_status(served.status)  # same status: wakes whoever waits on it
+
+    @property
+    def loading_threads(self) -> list[str]:
+        """Names of model loads still running in their threads (a shutdown leaves them)."""
+        return [thread.name for thread in threading.enumerate() if thread.name in _LOADS]
 
     async def stop(self) -> None:
         """Stop the background tasks (models stay loaded: a restarted app serves them)."""
@@ -392,6 +443,11 @@ class ServerState:
         for task in [*self._tasks, *([self._startup] if self._startup else [])]:
             task.cancel()
         self._startup = None
+
+    async def preloaded(self) -> None:
+        """Wait until the models to preload have loaded (or failed to)."""
+        if self._startup is not None:
+            await asyncio.shield(self._startup)
 
     @property
     def preloading(self) -> bool:
@@ -434,6 +490,17 @@ class ServerState:
 
     # -- reporting ------------------------------------------------------------------------
 
+    async def refresh(self) -> None:
+        """In a forwarding app: each model's status as the process holding it reports it."""
+        if self.remote is None:
+            return
+        reported = await self.remote.statuses()
+        for model_id, (status, error) in reported.items():
+            served = self.models.get(model_id)
+            if served is not None and status in _STATUSES:
+                served.error = error
+                served.set_status(status)  # type: ignore[arg-type]
+
     def _depth(self, served: ServedModel) -> None:
         self.metrics.queue_depth.labels(served.id).set(served.in_flight)
 
@@ -448,6 +515,44 @@ class ServerState:
                 except Exception:  # a scrape never fails for a cache's counters
                     logger.exception("reading the cache counters of %r failed", served.id)
         return stats
+
+
+_LOADS: set[str] = set()
+"""Names of the load threads running now."""
+
+
+async def _in_daemon_thread(function: Any, argument: Any, name: str) -> Any:
+    """``function(argument)`` in a daemon thread of its own, awaited.
+
+    Unlike ``asyncio.to_thread`` (whose pool is joined at exit), nothing waits for it: a
+    server stopping during a long load exits without waiting for the load to end.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+    thread_name = f"localembed-{name}"
+
+    def settle(result: Any, error: BaseException | None) -> None:
+        if future.done():  # the awaiting task was cancelled (the server stopped)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            result = function(argument)
+        except BaseException as caught:  # handed to the awaiting task
+            error = caught
+        finally:
+            _LOADS.discard(thread_name)
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    _LOADS.add(thread_name)
+    threading.Thread(target=run, name=thread_name, daemon=True).start()
+    return await future
 
 
 def _import_libraries() -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from localembed.server.embeddings import state_of
+from localembed.server.embeddings import ROUTED_MODEL, state_of
 from localembed.server.schemas import ModelList
 
 router = APIRouter()
@@ -17,6 +17,7 @@ router = APIRouter()
 async def models(request: Request) -> dict[str, Any]:
     """OpenAI's model list, with each model's kind, state and whether it is the default."""
     state = state_of(request)
+    await state.refresh()
     return {
         "object": "list",
         "data": [
@@ -43,6 +44,7 @@ async def models(request: Request) -> dict[str, Any]:
 async def health(request: Request) -> JSONResponse:
     """200 once the models to preload are loaded (models loaded on demand do not count)."""
     state = state_of(request)
+    await state.refresh()
     failed = {
         served.id: served.error
         for served in state.models.values()
@@ -63,6 +65,16 @@ async def health(request: Request) -> JSONResponse:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response, response_model=None)
 async def prometheus(request: Request) -> Response:
-    """The text exposition format; series per model carry a ``model`` label."""
-    content, content_type = state_of(request).metrics.exposition()
+    """The text exposition format; series per model carry a ``model`` label.
+
+    In a forwarding app (Ray Serve's ingress), ``/models/ID/metrics`` is the metrics of a
+    replica of model ID (the ingress's own are at ``/metrics``).
+    """
+    state = state_of(request)
+    routed = request.scope.get(ROUTED_MODEL)
+    if state.remote is not None and routed is not None:
+        from localembed.server.remote import ForwardRequest
+
+        raise ForwardRequest(state.names[routed])
+    content, content_type = state.metrics.exposition()
     return Response(content, media_type=content_type)

@@ -56,8 +56,8 @@ class _Parameters(BaseModel):
     encoding_format: Literal["float"] | None = None
 
 
-class EmbedRequest(BaseModel):
-    """``POST /embed`` (and ``POST /``) as text-embeddings-inference takes it."""
+class _TextsRequest(BaseModel):
+    """The texts of a text-embeddings-inference request, and how to cut and instruct them."""
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
@@ -69,16 +69,21 @@ class EmbedRequest(BaseModel):
     """Only "right" (TEI's default): the end of an over-long input is cut."""
     prompt_name: str | None = None
     """"query" or "document": apply the model's instruction for it; None: none."""
+
+    _input_shape = field_validator("inputs", mode="before")(
+        lambda value: check_input_shape(value, "inputs")
+    )
+
+
+class EmbedRequest(_TextsRequest):
+    """``POST /embed`` (and ``POST /``) as text-embeddings-inference takes it."""
+
     normalize: bool = True
     """True (TEI's default); False only for a model that does not normalize."""
     dimensions: int | None = Field(default=None, gt=0, strict=True)
     """Keep the first N dimensions, then re-normalize (Matryoshka)."""
     parameters: _Parameters | None = None
     """The same options nested, as ``InferenceClient.feature_extraction`` sends them."""
-
-    _input_shape = field_validator("inputs", mode="before")(
-        lambda value: check_input_shape(value, "inputs")
-    )
 
     def merged(self) -> EmbedRequest:
         """The request with ``parameters`` folded in (top-level fields win)."""
@@ -89,23 +94,8 @@ class EmbedRequest(BaseModel):
         return EmbedRequest(**{**nested, **own})
 
 
-class EmbedSparseRequest(BaseModel):
+class EmbedSparseRequest(_TextsRequest):
     """``POST /embed_sparse``."""
-
-    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
-
-    inputs: TeiInput
-    """A text or a list of texts."""
-    truncate: bool | None = None
-    """Cut over-long inputs (True) or refuse them (False); None: the server's --truncate."""
-    truncation_direction: str = "right"
-    """Only "right"."""
-    prompt_name: str | None = None
-    """"query" or "document"; None: no instruction."""
-
-    _input_shape = field_validator("inputs", mode="before")(
-        lambda value: check_input_shape(value, "inputs")
-    )
 
 
 class RerankRequest(BaseModel):
@@ -192,7 +182,19 @@ def _truncate(state: ServerState, truncate: bool | None) -> bool:
     return state.settings.truncate if truncate is None else truncate
 
 
-async def _embed(request: Request, body: EmbedRequest) -> Response:
+@router.post(
+    "/embed",
+    response_model=list[list[float]],
+    summary="Embed texts (text-embeddings-inference's /embed)",
+)
+@router.post(
+    "/",
+    response_model=list[list[float]],
+    summary="Embed texts (huggingface_hub InferenceClient.feature_extraction)",
+    description="What ``InferenceClient(model=URL).feature_extraction`` posts: as ``/embed``.",
+)
+async def tei_embed(body: EmbedRequest, request: Request) -> Response:
+    """One vector per input: ``[[float, ...], ...]``."""
     state = state_of(request)
     body = body.merged()
     _right_only(body.truncation_direction)
@@ -214,26 +216,6 @@ async def _embed(request: Request, body: EmbedRequest) -> Response:
         )
     vectors = finish(encoder, encoded.vectors, dimensions=body.dimensions)
     return json_response(vectors.tolist(), encoded.truncated)
-
-
-@router.post(
-    "/embed",
-    response_model=list[list[float]],
-    summary="Embed texts (text-embeddings-inference's /embed)",
-)
-async def tei_embed(body: EmbedRequest, request: Request) -> Response:
-    """One vector per input: ``[[float, ...], ...]``."""
-    return await _embed(request, body)
-
-
-@router.post(
-    "/",
-    response_model=list[list[float]],
-    summary="Embed texts (huggingface_hub InferenceClient.feature_extraction)",
-)
-async def tei_root(body: EmbedRequest, request: Request) -> Response:
-    """What ``InferenceClient(model=URL).feature_extraction`` posts: as ``/embed``."""
-    return await _embed(request, body)
 
 
 @router.post(
