@@ -10,6 +10,7 @@ except ImportError:  # pragma: no cover - depends on the environment
     require("llama_index.core", "llamaindex_localembed")
     raise
 
+import asyncio
 import functools
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -110,6 +111,41 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
             if isinstance(node, TextNode):
                 node.start_char_idx, node.end_char_idx = start, stop
         return nodes
+
+    GROUP_BATCHES: ClassVar[int] = 8
+    """LlamaIndex batches (of ``embed_batch_size`` texts) per group of a large
+    :meth:`aget_text_embedding_batch`."""
+
+    async def aget_text_embedding_batch(
+        self, texts: list[str], show_progress: bool = False, **kwargs: Any
+    ) -> Any:
+        """Async :meth:`get_text_embedding_batch`: LlamaIndex's, in groups of 8 batches.
+
+        LlamaIndex validates and reports every batch's vectors on the event loop once all the
+        batches of a call are done, in one piece: for 8,000 texts of 384 floats, 0.2 s on an
+        idle 2-core machine, 1 s on a loaded one, whatever the model. Run over groups of
+        :attr:`GROUP_BATCHES` batches (two in flight, merged by the micro-batcher), each piece
+        is one group's. The events are LlamaIndex's (a start and an end per batch, the same
+        payloads), one ``aget_text_embedding_batch`` span per group. With ``show_progress``,
+        ``num_workers`` or an ``embeddings_cache``, LlamaIndex's method runs as it is.
+        """
+        texts = check_texts(texts)
+        group = self.embed_batch_size * self.GROUP_BATCHES
+        plain = not (show_progress or self.num_workers or getattr(self, "embeddings_cache", None))
+        if not plain or len(texts) <= group:
+            return await super().aget_text_embedding_batch(
+                texts, show_progress=show_progress, **kwargs
+            )
+        gate = asyncio.Semaphore(2)
+
+        async def part(start: int) -> Any:
+            async with gate:
+                return await super(LocalEmbedding, self).aget_text_embedding_batch(
+                    texts[start : start + group], **kwargs
+                )
+
+        parts = await asyncio.gather(*(part(start) for start in range(0, len(texts), group)))
+        return [vector for vectors in parts for vector in vectors]
 
     # Async calls are merged with concurrent calls into shared batches (localembed.microbatch).
     async def _aget_query_embedding(self, query: str) -> list[float]:

@@ -45,6 +45,7 @@ import concurrent.futures
 import contextlib
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -296,6 +297,7 @@ class MicroBatcher:
 
         Cancelling the awaiting task drops the texts that have not run yet.
         """
+        await take_turn()
         if self.spec.cache is None:
             future = self.submit(texts, instruction, tokenize_here=False)
         else:  # the cache's reads and writes stay off the event loop
@@ -473,6 +475,47 @@ class MicroBatcher:
 
 RoundStatsObserver = Callable[[RoundStats], None]
 """A function called with each round's :class:`RoundStats`."""
+
+
+class _Turns:
+    """Waiting coroutines of one event loop, let through one per loop iteration."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.waiting: deque[asyncio.Future[None]] = deque()
+        self.scheduled = False
+
+    def release(self) -> None:
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():  # not cancelled
+                waiter.set_result(None)
+                break
+        self.scheduled = bool(self.waiting)
+        if self.scheduled:
+            self.loop.call_soon(self.release)
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = weakref.WeakKeyDictionary()
+
+
+async def take_turn() -> None:
+    """Wait until the calls started before this one on this event loop had their turn.
+
+    Many coroutines started together (``asyncio.gather`` of 250 calls, LlamaIndex's split
+    of a batch) would otherwise all run their checks and submissions in one loop iteration,
+    and the loop would serve nothing else meanwhile; here each gets its own iteration.
+    """
+    loop = asyncio.get_running_loop()
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = _Turns(loop)
+    waiter: asyncio.Future[None] = loop.create_future()
+    turns.waiting.append(waiter)
+    if not turns.scheduled:
+        turns.scheduled = True
+        loop.call_soon(turns.release)
+    await waiter
 
 
 def _chunked(call: _Call) -> bool:

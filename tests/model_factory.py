@@ -380,6 +380,29 @@ def build_tiny_bert(directory: Path, *, num_labels: int | None = None) -> Path:
     return directory
 
 
+def build_wide_bert(directory: Path) -> Path:
+    """One ``BertModel`` layer 384 wide (all-MiniLM-L6-v2's width and tokenizer), random weights.
+
+    Cheap forward passes with full-size rows: what the event-loop probes embed, so that the
+    threads' Python work (tokenizing, finishing, list conversion) shows, not the model's.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    source = _minilm_tokenizer_dir()
+    for name in _MINILM_TOKENIZER_FILES:
+        shutil.copyfile(source / name, directory / name)
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=384,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=12,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(_SEED)
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    return directory
+
+
 def build_tiny_xlm_roberta(
     directory: Path, *, with_m3_heads: bool = True, num_labels: int | None = None
 ) -> Path:

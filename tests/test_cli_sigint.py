@@ -8,7 +8,11 @@ the clean-up of the first): each exits 130, says how many rows it kept, shows no
 
 from __future__ import annotations
 
+import os
+import re
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -46,3 +50,43 @@ def test_sigint_exits_130_every_time(
     code, _, err = run(capsys, "embed", source, "-o", output, *flags, "--resume")
     assert code == 0, err
     assert np.load(output).shape[0] == ROWS
+
+
+@pytest.mark.parametrize(
+    "marker", ["pydantic", "numpy", "localembed.config", "localembed.cli", "torch"]
+)
+def test_sigint_while_starting_exits_130_with_one_line(
+    marker: str, tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    """Ctrl-C while ``python -m localembed`` imports its modules: 130, one line, no traceback.
+
+    The child runs with ``-X importtime``, which prints a line as each import finishes; the
+    SIGINT is sent when ``marker``'s line appears (the command is then somewhere in its
+    imports: pydantic, numpy, the command modules, torch), which hits the first seconds of
+    the run at the same points whatever the machine's load. Before the fix, every one of
+    these but ``torch`` printed a ``KeyboardInterrupt`` traceback.
+    """
+    source = write_input(tmp_path / "in.txt", ["one row", "another row"])
+    output = tmp_path / "out.npy"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    command = [sys.executable, "-X", "importtime", "-m", "localembed", "embed", str(source)]
+    command += ["-o", str(output), "--model", str(tiny_bert_dir)]
+    child = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env=env)
+    assert child.stderr is not None
+    deadline = time.monotonic() + 120
+    seen: list[str] = []
+    for line in child.stderr:
+        seen.append(line)
+        if re.search(rf"\|\s+{re.escape(marker)}$", line.rstrip()):
+            break
+        assert time.monotonic() < deadline, "no import line for " + marker
+    else:
+        pytest.fail(f"the child ended before importing {marker}: {''.join(seen[-5:])}")
+    child.send_signal(signal.SIGINT)
+    _, rest = child.communicate(timeout=60)
+    lines = "".join([*seen, rest]).splitlines()
+    err = "\n".join(line for line in lines if not line.startswith("import time:"))
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.count("localembed: interrupted") == 1, err
+    assert not output.exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from langchain_core.documents import Document
@@ -13,7 +11,7 @@ from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from langchain_localembed import LocalEmbeddings
 from localembed import get_encoder
-from tests.event_loop import loop_gaps
+from tests.event_loop import lag_against_cpu_thread
 
 
 class TestLocalEmbeddingsUnit(EmbeddingsUnitTests):
@@ -105,15 +103,14 @@ def test_empty_list_makes_no_model_call() -> None:
 
 
 async def test_async_keeps_the_event_loop_responsive() -> None:
+    """The loop stalls no more than beside a plain CPU thread (x3) or 100 ms (event_loop.py)."""
     embeddings = LocalEmbeddings()
     texts = [f"document number {i} about a topic " * 8 for i in range(600)]
-    async with loop_gaps(0.01) as gaps:
-        started = time.perf_counter()
-        vectors = await embeddings.aembed_documents(texts)
-        elapsed = time.perf_counter() - started
+    vectors = await embeddings.aembed_documents(texts)
     assert len(vectors) == len(texts)
     assert np.allclose(vectors[5], embeddings.embed_documents([texts[5]])[0], atol=1e-5)
-    assert elapsed > 0.3, "the batch should take long enough to observe the loop"
-    assert len(gaps) > 10
-    assert max(gaps) < 0.1 + elapsed / 4
+    lag = await lag_against_cpu_thread(lambda: embeddings.aembed_documents(texts))
+    assert lag.ours.seconds > 0.3, "the batch should take long enough to observe the loop"
+    assert len(lag.ours.gaps) > 10
+    assert lag.holds, str(lag)
     assert await embeddings.aembed_query("hello") == embeddings.embed_query("hello")

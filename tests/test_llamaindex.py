@@ -89,38 +89,26 @@ def test_bad_input() -> None:
 
 
 @pytest.mark.slow  # 8,000 texts, up to three times
-async def test_a_large_async_batch_keeps_the_event_loop_responsive(
-    tiny_bert_dir: Path, tmp_path: Path
-) -> None:
+async def test_a_large_async_batch_keeps_the_event_loop_responsive(tmp_path: Path) -> None:
     """aget_text_embedding_batch of 8,000 texts (LlamaIndex: 125 concurrent calls of 64).
 
     Their rows are finished in the micro-batcher's worker and converted to lists off the
-    loop, released as their batches complete; the loop only awaits. Best of three against a
-    busy machine; the bound is generous (benchmarks/loop_lag.py measures the real number),
-    but converting and finishing on the loop, all at once, blows it on a loaded machine.
+    loop, released as their batches complete; the loop only awaits. LlamaIndex itself
+    validates and reports every batch on the loop (its floor: the same call on a model that
+    answers at once); ours may add no more than a plain CPU thread's stall (x3) or 100 ms
+    on top of it (tests/event_loop.py). benchmarks/loop_lag.py measures the numbers.
     """
-    import shutil
+    from tests.event_loop import instant_llamaindex_embedding, lag_against_cpu_thread
+    from tests.model_factory import build_wide_bert
 
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from tests.event_loop import loop_gaps
-
-    target = tmp_path / "wide"
-    shutil.copytree(tiny_bert_dir, target)
-    config = BertConfig.from_pretrained(str(target))
-    config.hidden_size, config.intermediate_size, config.num_hidden_layers = 384, 64, 1
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(target, safe_serialization=True)
-    embed_model = LocalEmbedding(model=str(target), max_length=16)
+    embed_model = LocalEmbedding(model=str(build_wide_bert(tmp_path / "wide")), max_length=16)
+    instant = instant_llamaindex_embedding(384, embed_model.embed_batch_size)
     texts = [f"node {i} on subject {i % 23} and more" for i in range(8_000)]
-    await embed_model.aget_text_embedding_batch(texts[:64])  # load and warm up
-    worst: list[float] = []
-    for _ in range(3):
-        async with loop_gaps(0.005) as gaps:
-            vectors = await embed_model.aget_text_embedding_batch(texts)
-        assert len(vectors) == 8_000 and len(vectors[0]) == 384
-        worst.append(max(gaps))
-        if max(gaps) < 0.5:
-            break
-    assert min(worst) < 0.5, f"the event loop was blocked for {[round(w * 1000) for w in worst]} ms"
+    vectors = await embed_model.aget_text_embedding_batch(texts)
+    assert len(vectors) == 8_000 and len(vectors[0]) == 384
+    del vectors
+    lag = await lag_against_cpu_thread(
+        lambda: embed_model.aget_text_embedding_batch(texts),
+        floor=lambda: instant.aget_text_embedding_batch(texts),
+    )
+    assert lag.holds, str(lag)

@@ -28,7 +28,7 @@ from localembed import (
     clear_encoder_cache,
     get_encoder,
 )
-from tests.event_loop import loop_gaps
+from tests.event_loop import lag_against_cpu_thread
 from tests.model_factory import build_sentence_transformers_dir
 
 # -- 1. normalize follows the model -----------------------------------------------------------
@@ -385,39 +385,64 @@ def test_score_weights_that_sum_to_zero_are_refused() -> None:
 
 
 @pytest.fixture(scope="module")
-def wide_bert_dir(tiny_bert_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wide_bert_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One BERT layer 384 wide (all-MiniLM-L6-v2's width): cheap passes, full-size output."""
-    from transformers import BertConfig, BertModel
+    from tests.model_factory import build_wide_bert
 
-    target = tmp_path_factory.mktemp("wide") / "model"
-    shutil.copytree(tiny_bert_dir, target)
-    config = BertConfig.from_pretrained(str(target))
-    config.hidden_size, config.intermediate_size, config.num_hidden_layers = 384, 64, 1
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(target, safe_serialization=True)
-    return target
+    return build_wide_bert(tmp_path_factory.mktemp("wide") / "model")
+
+
+def test_no_collector_pass_traverses_more_than_a_bounded_number_of_new_row_floats() -> None:
+    """Converting 20,000 x 384 rows: every young collection sees at most a bounded number of
+    the new rows' floats (a load-independent count, not a time).
+
+    CPython traverses every list in the generations it collects, item by item, with the GIL
+    held; without the young collections of ``collect_young_rows`` a generation-1 pass met
+    ~7,000 new rows (2.7 million floats, 50-250 ms) in whichever thread allocated next.
+    """
+    import gc
+
+    from localembed.adapters import GC_PASS_VALUES, to_lists
+
+    vectors = np.random.default_rng(0).standard_normal((20_000, 384)).astype(np.float32)
+    seen: list[int] = []
+
+    def count(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            young = [*gc.get_objects(generation=0), *gc.get_objects(generation=1)]
+            seen.append(sum(len(item) for item in young if type(item) is list and len(item) == 384))
+            if info["generation"] == 2:  # a full pass would see every row so far
+                seen[-1] = 0
+
+    gc.collect()
+    gc.callbacks.append(count)
+    try:
+        rows = to_lists(vectors)
+    finally:
+        gc.callbacks.remove(count)
+    assert len(rows) == 20_000 and rows[7][5] == float(vectors[7, 5])
+    assert seen, "no collection ran"
+    assert max(seen) <= 2 * GC_PASS_VALUES + 384, max(seen)
 
 
 @pytest.mark.slow  # 20,000 texts, up to three times
 async def test_one_large_aembed_documents_keeps_the_loop_responsive(wide_bert_dir: Path) -> None:
-    """Tokenizing and list conversion never hold the GIL long (before: ~1 s stalls).
+    """Tokenizing, list conversion and the collector's passes over the new rows never hold
+    the GIL long (before: ~1 s stalls, then 50-250 ms collector passes).
 
-    Best of three runs, against the noise of a busy machine.
+    Measured against a plain CPU thread in the same run (tests/event_loop.py), so that a
+    loaded machine cannot fail it.
     """
     from langchain_localembed import LocalEmbeddings
 
     embeddings = LocalEmbeddings(model=str(wide_bert_dir), max_length=16)
     texts = [f"document number {i} about topic {i % 17}" for i in range(20_000)]
-    worst: list[float] = []
-    for _ in range(3):
-        async with loop_gaps(0.005) as gaps:
-            vectors = await embeddings.aembed_documents(texts)
-        assert len(vectors) == 20_000 and len(vectors[0]) == 384
-        assert len(gaps) >= 5
-        worst.append(max(gaps))
-        if max(gaps) < 0.1:
-            break
-    assert min(worst) < 0.1, f"the event loop was blocked for {[round(w * 1000) for w in worst]} ms"
+    vectors = await embeddings.aembed_documents(texts)
+    assert len(vectors) == 20_000 and len(vectors[0]) == 384
+    del vectors
+    lag = await lag_against_cpu_thread(lambda: embeddings.aembed_documents(texts))
+    assert len(lag.ours.gaps) >= 5
+    assert lag.holds, str(lag)
 
 
 # -- 9. memory --------------------------------------------------------------------------------

@@ -164,12 +164,14 @@ def _run(argv: list[str] | None) -> int:
     # Before torch loads (no command has imported it yet): a passive OpenMP wait policy and,
     # on AMD CPUs with AVX-512, oneDNN Linear layers, unless the user set them. When main()
     # runs inside a process that already imported torch (tests), it changes nothing.
-    configure_process(warn_after_torch=False)
-    args = build_parser().parse_args(argv)
+    command = "command"
     try:
+        configure_process(warn_after_torch=False)
+        args = build_parser().parse_args(argv)
+        command = args.command
         status: int = args.handler(args)
     except UsageError as error:
-        print(f"localembed {args.command}: error: {error}", file=sys.stderr)
+        print(f"localembed {command}: error: {error}", file=sys.stderr)
         return 2
     except Interrupted:
         return 130

@@ -1,8 +1,10 @@
-"""``python -m localembed.cli``: the ``localembed`` command."""
+"""``python -m localembed.cli``: the ``localembed`` command (see :mod:`localembed.__main__`)."""
 
 from __future__ import annotations
 
-from localembed.cli import main
+import sys
+
+from localembed.__main__ import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    sys.exit(main())
