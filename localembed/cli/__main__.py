@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-
-from localembed.__main__ import main
+import runpy
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the top-level entry as a script: importing it here would make cli and
+    # localembed.__main__ import each other.
+    runpy.run_module("localembed", run_name="__main__", alter_sys=True)
