@@ -19,8 +19,6 @@ load it again). A model no request used for ``idle_unload_s`` is unloaded the sa
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import gc
 import logging
 import threading
 import time
@@ -30,7 +28,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from localembed.server.errors import ApiError
-from localembed.server.memory import resident_bytes, trim, weights_size
+from localembed.server.loads import (
+    LOAD_THREADS,
+    build_model,
+    import_libraries,
+    in_daemon_thread,
+    release_models,
+)
+from localembed.server.memory import resident_bytes, weights_size
 from localembed.server.metrics import Metrics
 
 if TYPE_CHECKING:
@@ -308,7 +313,7 @@ class ServerState:
                 await self._make_room(served)
                 before = resident_bytes()
                 started = time.perf_counter()
-                model = await _in_daemon_thread(_build, served.spec, f"load {served.id}")
+                model = await in_daemon_thread(build_model, served.spec, f"load {served.id}")
                 seconds = time.perf_counter() - started
                 grown = max(resident_bytes() - before, 0)
             except Exception as error:  # reported to every request for it (503) and /health
@@ -375,12 +380,12 @@ class ServerState:
         if batcher is not None and served._observer is not None:
             batcher.unobserve(served._observer)
         del batcher
-        # Only the box holds them now: _release empties it, so the memory can go.
+        # Only the box holds them now: release_models empties it, so the memory can go.
         box = [*served.extras.values(), served.model]
         served.model = None
         served.extras.clear()
         before = resident_bytes()
-        await asyncio.to_thread(_release, box)
+        await asyncio.to_thread(release_models, box)
         returned = max(before - resident_bytes(), 0)
         served.unloads += 1
         self.metrics.unloads.labels(served.id, reason).inc()
@@ -412,7 +417,7 @@ class ServerState:
         if self.remote is not None:  # the models' own processes load and unload them
             return
         loop = asyncio.get_running_loop()
-        self._imports = loop.create_task(asyncio.to_thread(_import_libraries))
+        self._imports = loop.create_task(asyncio.to_thread(import_libraries))
         self._startup = loop.create_task(self._preload())
         if self.settings.idle_unload_s is not None:
             self._tasks.append(loop.create_task(self._unload_idle()))
@@ -435,7 +440,7 @@ class ServerState:
     @property
     def loading_threads(self) -> list[str]:
         """Names of model loads still running in their threads (a shutdown leaves them)."""
-        return [thread.name for thread in threading.enumerate() if thread.name in _LOADS]
+        return [thread.name for thread in threading.enumerate() if thread.name in LOAD_THREADS]
 
     async def stop(self) -> None:
         """Stop the background tasks (models stay loaded: a restarted app serves them)."""
@@ -517,61 +522,6 @@ class ServerState:
         return stats
 
 
-_LOADS: set[str] = set()
-"""Names of the load threads running now."""
-
-
-async def _in_daemon_thread(function: Any, argument: Any, name: str) -> Any:
-    """``function(argument)`` in a daemon thread of its own, awaited.
-
-    Unlike ``asyncio.to_thread`` (whose pool is joined at exit), nothing waits for it: a
-    server stopping during a long load exits without waiting for the load to end.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[Any] = loop.create_future()
-    thread_name = f"localembed-{name}"
-
-    def settle(result: Any, error: BaseException | None) -> None:
-        if future.done():  # the awaiting task was cancelled (the server stopped)
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)
-
-    def run() -> None:
-        result, error = None, None
-        try:
-            result = function(argument)
-        except BaseException as caught:  # handed to the awaiting task
-            error = caught
-        finally:
-            _LOADS.discard(thread_name)
-        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
-
-    _LOADS.add(thread_name)
-    threading.Thread(target=run, name=thread_name, daemon=True).start()
-    return await future
-
-
-def _import_libraries() -> None:
-    """Import torch and transformers now, so a lazy model's first request does not wait for it.
-
-    The libraries' memory is then in the RSS before any model loads, so each model's
-    measured growth is its own.
-    """
-    import torch  # noqa: F401
-    import transformers
-
-    import localembed.encoder
-    import localembed.reranker  # noqa: F401
-
-    # transformers imports these lazily, and two threads importing one at once can fail.
-    for name in ("AutoConfig", "AutoTokenizer", "AutoModel", "AutoModelForSequenceClassification"):
-        getattr(transformers, name)
-
-
 def _estimate(served: ServedModel) -> int:
     return served.resident or weights_size(served.spec.config.model)
 
@@ -581,34 +531,3 @@ def _batcher_of(model: Any) -> Any:
     if model is None or "windows" not in getattr(model, "capabilities", ()):
         return None
     return model.batcher
-
-
-def _build(spec: ModelSpec) -> Any:
-    """Load the model of ``spec`` (in a worker thread)."""
-    from localembed.config import EncoderConfig, RerankerConfig
-
-    config = spec.config
-    if isinstance(config, RerankerConfig):
-        from localembed.reranker import get_reranker
-
-        return get_reranker(config)
-    from localembed.encoder import get_encoder
-
-    assert isinstance(config, EncoderConfig)
-    return get_encoder(config)
-
-
-def _release(box: list[Any]) -> None:
-    """Drop models from the shared caches and give their memory back (in a worker thread)."""
-    from localembed.encoder import LocalEncoder, release_encoder
-    from localembed.reranker import LocalReranker, release_reranker
-
-    while box:
-        item = box.pop()
-        if isinstance(item, LocalReranker):
-            release_reranker(item)
-        elif isinstance(item, LocalEncoder):
-            release_encoder(item)
-        del item
-    gc.collect()
-    trim()
