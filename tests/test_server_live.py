@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -154,11 +155,14 @@ def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_exits_0(
     thread = threading.Thread(target=slow_request)
     thread.start()
     deadline = time.monotonic() + 60
+    admitted = re.compile(r"^localembed_queue_depth(\{[^}]*\})? 1\.0$", re.M)
     while time.monotonic() < deadline:  # until the request is admitted
         metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
-        if "localembed_queue_depth 1.0" in metrics:
+        if admitted.search(metrics):
             break
         time.sleep(0.02)
+    else:
+        pytest.fail("the request was never admitted (no queue depth of 1 in /metrics)")
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     with pytest.raises(httpx.TransportError):  # the listening socket is closed
