@@ -123,14 +123,7 @@ def test_the_version_and_the_model_files_are_in_the_key(
     copied.encode(texts)
     assert copied.cache_stats()["hits"] == 1
     # Rewritten weights in place (one value changed): a miss.
-    from safetensors.torch import load_file, save_file
-
-    weights = same / "model.safetensors"
-    tensors = load_file(weights)
-    name = sorted(tensors)[0]
-    tensors[name] = tensors[name].clone()
-    tensors[name].view(-1)[0] += 0.5
-    save_file(tensors, weights, metadata={"format": "pt"})
+    _bump_first_weight(same)
     clear_encoder_cache()
     rewritten = get_encoder(model=str(same), cache=cache)
     rewritten.encode(texts)
