@@ -106,14 +106,20 @@ class TorchRuntime:
     """
 
     name = "torch"
-    quantization: str | None = None
-    """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`)."""
 
-    def __init__(self, model: PreTrainedModel, *, threads: Threads = "auto") -> None:
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        *,
+        threads: Threads = "auto",
+        quantization: str | None = None,
+    ) -> None:
         from localembed.hardware import apply_threads, linear_kernel
         from localembed.onednn import use_onednn_linear
 
         self.model = model
+        self.quantization = quantization
+        """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`)."""
         self.threads = apply_threads(threads)
         self.linear_kernel = linear_kernel()
         if self.linear_kernel == "onednn":
@@ -289,11 +295,10 @@ def load_runtime(
         else:
             return runtime, None
     model = load()
-    if options.quantize == "int8":
-        model = quantize_torch_int8(model)
-    torch_runtime = TorchRuntime(model, threads=options.threads)
-    torch_runtime.quantization = TORCH_INT8_SCHEME if options.quantize == "int8" else None
-    return torch_runtime, model
+    if options.quantize != "int8":
+        return TorchRuntime(model, threads=options.threads), model
+    model = quantize_torch_int8(model)
+    return TorchRuntime(model, threads=options.threads, quantization=TORCH_INT8_SCHEME), model
 
 
 TORCH_INT8_SCHEME = "int8: dynamic, FFN down projections per-channel"
