@@ -105,3 +105,28 @@ def test_flagembedding_missing_says_which_extra() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert 'pip install "localembed[m3]"' in result.stdout
+
+
+def test_the_lazy_package_names_match_its_type_checking_imports() -> None:
+    """``localembed/__init__.py`` names each public object twice: in the imports type checkers
+    read and in the table ``__getattr__`` imports from. They must agree, and cover ``__all__``."""
+    import ast
+    import importlib
+
+    import localembed
+
+    tree = ast.parse(Path(localembed.__file__).read_text(encoding="utf-8"))
+    checked = {
+        alias.name: node.module.removeprefix("localembed.")
+        for statement in tree.body
+        if isinstance(statement, ast.If) and ast.unparse(statement.test) == "TYPE_CHECKING"
+        for node in statement.body
+        if isinstance(node, ast.ImportFrom) and node.module
+        for alias in node.names
+    }
+    assert checked == localembed._HOME
+    assert set(localembed.__all__) == set(checked)
+    for name, module in checked.items():
+        assert getattr(localembed, name) is getattr(
+            importlib.import_module(f"localembed.{module}"), name
+        )
