@@ -112,9 +112,12 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
                 node.start_char_idx, node.end_char_idx = start, stop
         return nodes
 
-    GROUP_BATCHES: ClassVar[int] = 8
+    GROUP_BATCHES: ClassVar[int] = 1
     """LlamaIndex batches (of ``embed_batch_size`` texts) per group of a large
     :meth:`aget_text_embedding_batch`."""
+
+    GROUPS_IN_FLIGHT: ClassVar[int] = 16
+    """Groups of a large :meth:`aget_text_embedding_batch` running at once."""
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
@@ -136,7 +139,7 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
             return await super().aget_text_embedding_batch(
                 texts, show_progress=show_progress, **kwargs
             )
-        gate = asyncio.Semaphore(2)
+        gate = asyncio.Semaphore(self.GROUPS_IN_FLIGHT)
 
         async def part(start: int) -> Any:
             async with gate:
