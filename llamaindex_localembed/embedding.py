@@ -113,23 +113,25 @@ class LocalEmbedding(LlamaIndexEncoderConfig, CheckedInputs, BaseEmbedding):
         return nodes
 
     GROUP_BATCHES: ClassVar[int] = 1
-    """LlamaIndex batches (of ``embed_batch_size`` texts) per group of a large
-    :meth:`aget_text_embedding_batch`."""
+    """LlamaIndex batches (of ``embed_batch_size`` texts) per LlamaIndex call of a large
+    :meth:`aget_text_embedding_batch` (each call's end validates them on the loop at once)."""
 
     GROUPS_IN_FLIGHT: ClassVar[int] = 16
-    """Groups of a large :meth:`aget_text_embedding_batch` running at once."""
+    """LlamaIndex calls of a large :meth:`aget_text_embedding_batch` running at once (their
+    batches are merged by the micro-batcher)."""
 
     async def aget_text_embedding_batch(
         self, texts: list[str], show_progress: bool = False, **kwargs: Any
     ) -> Any:
-        """Async :meth:`get_text_embedding_batch`: LlamaIndex's, in groups of 8 batches.
+        """Async :meth:`get_text_embedding_batch`: LlamaIndex's, called once per batch.
 
         LlamaIndex validates and reports every batch's vectors on the event loop once all the
-        batches of a call are done, in one piece: for 8,000 texts of 384 floats, 0.2 s on an
-        idle 2-core machine, 1 s on a loaded one, whatever the model. Run over groups of
-        :attr:`GROUP_BATCHES` batches (two in flight, merged by the micro-batcher), each piece
-        is one group's. The events are LlamaIndex's (a start and an end per batch, the same
-        payloads), one ``aget_text_embedding_batch`` span per group. With ``show_progress``,
+        batches of its call are done, in one piece: for 8,000 texts of 384 floats, 0.2 s on an
+        idle 2-core machine, 1 s on a loaded one, whatever the model. Called over groups of
+        :attr:`GROUP_BATCHES` batch (:attr:`GROUPS_IN_FLIGHT` at once), each piece is one
+        batch's (about a millisecond), and the batches' calls end in loop iterations of their
+        own. The events are LlamaIndex's (a start and an end per batch, the same payloads),
+        one ``aget_text_embedding_batch`` span per group. With ``show_progress``,
         ``num_workers`` or an ``embeddings_cache``, LlamaIndex's method runs as it is.
         """
         texts = check_texts(texts)

@@ -150,28 +150,28 @@ def collect_young_rows(values: int) -> None:
         gc.collect(1)
 
 
-LOOP_LIST_VALUES = LIST_CHUNK_VALUES
-"""Arrays of at most this many floats (one step of :func:`to_lists`, about a millisecond)
-are converted on the event loop in a turn of their own; larger ones in a worker thread."""
+LOOP_LIST_VALUES = 4096
+"""Arrays of at most this many floats are converted on the event loop (a few rows: the
+thread hop would cost more than the conversion); larger ones in a worker thread."""
 
 
 async def ato_lists(vectors: np.ndarray) -> list[list[float]]:
-    """:func:`to_lists` for a coroutine: at most one step of it on the event loop at a time.
+    """:func:`to_lists` off the event loop; the caller resumes in a loop iteration of its own.
 
     Converting is Python-object work that holds the GIL (~100 ms for 20,000 x 384 floats,
-    ~0.5 ms for 64 rows). An array of at most :data:`LOOP_LIST_VALUES` floats is converted
-    on the loop, in its own loop iteration (:func:`~localembed.microbatch.take_turn`): many
-    coroutines woken together (LlamaIndex splits a batch into concurrent calls, finished in
-    the same round) then convert one per iteration, and no extra thread competes with the
-    loop for the GIL. A larger array is converted in a worker thread, in steps; the caller
-    resumes in a turn of its own too.
+    ~0.5 ms for 64 rows); done on the loop it adds up when many coroutines wake at once
+    (LlamaIndex splits a batch into concurrent calls, which the micro-batcher finishes in
+    the same round). In a worker thread, in steps, the loop gets the GIL between them; and
+    each caller then waits its turn (:func:`~localembed.microbatch.take_turn`), so that the
+    callers' own work after the conversion (LlamaIndex validating and reporting the rows)
+    runs one caller per loop iteration, not all of them in one.
     """
     from localembed.microbatch import take_turn
 
     if vectors.size <= LOOP_LIST_VALUES:
-        await take_turn()
-        return to_lists(vectors)
-    lists = await asyncio.to_thread(to_lists, vectors)
+        lists = to_lists(vectors)
+    else:
+        lists = await asyncio.to_thread(to_lists, vectors)
     await take_turn()
     return lists
 

@@ -76,6 +76,32 @@ async def test_async_methods() -> None:
     assert await embed_model.aget_text_embedding("t") == embed_model.get_text_embedding("t")
 
 
+async def test_a_split_async_batch_keeps_every_row_in_order_and_every_event() -> None:
+    """Over one batch, aget_text_embedding_batch runs LlamaIndex's method per batch, many at once.
+
+    Every text's row comes back at its index (duplicates and empty texts included), within
+    1e-5 of the serial method; LlamaIndex's events are one start and one end per batch of
+    ``embed_batch_size`` texts, whose chunks are the texts in order and whose embeddings are
+    the rows returned.
+    """
+    from llama_index.core.callbacks import CallbackManager, CBEventType, LlamaDebugHandler
+    from llama_index.core.callbacks.schema import EventPayload
+
+    debug = LlamaDebugHandler()
+    embed_model = LocalEmbedding(embed_batch_size=3, callback_manager=CallbackManager([debug]))
+    texts = [f"text {i % 11} " + "word " * (i % 7) for i in range(61)] + ["", "text 0 "]
+    expected = embed_model.get_text_embedding_batch(texts)
+    debug.flush_event_logs()
+    vectors = await embed_model.aget_text_embedding_batch(texts)
+    assert len(vectors) == len(texts)
+    np.testing.assert_allclose(np.array(vectors), np.array(expected), atol=1e-5)
+    pairs = debug.get_event_pairs(CBEventType.EMBEDDING)
+    assert len(pairs) == 21  # 63 texts in batches of 3
+    ends = [end.payload for _, end in pairs if end.payload is not None]
+    assert [text for end in ends for text in end[EventPayload.CHUNKS]] == texts
+    assert [row for end in ends for row in end[EventPayload.EMBEDDINGS]] == vectors
+
+
 def test_bad_input() -> None:
     embed_model = LocalEmbedding()
     assert embed_model.get_text_embedding_batch([]) == []
