@@ -25,6 +25,7 @@ import math
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
@@ -406,8 +407,6 @@ def sample_cpu(stat: Path = Path("/proc/stat")) -> CpuSample | None:
     Busy time is user, nice, system, irq, softirq and steal (time the hypervisor gave another
     machine) of each ``cpuN`` line for the CPUs in this process's affinity.
     """
-    import time
-
     try:
         allowed = os.sched_getaffinity(0)
         lines = stat.read_text(encoding="ascii").splitlines()
@@ -480,6 +479,8 @@ class AdaptiveThreads:
         """The thread count for the next batch (takes a reading)."""
         if self.maximum == 1:
             return 1
+        if self._last is not None and time.monotonic() < self._last.wall + self.interval:
+            return self.count  # too soon to decide again: no reading (about 0.1 ms each)
         reading = self.sample()
         if reading is None:
             self._last = None

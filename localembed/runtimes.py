@@ -127,8 +127,12 @@ class TorchRuntime:
                 only with ``threads="auto"`` on the CPU), False never, True or an
                 :class:`~localembed.hardware.AdaptiveThreads` (its readings) always.
         """
-        from localembed.hardware import AdaptiveThreads, adaptive_threads, apply_threads
-        from localembed.hardware import linear_kernel
+        from localembed.hardware import (
+            AdaptiveThreads,
+            adaptive_threads,
+            apply_threads,
+            linear_kernel,
+        )
         from localembed.onednn import use_onednn_linear
 
         self.model = model

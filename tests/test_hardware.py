@@ -349,7 +349,7 @@ def test_sample_cpu_reads_the_busy_time_of_this_process_s_cpus(tmp_path: Path) -
     ticks = os.sysconf("SC_CLK_TCK")
     assert reading.cpus == len(allowed)
     assert reading.busy == pytest.approx(len(allowed) * 136 / ticks)  # idle and iowait left out
-    assert 0 < reading.own and reading.wall > 0
+    assert reading.own > 0 and reading.wall > 0
     assert hardware.sample_cpu(tmp_path / "missing") is None
     assert hardware.sample_cpu(Path("/proc/stat")) is not None  # the real file parses
 

@@ -3,7 +3,8 @@
 Each contender runs in its own worker process, which imports torch first (as any LangChain or
 LlamaIndex application does), with its own process settings (what its users get):
 sentence-transformers and the localembed library (its defaults, and with adaptive threads
-switched the other way: ``LOCALEMBED_ADAPTIVE_THREADS``) with the environment as the user has it, and localembed as the CLI and the server run it
+switched the other way: ``LOCALEMBED_ADAPTIVE_THREADS``) with the environment as the user has
+it, and localembed as the CLI and the server run it
 (:func:`localembed.hardware.configure_process`: a passive OpenMP wait policy, oneDNN Linear
 layers on AMD AVX-512). One extra process burns a
 CPU the whole time. The workers take turns (one encodes while the others wait on a pipe), round
