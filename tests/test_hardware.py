@@ -398,3 +398,29 @@ def test_torch_runtime_runs_batches_on_one_thread_beside_a_busy_process(
             assert (output - reference).abs().max() < 1e-5
     finally:
         torch.set_num_threads(before)
+
+
+def test_encoder_adapts_its_threads_only_when_asked(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localembed import get_encoder
+    from localembed.encoder import clear_encoder_cache
+    from localembed.runtimes import TorchRuntime
+
+    def runtime(**options: object) -> TorchRuntime:
+        loaded = get_encoder(model=tiny_bert_dir, backend="torch", **options).runtime
+        assert isinstance(loaded, TorchRuntime)
+        return loaded
+
+    clear_encoder_cache()  # the setting is read when a model loads
+    try:
+        monkeypatch.setenv("LOCALEMBED_ADAPTIVE_THREADS", "0")
+        assert runtime().adaptive is None
+        clear_encoder_cache()
+        monkeypatch.setenv("LOCALEMBED_ADAPTIVE_THREADS", "1")
+        adaptive = runtime().adaptive
+        assert isinstance(adaptive, hardware.AdaptiveThreads)
+        assert adaptive.maximum == runtime().threads
+        assert runtime(threads=1).adaptive is None  # a count you chose is kept
+    finally:
+        clear_encoder_cache()
