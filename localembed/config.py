@@ -104,7 +104,9 @@ class ModelOptions(BaseModel):
     threads: int | Literal["auto"] = "auto"
     """CPU threads for the model (torch intra-op / ONNX Runtime); "auto": the CPUs this process
     may use (affinity and cgroup quota), never more than torch's own count, and a count set
-    with OMP_NUM_THREADS is kept. torch's count is process-wide: the last model loaded sets it."""
+    with OMP_NUM_THREADS is kept. torch's count is process-wide: the last model loaded sets it.
+    With LOCALEMBED_ADAPTIVE_THREADS=1 (opt-in), "auto" also runs each torch batch on fewer
+    threads while other processes keep the CPUs busy (``localembed.hardware.AdaptiveThreads``)."""
 
     allow_pickle_weights: bool = False
     """Load pickle weights (.bin/.pt) when a model has no safetensors; only files you trust."""

@@ -25,13 +25,17 @@ import math
 import os
 import re
 import sys
+import time
 import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from localembed.errors import InputError
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 WAIT_POLICY = "OMP_WAIT_POLICY"
 LINEAR_KERNEL = "LOCALEMBED_LINEAR_KERNEL"
@@ -381,3 +385,147 @@ def describe_hardware(cpu: CpuInfo | None = None) -> str:
         f"AMD AVX-512 override: {override}",
     ]
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """A reading of the CPUs this process may use, for :class:`AdaptiveThreads`."""
+
+    wall: float
+    """Seconds on a monotonic clock."""
+    busy: float
+    """Non-idle CPU-seconds so far of those CPUs, every process together (``/proc/stat``)."""
+    own: float
+    """CPU-seconds so far of this process, all its threads (``time.process_time``)."""
+    cpus: int
+    """How many CPUs the reading covers."""
+
+
+def sample_cpu(stat: Path = Path("/proc/stat")) -> CpuSample | None:
+    """Read the busy time of this process's CPUs and its own CPU time; None where unreadable.
+
+    Busy time is user, nice, system, irq, softirq and steal (time the hypervisor gave another
+    machine) of each ``cpuN`` line for the CPUs in this process's affinity.
+    """
+    try:
+        allowed = os.sched_getaffinity(0)
+        lines = stat.read_text(encoding="ascii").splitlines()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (AttributeError, OSError, ValueError):
+        return None
+    busy = 0
+    cpus = 0
+    for line in lines:
+        name, _, rest = line.partition(" ")
+        if not name.startswith("cpu") or name == "cpu":
+            continue
+        try:
+            index = int(name[3:])
+            fields = [int(value) for value in rest.split()]
+        except ValueError:
+            continue
+        if index not in allowed or len(fields) < 8:
+            continue
+        user, nice, system, _idle, _iowait, irq, softirq, steal = fields[:8]
+        busy += user + nice + system + irq + softirq + steal
+        cpus += 1
+    if cpus == 0 or ticks <= 0:
+        return None
+    return CpuSample(time.monotonic(), busy / ticks, time.process_time(), cpus)
+
+
+ADAPTIVE_INTERVAL = 0.2
+"""Seconds of readings :class:`AdaptiveThreads` gathers before it changes the count."""
+
+
+class AdaptiveThreads:
+    """torch's intra-op thread count for the next batch, from the load beside this process.
+
+    Between batches it reads how much CPU time other processes took on this process's CPUs
+    since the last decision (their busy time less this process's own CPU time, over the wall
+    time: ``others`` CPUs) and runs ``round(cpus - others)`` threads, at least 1 and at most
+    ``maximum``. With two cores and one other busy process that is 1 thread: OpenMP threads
+    that wait at each operator's barrier for a thread the scheduler has put aside lose far
+    more than the second core gives. When the other load stops, the count goes back up.
+    Decisions are at least ``interval`` seconds apart (the kernel counts CPU time in ticks of
+    10 ms). Where ``/proc/stat`` cannot be read it keeps ``maximum``.
+
+    Example:
+        >>> readings = iter([CpuSample(0.0, 0.0, 0.0, 2), CpuSample(1.0, 2.0, 1.0, 2)])
+        >>> threads = AdaptiveThreads(2, sample=lambda: next(readings))
+        >>> threads.next_count(), threads.next_count()
+        (2, 1)
+
+    """
+
+    def __init__(
+        self,
+        maximum: int,
+        *,
+        sample: Callable[[], CpuSample | None] = sample_cpu,
+        interval: float = ADAPTIVE_INTERVAL,
+    ) -> None:
+        """Adapt between 1 and ``maximum`` threads, from readings of ``sample``."""
+        self.maximum = max(1, maximum)
+        self.sample = sample
+        self.interval = interval
+        self.count = self.maximum
+        """The count chosen last."""
+        self.others = 0.0
+        """CPUs other processes kept busy over the last decision's interval."""
+        self._last: CpuSample | None = None
+
+    def next_count(self) -> int:
+        """The thread count for the next batch (takes a reading)."""
+        if self.maximum == 1:
+            return 1
+        if self._last is not None and time.monotonic() < self._last.wall + self.interval:
+            return self.count  # too soon to decide again: no reading (about 0.1 ms each)
+        reading = self.sample()
+        if reading is None:
+            self._last = None
+            self.count = self.maximum
+            return self.count
+        last = self._last
+        if last is None or reading.cpus != last.cpus:
+            self._last = reading
+            return self.count
+        wall = reading.wall - last.wall
+        if wall < self.interval:
+            return self.count
+        others = max(0.0, (reading.busy - last.busy) - (reading.own - last.own)) / wall
+        self.others = others
+        self.count = max(1, min(self.maximum, math.floor(reading.cpus - others + 0.5)))
+        self._last = reading
+        return self.count
+
+
+ADAPTIVE_THREADS = "LOCALEMBED_ADAPTIVE_THREADS"
+ADAPTIVE_DEFAULT = False
+"""Whether ``threads="auto"`` adapts to other load when ``LOCALEMBED_ADAPTIVE_THREADS`` is unset."""
+
+
+def adaptive_threads(threads: Threads, environ: MutableMapping[str, str] | None = None) -> bool:
+    """Whether a torch model loaded with ``threads`` adapts its threads per batch.
+
+    Only ``threads="auto"`` without a count the user set (``OMP_NUM_THREADS``,
+    ``MKL_NUM_THREADS``) adapts; ``LOCALEMBED_ADAPTIVE_THREADS`` = ``1`` / ``0`` turns it
+    on / off, unset is :data:`ADAPTIVE_DEFAULT`.
+
+    Example:
+        >>> adaptive_threads("auto", {"LOCALEMBED_ADAPTIVE_THREADS": "1"})
+        True
+        >>> adaptive_threads(2, {"LOCALEMBED_ADAPTIVE_THREADS": "1"})
+        False
+
+    """
+    env = os.environ if environ is None else environ
+    if threads != "auto" or any(env.get(name) for name in THREAD_VARIABLES):
+        return False
+    value = env.get(ADAPTIVE_THREADS, "").strip().lower()
+    if not value:
+        return ADAPTIVE_DEFAULT
+    if value not in {"0", "1"}:
+        msg = f"{ADAPTIVE_THREADS} must be 0 or 1, got {value!r}"
+        raise InputError(msg)
+    return value == "1"

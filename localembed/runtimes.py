@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from transformers import PretrainedConfig, PreTrainedModel
 
     from localembed.config import ModelOptions
-    from localembed.hardware import Threads
+    from localembed.hardware import AdaptiveThreads, Threads
 
 logger = logging.getLogger("localembed")
 
@@ -113,14 +113,38 @@ class TorchRuntime:
         *,
         threads: Threads = "auto",
         quantization: str | None = None,
+        adaptive: AdaptiveThreads | bool | None = None,
     ) -> None:
-        from localembed.hardware import apply_threads, linear_kernel
+        """Wrap ``model``; set torch's threads; choose the Linear kernels.
+
+        Args:
+            model: the loaded transformers model.
+            threads: torch's intra-op threads (see :func:`localembed.hardware.apply_threads`).
+            quantization: None, or the int8 scheme the model was quantized with.
+            adaptive: lower the threads per batch beside other load
+                (:class:`localembed.hardware.AdaptiveThreads`): None follows
+                ``LOCALEMBED_ADAPTIVE_THREADS`` (:func:`localembed.hardware.adaptive_threads`;
+                only with ``threads="auto"`` on the CPU), False never, True or an
+                :class:`~localembed.hardware.AdaptiveThreads` (its readings) always.
+        """
+        from localembed.hardware import (
+            AdaptiveThreads,
+            adaptive_threads,
+            apply_threads,
+            linear_kernel,
+        )
         from localembed.onednn import use_onednn_linear
 
         self.model = model
         self.quantization = quantization
         """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`)."""
         self.threads = apply_threads(threads)
+        if adaptive is None:
+            adaptive = adaptive_threads(threads) and _on_cpu(model)
+        self.adaptive: AdaptiveThreads | None = (
+            AdaptiveThreads(self.threads) if adaptive is True else adaptive or None
+        )
+        """Chooses each batch's thread count beside other load; None: ``threads`` always."""
         self.linear_kernel = linear_kernel()
         if self.linear_kernel == "onednn":
             use_onednn_linear(model)
@@ -135,11 +159,26 @@ class TorchRuntime:
         import torch
 
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        with torch.inference_mode():
-            output: torch.Tensor = self.model(
-                input_ids=input_ids, attention_mask=attention_mask, **extra
-            )[0]
+        # torch's thread count is per calling thread (OpenMP and MKL keep it per thread):
+        # set here, in the thread that runs the batch, and restored after it.
+        previous = torch.get_num_threads()
+        count = previous if self.adaptive is None else self.adaptive.next_count()
+        if count != previous:
+            torch.set_num_threads(count)
+        try:
+            with torch.inference_mode():
+                output: torch.Tensor = self.model(
+                    input_ids=input_ids, attention_mask=attention_mask, **extra
+                )[0]
+        finally:
+            if count != previous:
+                torch.set_num_threads(previous)
         return output
+
+
+def _on_cpu(model: PreTrainedModel) -> bool:
+    parameter = next(model.parameters(), None)
+    return parameter is None or parameter.device.type == "cpu"
 
 
 def resolve_backend(

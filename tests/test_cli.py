@@ -479,6 +479,9 @@ def test_tokens_warns_about_truncation_and_shows_the_instruction(
 
 @pytest.mark.slow
 def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from localembed import hardware
+    from localembed.cli import contention
+
     result = tmp_path / "bench.json"
     code, out, _ = run(
         capsys,
@@ -505,9 +508,11 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     assert set(busy) == {
         "sentence-transformers",
         "localembed fp32 (library defaults)",
-        "localembed fp32 (library defaults, torch)",
+        contention.ADAPTIVE_CONTENDER,
         "localembed fp32 (CLI/server settings)",
     }
+    switched = busy[contention.ADAPTIVE_CONTENDER]["settings"]["LOCALEMBED_ADAPTIVE_THREADS"]
+    assert switched == ("0" if hardware.ADAPTIVE_DEFAULT else "1")
     assert busy["localembed fp32 (CLI/server settings)"]["settings"]["OMP_WAIT_POLICY"] != "unset"
     assert all(row["busy_docs_per_s"] > 0 and row["quiet_docs_per_s"] > 0 for row in busy.values())
     assert busy["sentence-transformers"]["busy_ratio"] == 1.0
@@ -529,7 +534,7 @@ def test_bench_quick_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     machine = next(line for line in out.splitlines() if line.startswith("# machine: "))
     assert all(f"{feature} " in machine for feature in ("avx2", "avx512f", "avx512_vnni"))
     assert "# the defaults (backend='torch') run this model on torch" in out
-    assert "# beside a busy process: localembed fp32 (library defaults, torch) " in out
+    assert f"# beside a busy process: {contention.ADAPTIVE_CONTENDER} " in out
     code, _, err = run(capsys, "bench", "--contenders", "bogus", "--rounds", 1)
     assert code == 1 and "unknown contender 'bogus'" in err
 

@@ -303,3 +303,124 @@ def test_threads_option_sets_torch_and_onnx_threads(
     for bad in (0, -1, True, 1.5, "4"):
         with pytest.raises(ValueError, match="'auto' or a positive int"):
             EncoderConfig(threads=bad)
+
+
+def _readings(*others: float, cpus: int = 2) -> list[hardware.CpuSample]:
+    """One reading per second: this process used 1 CPU, other processes ``others[i]`` CPUs."""
+    samples = [hardware.CpuSample(0.0, 0.0, 0.0, cpus)]
+    for second, other in enumerate(others, start=1):
+        last = samples[-1]
+        samples.append(hardware.CpuSample(float(second), last.busy + 1 + other, last.own + 1, cpus))
+    return samples
+
+
+def test_adaptive_threads_follow_the_load_beside_them() -> None:
+    samples = iter(_readings(0.0, 1.0, 0.9, 0.3, 0.0))
+    threads = hardware.AdaptiveThreads(2, sample=lambda: next(samples))
+    assert threads.next_count() == 2  # the first reading only starts the count
+    # quiet; one busy process; most of one (it gets less while we run 2); a little; quiet
+    assert [threads.next_count() for _ in range(5)] == [2, 1, 1, 2, 2]
+    assert threads.others == 0.0
+    # Readings closer together than the interval change nothing; unreadable: the maximum.
+    close = iter([*_readings(1.0), hardware.CpuSample(1.1, 9.0, 1.0, 2)])
+    threads = hardware.AdaptiveThreads(2, sample=lambda: next(close))
+    assert [threads.next_count() for _ in range(3)] == [2, 1, 1]
+    threads.sample = lambda: None
+    assert threads.next_count() == 2
+    assert hardware.AdaptiveThreads(1, sample=lambda: None).next_count() == 1
+    # More CPUs: only what the others leave free, never more than the maximum.
+    wide = iter(_readings(2.6, 0.0, cpus=8))
+    threads = hardware.AdaptiveThreads(6, sample=lambda: next(wide))
+    assert [threads.next_count() for _ in range(3)] == [6, 5, 6]
+
+
+def test_sample_cpu_reads_the_busy_time_of_this_process_s_cpus(tmp_path: Path) -> None:
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    stat = tmp_path / "stat"
+    lines = ["cpu  900 900 900 900 900 900 900 900 0 0"]
+    # user nice system idle iowait irq softirq steal guest guest_nice, per CPU
+    lines += [f"cpu{index} 100 10 20 5000 30 1 2 3 0 0" for index in allowed]
+    lines += [f"cpu{max(allowed) + 1} 999 0 0 0 0 0 0 0 0 0", "intr 1 2 3"]
+    stat.write_text("\n".join(lines) + "\n", encoding="ascii")
+    reading = hardware.sample_cpu(stat)
+    assert reading is not None
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert reading.cpus == len(allowed)
+    assert reading.busy == pytest.approx(len(allowed) * 136 / ticks)  # idle and iowait left out
+    assert reading.own > 0 and reading.wall > 0
+    assert hardware.sample_cpu(tmp_path / "missing") is None
+    assert hardware.sample_cpu(Path("/proc/stat")) is not None  # the real file parses
+
+
+def test_adaptive_threads_setting() -> None:
+    assert hardware.adaptive_threads("auto", {}) is hardware.ADAPTIVE_DEFAULT
+    assert hardware.adaptive_threads("auto", {"LOCALEMBED_ADAPTIVE_THREADS": "1"}) is True
+    assert hardware.adaptive_threads("auto", {"LOCALEMBED_ADAPTIVE_THREADS": "0"}) is False
+    # A count the user chose is kept as it is.
+    assert hardware.adaptive_threads(2, {"LOCALEMBED_ADAPTIVE_THREADS": "1"}) is False
+    on_but_pinned = {"LOCALEMBED_ADAPTIVE_THREADS": "1", "OMP_NUM_THREADS": "2"}
+    assert hardware.adaptive_threads("auto", on_but_pinned) is False
+    with pytest.raises(ValueError, match="LOCALEMBED_ADAPTIVE_THREADS must be 0 or 1, got 'yes'"):
+        hardware.adaptive_threads("auto", {"LOCALEMBED_ADAPTIVE_THREADS": "yes"})
+
+
+def test_torch_runtime_runs_batches_on_one_thread_beside_a_busy_process(
+    tiny_bert_dir: Path,
+) -> None:
+    import torch
+    from transformers import AutoModel
+
+    from localembed.runtimes import TorchRuntime
+
+    model = AutoModel.from_pretrained(tiny_bert_dir).eval()
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        plain = TorchRuntime(model, threads=2, adaptive=False)
+        busy = iter(_readings(1.0, 1.0, 0.0))
+        adaptive = TorchRuntime(
+            model, threads=2, adaptive=hardware.AdaptiveThreads(2, sample=lambda: next(busy))
+        )
+        ids = torch.tensor([[2, 5, 6, 7, 3], [2, 8, 3, 0, 0]])
+        mask = (ids != 0).long()
+        reference = plain(ids, mask)
+        outputs = [adaptive(ids, mask) for _ in range(4)]
+        # First reading, one busy process twice (1 thread), quiet again (2 threads).
+        assert seen == [2, 2, 1, 1, 2]
+        assert torch.get_num_threads() == 2  # restored after each batch
+        # One thread or two: MKL may sum a small product in another order (2.4e-7 seen on
+        # this tiny model; bit-equal on all-MiniLM-L6-v2), never more than the 1e-5 contract.
+        for output in outputs:
+            assert (output - reference).abs().max() < 1e-5
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_encoder_adapts_its_threads_only_when_asked(
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from localembed import get_encoder
+    from localembed.encoder import clear_encoder_cache
+    from localembed.runtimes import TorchRuntime
+
+    def runtime(**options: object) -> TorchRuntime:
+        loaded = get_encoder(model=tiny_bert_dir, backend="torch", **options).runtime
+        assert isinstance(loaded, TorchRuntime)
+        return loaded
+
+    clear_encoder_cache()  # the setting is read when a model loads
+    try:
+        monkeypatch.setenv("LOCALEMBED_ADAPTIVE_THREADS", "0")
+        assert runtime().adaptive is None
+        clear_encoder_cache()
+        monkeypatch.setenv("LOCALEMBED_ADAPTIVE_THREADS", "1")
+        adaptive = runtime().adaptive
+        assert isinstance(adaptive, hardware.AdaptiveThreads)
+        assert adaptive.maximum == runtime().threads
+        assert runtime(threads=1).adaptive is None  # a count you chose is kept
+    finally:
+        clear_encoder_cache()

@@ -2,8 +2,9 @@
 
 Each contender runs in its own worker process, which imports torch first (as any LangChain or
 LlamaIndex application does), with its own process settings (what its users get):
-sentence-transformers and the localembed library (its defaults, and ``backend="torch"``) with
-the environment as the user has it, and localembed as the CLI and the server run it
+sentence-transformers and the localembed library (its defaults, and with adaptive threads
+switched the other way: ``LOCALEMBED_ADAPTIVE_THREADS``) with the environment as the user has
+it, and localembed as the CLI and the server run it
 (:func:`localembed.hardware.configure_process`: a passive OpenMP wait policy, oneDNN Linear
 layers on AMD AVX-512). One extra process burns a
 CPU the whole time. The workers take turns (one encodes while the others wait on a pipe), round
@@ -93,18 +94,23 @@ def worker_environments() -> dict[str, dict[str, str]]:
     cli = dict(user)
     for name, value in hardware.recommended_settings().items():
         cli.setdefault(name, value)
+    switched = dict(user)
+    switched[hardware.ADAPTIVE_THREADS] = "0" if hardware.ADAPTIVE_DEFAULT else "1"
     return {
         "sentence-transformers": user,
         "localembed fp32 (library defaults)": user,
-        "localembed fp32 (library defaults, torch)": user,
+        ADAPTIVE_CONTENDER: switched,
         "localembed fp32 (CLI/server settings)": cli,
     }
 
 
-WORKER_OPTIONS: dict[str, dict[str, Any]] = {
-    "localembed fp32 (library defaults, torch)": {"backend": "torch"}
-}
-"""Encoder options of a contender (the others: the defaults, ``backend="auto"``)."""
+ADAPTIVE_CONTENDER = (
+    f"localembed fp32 ({hardware.ADAPTIVE_THREADS}={0 if hardware.ADAPTIVE_DEFAULT else 1})"
+)
+"""The library defaults with adaptive threads switched the other way than by default."""
+
+WORKER_OPTIONS: dict[str, dict[str, Any]] = {}
+"""Encoder options of a contender (the others: the defaults)."""
 
 
 def measure(model_path: str, texts: list[str], rounds: int, *, busy: int = 1) -> dict[str, Any]:
@@ -165,7 +171,11 @@ def measure(model_path: str, texts: list[str], rounds: int, *, busy: int = 1) ->
             "threads": worker.threads,
             "settings": {
                 name: env.get(name, "unset")
-                for name in (hardware.WAIT_POLICY, hardware.LINEAR_KERNEL)
+                for name in (
+                    hardware.WAIT_POLICY,
+                    hardware.LINEAR_KERNEL,
+                    hardware.ADAPTIVE_THREADS,
+                )
             },
         }
     return results
@@ -192,12 +202,12 @@ def report(results: dict[str, Any], docs: int, busy: int) -> list[dict[str, Any]
         f"# beside {busy} CPU-burning process(es), {docs} mixed documents, median of "
         f"{len(next(iter(results.values()))['busy_s'])} rounds; each contender in its own process"
     )
-    print(f"{'contender':<40} {'quiet docs/s':>12} {'busy docs/s':>12} {'x ST':>6}  settings")
+    print(f"{'contender':<48} {'quiet docs/s':>12} {'busy docs/s':>12} {'x ST':>6}  settings")
     for row in rows:
         ratio = "-" if row["busy_ratio"] is None else f"{row['busy_ratio']:.2f}"
         settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items())
         print(
-            f"{row['name']:<40} {row['quiet_docs_per_s']:>12.1f} {row['busy_docs_per_s']:>12.1f} "
+            f"{row['name']:<48} {row['quiet_docs_per_s']:>12.1f} {row['busy_docs_per_s']:>12.1f} "
             f"{ratio:>6}  threads {row['threads']}, {settings}"
         )
     return rows
