@@ -12,6 +12,7 @@ embedding model, or a query and 4 documents to the reranker).
     python benchmarks/server_models.py unload         # RSS returned by an idle unload
     python benchmarks/server_models.py soak --texts 20000   # RSS over new batch shapes
     python benchmarks/server_models.py soak --soak-seconds 600 --sample-seconds 60
+    python benchmarks/server_models.py soak --soak-seconds 3600 --rate 1 --sample-seconds 180
 
 Each prints one table; ratios are within one run (the machine may be busy: run it twice).
 """
@@ -290,7 +291,9 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     """RSS while every request brings a batch of a new shape (count and lengths).
 
     Stops after ``--texts`` texts, or after ``--soak-seconds`` when given; samples the
-    server's RSS every ``--sample-seconds``.
+    server's RSS every ``--sample-seconds`` (each sample printed as it is taken, so that a
+    long soak shows its curve as it goes). ``--rate`` paces the requests (per second; 0: back
+    to back), so that an hour-long soak leaves a shared machine's cores to others.
     """
     import random
 
@@ -302,36 +305,60 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     server = Server("--model", str(models["emb_a"]), *args.server_args, env=env)
     words = make_texts(4096)
     rng = random.Random(0)
-    sent = 0
-    samples = [(0.0, 0, server.rss())]
+    sent = errors = 0
+    shapes: set[tuple[int, int]] = set()
     started = time.monotonic()
+    samples = [(0.0, 0, server.rss())]
     next_sample = started + args.sample_seconds
+    next_request = started
+    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'} server args: {args.server_args}")
+    print(f"rate: {args.rate or 'back to back'} requests/s, 1-64 texts of 1-6 sentences each")
+    print(f"{'seconds':>8} {'texts sent':>10} {'shapes':>7} {'errors':>6} {'RSS MiB':>8}")
+    print(f"{0:>8} {0:>10} {0:>7} {0:>6} {samples[0][2] / 2**20:>8.0f}", flush=True)
 
     def more() -> bool:
         if args.soak_seconds:
             return time.monotonic() - started < args.soak_seconds
         return sent < args.texts
 
+    def sample() -> None:
+        samples.append((time.monotonic() - started, sent, server.rss()))
+        seconds, count, rss = samples[-1]
+        line = f"{seconds:>8.0f} {count:>10} {len(shapes):>7} {errors:>6} {rss / 2**20:>8.0f}"
+        print(line, flush=True)
+
     try:
         with httpx.Client(base_url=server.url, timeout=300) as client:
             while more():
+                if args.rate:
+                    next_request += 1 / args.rate
+                    time.sleep(max(0.0, next_request - time.monotonic()))
                 count = rng.randint(1, 64)
                 batch = [
                     " ".join(words[rng.randrange(4096)] for _ in range(rng.randint(1, 6)))
                     for _ in range(count)
                 ]
-                client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
+                try:
+                    client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
+                except httpx.HTTPError as error:  # counted and shown, the soak goes on
+                    errors += 1
+                    print(f"request error: {error!r}", flush=True)
                 sent += count
+                shapes.add((count, max(len(text.split()) for text in batch)))
                 if time.monotonic() >= next_sample:
-                    samples.append((time.monotonic() - started, sent, server.rss()))
+                    sample()
                     next_sample += args.sample_seconds
-        samples.append((time.monotonic() - started, sent, server.rss()))
+        sample()
     finally:
         server.stop()
-    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'} server args: {args.server_args}")
-    print(f"{'seconds':>8} {'texts sent':>10} {'RSS MiB':>8}")
-    for seconds, count, rss in samples:
-        print(f"{seconds:>8.0f} {count:>10} {rss / 2**20:>8.0f}")
+    start_rss, peak_rss, end_rss = samples[0][2], max(s[2] for s in samples), samples[-1][2]
+    after = [rss for seconds, _, rss in samples if seconds >= samples[-1][0] / 2]
+    print(
+        f"RSS MiB: start {start_rss / 2**20:.0f}, peak {peak_rss / 2**20:.0f}, "
+        f"end {end_rss / 2**20:.0f}; second half {min(after) / 2**20:.0f}-"
+        f"{max(after) / 2**20:.0f}; {sent} texts, {len(shapes)} shapes "
+        f"(rows x most words), {errors} errors"
+    )
 
 
 def main() -> int:
@@ -347,6 +374,7 @@ def main() -> int:
     parser.add_argument("--arena-max", type=int, default=0, help="soak: MALLOC_ARENA_MAX")
     parser.add_argument("--soak-seconds", type=float, default=0.0, help="soak: run this long")
     parser.add_argument("--sample-seconds", type=float, default=30.0, help="soak: RSS period")
+    parser.add_argument("--rate", type=float, default=0.0, help="soak: requests/s (0: no pause)")
     parser.add_argument(
         "--server-args", nargs=argparse.REMAINDER, default=[], help="soak: more serve flags"
     )
