@@ -77,16 +77,28 @@ def config_file(directory: Path, models: dict[str, Path], names: list[str], extr
     return path
 
 
-class Server:
-    """``localembed serve`` in a subprocess, healthy when constructed."""
+LOCALEMBED_SERVE = (sys.executable, "-m", "localembed.cli", "serve", "--log-level", "warning")
+"""The command that starts ``localembed serve`` (``--port`` and the arguments follow)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+
+class Server:
+    """A server in a subprocess on a free loopback port, healthy (``GET /health``) when constructed.
+
+    ``program`` is the command before ``--port`` (default: ``localembed serve``); ``args``
+    follow the port.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        program: tuple[str, ...] = LOCALEMBED_SERVE,
+    ) -> None:
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "localembed.cli", "serve", "--port", str(self.port)]
-        command += ["--log-level", "warning", *args]
+        command = [*program, "--port", str(self.port), *args]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.process = subprocess.Popen(command, env=environment)
         deadline = time.monotonic() + 900
@@ -118,14 +130,25 @@ class Server:
                 self.process.kill()
 
 
-def request_for(model: str, text: str) -> tuple[str, dict[str, Any]]:
+def request_for(model: str, texts: list[str]) -> tuple[str, dict[str, Any]]:
+    """The route and body of one request: rerank ``texts[0]`` for "rr", else embed ``texts``.
+
+    ``/embeddings``: the OpenAI route without ``/v1``, which both ``localembed serve`` and
+    infinity answer.
+    """
     if model == "rr":
-        return "/v1/rerank", {"query": text, "documents": DOCUMENTS, "model": model}
-    return "/v1/embeddings", {"input": [text], "model": model}
+        return "/v1/rerank", {"query": texts[0], "documents": DOCUMENTS, "model": model}
+    return "/embeddings", {"input": texts, "model": model}
 
 
 async def _client_process(
-    urls: dict[str, str], clients: int, offset: int, start: float, warmup: float, duration: float
+    urls: dict[str, str],
+    clients: int,
+    offset: int,
+    start: float,
+    warmup: float,
+    duration: float,
+    batch: int,
 ) -> tuple[list[float], int]:
     import httpx
 
@@ -148,8 +171,9 @@ async def _client_process(
         position = offset + index
         while (sent := time.time()) < stop:
             model = models[position % len(models)]
-            path, body = request_for(model, texts[position % len(texts)])
-            position += 7
+            chosen = [texts[(position + j) % len(texts)] for j in range(batch)]
+            path, body = request_for(model, chosen)
+            position += 7 * batch
             try:
                 response = await pools[urls[model]].post(path, json=body)
                 ok = response.status_code == 200
@@ -172,12 +196,21 @@ def _run_client(args: tuple[Any, ...]) -> tuple[list[float], int]:
 
 
 def load(
-    urls: dict[str, str], concurrency: int, processes: int, warmup: float, duration: float
+    urls: dict[str, str],
+    concurrency: int,
+    processes: int,
+    warmup: float,
+    duration: float,
+    batch: int = 1,
 ) -> dict[str, float]:
-    """Requests/s and p50/p99 ms of ``concurrency`` clients in ``processes`` processes."""
+    """Requests/s, p50/p99 ms and errors of ``concurrency`` clients in ``processes`` processes.
+
+    Each client sends one request of ``batch`` texts at a time; ``urls`` maps each model id
+    the clients cycle over to its server.
+    """
     start = time.time() + 1.0  # every process starts the clock together
     share = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    jobs = [(urls, n, i * 101, start, warmup, duration) for i, n in enumerate(share) if n]
+    jobs = [(urls, n, i * 101, start, warmup, duration, batch) for i, n in enumerate(share) if n]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_run_client, jobs)
     latencies = sorted(x for got, _ in results for x in got)
@@ -239,7 +272,7 @@ def cold(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     try:
         print(f"{'model':<8} {'cold first row ms':>18} {'warm ms':>8}")
         for name in names:
-            path, body = request_for(name, "a first text")
+            path, body = request_for(name, ["a first text"])
             timings = []
             for _ in range(2):
                 started = time.perf_counter()
@@ -261,9 +294,7 @@ def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> Non
         base = server.rss()
         for name in names:
             for start in range(0, 256, 32):
-                path, body = request_for(name, texts[start])
-                if name != "rr":
-                    body["input"] = texts[start : start + 32]
+                path, body = request_for(name, texts[start : start + 32])
                 httpx.post(f"{server.url}{path}", json=body, timeout=300).raise_for_status()
         loaded = server.rss()
         deadline = time.monotonic() + args.idle * 4 + 30
