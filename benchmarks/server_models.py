@@ -379,7 +379,8 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
                 if time.monotonic() >= next_sample:
                     sample()
                     next_sample += args.sample_seconds
-        sample()
+        if time.monotonic() - started - samples[-1][0] >= 1:  # unless one was just taken
+            sample()
     finally:
         server.stop()
     start_rss, peak_rss, end_rss = samples[0][2], max(s[2] for s in samples), samples[-1][2]
