@@ -16,6 +16,10 @@ lexer); the rules are these (docs/README-docs.md says them for page writers):
   what that block prints to stdout, and is compared.
 - ``<!-- docs: not-run reason="..." -->`` on the line before a block: the block does not run
   (it is counted, and the site shows the reason: docs/hooks.py).
+- ``<!-- docs: run-by="tests/test_x.py::test_y" -->`` on the line before a bash block: that test
+  runs the block (``run_marked_block``), compares what it prints with the page as the page run
+  would, and then checks the example's claims on the same output, so an example that a test
+  checks runs once, not twice; the page run skips it.
 - ``<!-- docs: page slow -->`` anywhere on a page: the page is in the slow tier;
   ``<!-- docs: page loopback -->``: its Python examples may open TCP connections to 127.0.0.1.
 
@@ -41,7 +45,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +56,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RUNNABLE = ("python", "bash", "console")
 NOT_RUN = re.compile(r'<!-- docs: not-run reason="(?P<reason>[^"]+)" -->\s*$')
+RUN_BY = re.compile(r'<!-- docs: run-by="(?P<test>[^"]+)" -->\s*$')
 PAGE_FLAG = re.compile(r"<!-- docs: page (?P<flags>[a-z -]+?) -->")
 LINKED = ("examples", "benchmarks", "tests")
 COMMAND_TIMEOUT_S = 600
@@ -71,6 +76,7 @@ class Block:
     line: int
     expected: str | None = None
     not_run: str | None = None
+    run_by: str | None = None
 
 
 @dataclass
@@ -80,7 +86,9 @@ class PageRun:
     folder: Path
     env: dict[str, str]
     sessions: list[int] = field(default_factory=list)
-    counts: dict[str, int] = field(default_factory=lambda: {"executed": 0, "compared": 0})
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"executed": 0, "compared": 0, "run-by": 0}
+    )
 
 
 def page_flags(text: str) -> set[str]:
@@ -118,7 +126,14 @@ def blocks(document: Document) -> list[tuple[Region, Block]]:
             continue
         before = document.text[: region.start].rstrip("\n").rsplit("\n", 1)[-1]
         marker = NOT_RUN.search(before)
-        block = Block(language, source, line, not_run=marker["reason"] if marker else None)
+        run_by = RUN_BY.search(before)
+        block = Block(
+            language,
+            source,
+            line,
+            not_run=marker["reason"] if marker else None,
+            run_by=run_by["test"] if run_by else None,
+        )
         previous = (region, block)
         result.append(previous)
     return result
@@ -375,6 +390,9 @@ def evaluate(example: Example) -> str | None:
     run = CURRENT[example.path]
     if block.not_run:
         return None
+    if block.run_by:
+        run.counts["run-by"] += 1
+        return None
     run.counts["executed"] += 1
     if block.language == "python":
         code = compile(block.source, where, "exec")
@@ -429,6 +447,46 @@ def run_page(path: Path, folder: Path) -> dict[str, int]:
         finish_page(run, before)
         CURRENT.pop(document.path, None)
     return {**run.counts, "not-run": not_run}
+
+
+def run_marked_block(test: str, folder: Path, pages: Sequence[Path] = tuple(PAGES)) -> str:
+    """Run the one bash block that a page marks ``run-by="<test>"``, in ``folder`` prepared as the
+    page run prepares its folder; return its stdout.
+
+    Raises AssertionError (the test's failure) when no block or several carry the marker, when
+    the block exits non-zero, or when it prints something else than the page shows. Only the
+    block's own process session is stopped afterwards, so tests may run marked blocks side by
+    side in threads.
+    """
+    found = [(path, block) for path in pages for block in page_blocks(path) if block.run_by == test]
+    if len(found) != 1:
+        message = f"{len(found)} blocks are marked run-by={test!r}; expected exactly one"
+        raise AssertionError(message)
+    path, block = found[0]
+    where = f"{path.name}:{block.line}"
+    if block.language != "bash":
+        message = f"{where}: run-by marks a {block.language} block; only bash blocks can be"
+        raise AssertionError(message)
+    run = start_page(path, folder)
+    try:
+        code, output, errors = run_shell(run, block.source)
+    finally:
+        for session in run.sessions:
+            stop_session(session)
+    if code != 0:
+        message = f"{where}: the bash block exited with {code}:\n{output}{errors}"
+        raise AssertionError(message)
+    if block.expected is not None:
+        failure = compare(block, output)
+        if failure:
+            message = f"{where}: the bash block printed something else:\n{failure}"
+            raise AssertionError(message)
+    return output
+
+
+def run_by_id(test_file: Path, name: str) -> str:
+    """The ``run-by`` id of a test: its file relative to the clone, ``::``, its name."""
+    return f"{test_file.resolve().relative_to(ROOT).as_posix()}::{name}"
 
 
 def census() -> list[tuple[str, int, int, list[str]]]:

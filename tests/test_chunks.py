@@ -156,10 +156,12 @@ def test_late_chunks_through_the_adapters() -> None:
 
 
 @pytest.mark.slow
-def test_late_chunking_example_ranks_answers_higher() -> None:
-    from tests.test_examples import run_example
+def test_late_chunking_example_ranks_answers_higher(tmp_path: Path) -> None:
+    from tests import docs_harness
 
-    output = run_example("late_chunking.py")
+    # The command docs/chunks.md shows (its block is marked run-by this test), compared there.
+    name = "test_late_chunking_example_ranks_answers_higher"
+    output = docs_harness.run_marked_block(docs_harness.run_by_id(Path(__file__), name), tmp_path)
     last = output.strip().splitlines()[-1]
     alone, late = (float(part.split()[-1]) for part in last.split(","))
     assert late > alone, output

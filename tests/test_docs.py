@@ -47,7 +47,22 @@ def test_page_examples_run_and_print_what_they_show(
         os.environ.clear()
         os.environ.update(environment)
     blocks = docs_harness.page_blocks(page)
-    assert counts["executed"] + counts["not-run"] == len(blocks)
+    assert counts["executed"] + counts["not-run"] + counts["run-by"] == len(blocks)
+
+
+def test_every_run_by_marker_names_a_test_that_exists() -> None:
+    # A block marked run-by is skipped by the page run: the test it names must exist and run it.
+    marked = [(path, block) for path in PAGES for block in docs_harness.page_blocks(path)]
+    marked = [(path, block) for path, block in marked if block.run_by]
+    assert len(marked) >= 9
+    for path, block in marked:
+        assert block.language == "bash" and block.expected is not None, (path.name, block.line)
+        file, _, name = str(block.run_by).partition("::")
+        source = (ROOT / file).read_text(encoding="utf-8")
+        where = f"{path.name}:{block.line}: {block.run_by}"
+        assert re.search(rf"^def {name}\(", source, re.M), where
+        assert "run_marked_block" in source, file
+    assert len({block.run_by for _, block in marked}) == len(marked)
 
 
 def test_readme_is_short() -> None:
@@ -108,7 +123,7 @@ def test_a_wrong_output_fails_the_page(tmp_path: Path) -> None:
     )
     page.write_text("```python\nx = 3\n```\n" + page.read_text(encoding="utf-8"), encoding="utf-8")
     counts = docs_harness.run_page(page, tmp_path)
-    assert counts == {"executed": 4, "compared": 4, "not-run": 1}
+    assert counts == {"executed": 4, "compared": 4, "not-run": 1, "run-by": 0}
     assert [b.language for b in docs_harness.page_blocks(page)] == [
         "python",
         "python",
@@ -124,3 +139,18 @@ def test_a_failing_bash_block_fails_the_page(tmp_path: Path) -> None:
     page.write_text("```bash\nfalse\necho never\n```\n", encoding="utf-8")
     with pytest.raises(AssertionError, match="exited with 1"):
         docs_harness.run_page(page, tmp_path)
+
+
+def test_a_run_by_block_is_left_to_its_test_which_compares_it(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    marker = '<!-- docs: run-by="tests/test_x.py::test_y" -->\n'
+    page.write_text(f"{marker}```bash\necho 2\n```\n\n```text\n3\n```\n", encoding="utf-8")
+    # The page run skips it (it would fail there: it prints 2, the page shows 3) ...
+    assert docs_harness.run_page(page, tmp_path)["run-by"] == 1
+    # ... and its test runs it and compares.
+    with pytest.raises(AssertionError, match="printed something else"):
+        docs_harness.run_marked_block("tests/test_x.py::test_y", tmp_path, pages=[page])
+    page.write_text(f"{marker}```bash\necho 3\n```\n\n```text\n3\n```\n", encoding="utf-8")
+    assert docs_harness.run_marked_block("tests/test_x.py::test_y", tmp_path, pages=[page]) == "3\n"
+    with pytest.raises(AssertionError, match="0 blocks are marked"):
+        docs_harness.run_marked_block("tests/test_x.py::test_z", tmp_path, pages=[page])

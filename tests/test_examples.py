@@ -1,7 +1,10 @@
 """Every example runs offline and prints what it promises.
 
 Each example runs as a user would run it: a subprocess of this Python, offline. The tests
-read the printed output (and the files written) back and check the claims it makes.
+read the printed output (and the files written) back and check the claims it makes. An example
+shown on docs/examples.md runs as the page's command (the block marked
+``<!-- docs: run-by="tests/test_examples.py::TEST" -->``), and what it prints is compared with
+the page here (``docs_harness.run_marked_block``), so the docs tests do not run it a second time.
 
 Most of an example's time is importing torch and transformers and loading the model, so the
 examples these tests need start together when the first of them runs, two at a time (see
@@ -21,6 +24,8 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
+
+from tests import docs_harness
 
 pytestmark = pytest.mark.slow  # each example runs as a subprocess
 
@@ -43,47 +48,29 @@ def _run(name: str, args: tuple[str, ...], env: dict[str, str] | None) -> str:
     return result.stdout
 
 
-def run_example(name: str, *args: str, env: dict[str, str] | None = None) -> str:
-    """Run ``examples/<name>`` with ``args`` (extra environment ``env``); return its stdout."""
-    return _run(name, args, env)
-
-
 class ExampleRun(NamedTuple):
-    """How a test runs its example; "{folder}" (a fresh folder of the test's own) and
-    "{fixture_name}" (that fixture's value) in ``args`` and ``env`` are filled in."""
+    """How a test runs an example that no page shows; "{folder}" (a fresh folder of the test's
+    own) in ``args`` and ``env`` is filled in."""
 
     script: str
     args: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
 
 
-RUNS = {
+ON_THE_PAGE = None  # the test runs the docs block marked run-by it
+
+RUNS: dict[str, ExampleRun | None] = {
     "test_demo_answers_through_both_frameworks": ExampleRun("demo.py"),
-    "test_mean_pooling_beats_cls_on_the_labelled_pairs": ExampleRun("pooling_cls_vs_mean.py"),
-    "test_embeddings_find_the_hotels_tfidf_misses": ExampleRun("similar_hotels.py"),
-    "test_token_heatmap_writes_a_png_and_aligns_synonyms": ExampleRun(
-        "token_heatmap.py", ("--output", "{folder}/heatmap.png")
-    ),
-    # The export goes to the test's folder, not the home directory.
-    "test_onnx_export_gives_the_torch_vectors": ExampleRun(
-        "onnx_export.py", env=(("LOCALEMBED_CACHE", "{folder}"),)
-    ),
+    "test_mean_pooling_beats_cls_on_the_labelled_pairs": ON_THE_PAGE,
+    "test_embeddings_find_the_hotels_tfidf_misses": ON_THE_PAGE,
+    "test_token_heatmap_writes_a_png_and_aligns_synonyms": ON_THE_PAGE,
+    # The page's command sends the export to a `cache` folder beside it, not the home directory.
+    "test_onnx_export_gives_the_torch_vectors": ON_THE_PAGE,
     "test_cde_draws_both_heatmaps_and_labels_the_tiny_model": ExampleRun(
         "cde.py", ("--output", "{folder}/cde.png", "--context-file", "{folder}/ctx.safetensors")
     ),
-    "test_bge_m3_hybrid_ranks_every_mode": ExampleRun(
-        "bge_m3_hybrid.py", ("--model", "{tiny_xlmr_dir}")
-    ),
+    "test_bge_m3_hybrid_ranks_every_mode": ON_THE_PAGE,
 }
-
-
-class _Fields(dict[str, str]):
-    def __init__(self, request: pytest.FixtureRequest, folder: Path) -> None:
-        super().__init__(folder=str(folder))
-        self.request = request
-
-    def __missing__(self, key: str) -> str:
-        return str(self.request.getfixturevalue(key))
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +90,13 @@ def example_runs(
     with ThreadPoolExecutor(max_workers=PARALLEL_RUNS) as pool:
         for name in selected:
             folder = tmp_path_factory.mktemp(name.removeprefix("test_")[:30])
-            script, args, env = RUNS[name]
-            fields = _Fields(request, folder)
+            example = RUNS[name]
+            if example is ON_THE_PAGE:
+                marked = docs_harness.run_by_id(Path(__file__), name)
+                runs[name] = (folder, pool.submit(docs_harness.run_marked_block, marked, folder))
+                continue
+            script, args, env = example
+            fields = {"folder": str(folder)}
             runs[name] = (
                 folder,
                 pool.submit(
@@ -186,9 +178,8 @@ def test_token_heatmap_writes_a_png_and_aligns_synonyms(example_output: tuple[Pa
     from matplotlib.image import imread
 
     folder, out = example_output
-    output = folder / "heatmap.png"
-    assert f"written to {output}" in out
-    image = imread(output)
+    assert "written to token_heatmap.png" in out
+    image = imread(folder / "token_heatmap.png")
     height, width = image.shape[:2]
     assert width > 300 and height > 300
     assert image[..., :3].var() > 0.01  # not blank
@@ -202,12 +193,11 @@ def test_token_heatmap_writes_a_png_and_aligns_synonyms(example_output: tuple[Pa
 
 
 def test_onnx_export_gives_the_torch_vectors(example_output: tuple[Path, str]) -> None:
-    cache, out = example_output
+    folder, out = example_output
     found = re.search(r"exported model: (\S+) \(", out)
     assert found, out
-    exported = Path(found[1])
-    # The export went to $LOCALEMBED_CACHE, not the home directory.
-    assert exported.is_file() and exported.is_relative_to(cache)
+    # The export went to $LOCALEMBED_CACHE (`cache` beside the command), not the home directory.
+    assert found[1].startswith("cache/") and (folder / found[1]).is_file()
     cosines = {
         label.strip(): float(cosine)
         for label, cosine in re.findall(r"^(\S.+?)\s+\d\.\de[-+]\d+\s+(\d\.\d{6})$", out, re.M)

@@ -24,7 +24,7 @@ from pydantic import ValidationError
 
 from localembed import EncoderConfig, get_encoder
 from localembed.ray import EmbedBatch, embed_dataset
-from tests.test_examples import run_example
+from tests import docs_harness
 
 ray = pytest.importorskip("ray")
 
@@ -74,11 +74,13 @@ def ray_env(marker: str) -> dict[str, str]:
 # -- without a Ray instance (runs first: the example starts and stops its own) --------------
 
 
-def test_example_runs_and_finds_the_python_document() -> None:
+def test_example_runs_and_finds_the_python_document(tmp_path: Path) -> None:
     marker = uuid.uuid4().hex
     os.environ[MARKER] = marker  # inherited by the example and every Ray process it starts
     try:
-        out = run_example("ray_ingestion.py")
+        # The command docs/ray.md shows (its block is marked run-by this test), compared there.
+        name = "test_example_runs_and_finds_the_python_document"
+        out = docs_harness.run_marked_block(docs_harness.run_by_id(Path(__file__), name), tmp_path)
     finally:
         del os.environ[MARKER]
     assert "embedded 20 documents on 2 actors: (20, 384) float32" in out

@@ -41,7 +41,7 @@ from pydantic import PrivateAttr
 from langchain_localembed import LocalEmbeddings
 from llamaindex_localembed import LocalEmbedding
 from localembed import get_encoder
-from tests.test_examples import run_example
+from tests import docs_harness
 
 # topic -> key -> text: five topics, so a wrong hit is usually also the wrong topic.
 TOPIC_TEXTS: dict[str, dict[str, str]] = {
@@ -443,16 +443,24 @@ def top_results(output: str) -> dict[str, str]:
     return dict(pairs)
 
 
+EXAMPLE_TESTS = ("test_langchain_rag_example", "test_llamaindex_quickstart_example")
+
+
 @pytest.fixture(scope="module")
-def example_output() -> dict[str, str]:
-    """Each example's stdout; the two subprocesses run side by side (each loads the model)."""
-    names = ["langchain_rag.py", "llamaindex_quickstart.py"]
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        return dict(zip(names, pool.map(run_example, names), strict=True))
+def example_output(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Each example's stdout, run as docs/examples.md shows it (the blocks marked run-by these
+    tests) and compared with the page; the two subprocesses run side by side."""
+
+    def run(name: str) -> str:
+        folder = tmp_path_factory.mktemp(name.removeprefix("test_"))
+        return docs_harness.run_marked_block(docs_harness.run_by_id(Path(__file__), name), folder)
+
+    with ThreadPoolExecutor(max_workers=len(EXAMPLE_TESTS)) as pool:
+        return dict(zip(EXAMPLE_TESTS, pool.map(run, EXAMPLE_TESTS), strict=True))
 
 
 def test_langchain_rag_example(example_output: dict[str, str]) -> None:
-    out = example_output["langchain_rag.py"]
+    out = example_output["test_langchain_rag_example"]
     assert top_results(out) == {
         "Is there a penalty for overdue books?": "fees",
         "Can I read books on my tablet?": "ebooks",
@@ -463,7 +471,7 @@ def test_langchain_rag_example(example_output: dict[str, str]) -> None:
 
 
 def test_llamaindex_quickstart_example(example_output: dict[str, str]) -> None:
-    out = example_output["llamaindex_quickstart.py"]
+    out = example_output["test_llamaindex_quickstart_example"]
     assert "3 documents -> 6 chunks" in out
     # The right document, and within it the chunk that answers.
     expected = {
