@@ -12,6 +12,7 @@ embedding model, or a query and 4 documents to the reranker).
     python benchmarks/server_models.py unload         # RSS returned by an idle unload
     python benchmarks/server_models.py soak --texts 20000   # RSS over new batch shapes
     python benchmarks/server_models.py soak --soak-seconds 600 --sample-seconds 60
+    python benchmarks/server_models.py soak --soak-seconds 3600 --rate 1 --sample-seconds 180
 
 Each prints one table; ratios are within one run (the machine may be busy: run it twice).
 """
@@ -76,16 +77,28 @@ def config_file(directory: Path, models: dict[str, Path], names: list[str], extr
     return path
 
 
-class Server:
-    """``localembed serve`` in a subprocess, healthy when constructed."""
+LOCALEMBED_SERVE = (sys.executable, "-m", "localembed.cli", "serve", "--log-level", "warning")
+"""The command that starts ``localembed serve`` (``--port`` and the arguments follow)."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+
+class Server:
+    """A server in a subprocess on a free loopback port, healthy (``GET /health``) when constructed.
+
+    ``program`` is the command before ``--port`` (default: ``localembed serve``); ``args``
+    follow the port.
+    """
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        program: tuple[str, ...] = LOCALEMBED_SERVE,
+    ) -> None:
         import httpx
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        command = [sys.executable, "-m", "localembed.cli", "serve", "--port", str(self.port)]
-        command += ["--log-level", "warning", *args]
+        command = [*program, "--port", str(self.port), *args]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         self.process = subprocess.Popen(command, env=environment)
         deadline = time.monotonic() + 900
@@ -117,14 +130,25 @@ class Server:
                 self.process.kill()
 
 
-def request_for(model: str, text: str) -> tuple[str, dict[str, Any]]:
+def request_for(model: str, texts: list[str]) -> tuple[str, dict[str, Any]]:
+    """The route and body of one request: rerank ``texts[0]`` for "rr", else embed ``texts``.
+
+    ``/embeddings``: the OpenAI route without ``/v1``, which both ``localembed serve`` and
+    infinity answer.
+    """
     if model == "rr":
-        return "/v1/rerank", {"query": text, "documents": DOCUMENTS, "model": model}
-    return "/v1/embeddings", {"input": [text], "model": model}
+        return "/v1/rerank", {"query": texts[0], "documents": DOCUMENTS, "model": model}
+    return "/embeddings", {"input": texts, "model": model}
 
 
 async def _client_process(
-    urls: dict[str, str], clients: int, offset: int, start: float, warmup: float, duration: float
+    urls: dict[str, str],
+    clients: int,
+    offset: int,
+    start: float,
+    warmup: float,
+    duration: float,
+    batch: int,
 ) -> tuple[list[float], int]:
     import httpx
 
@@ -147,8 +171,9 @@ async def _client_process(
         position = offset + index
         while (sent := time.time()) < stop:
             model = models[position % len(models)]
-            path, body = request_for(model, texts[position % len(texts)])
-            position += 7
+            chosen = [texts[(position + j) % len(texts)] for j in range(batch)]
+            path, body = request_for(model, chosen)
+            position += 7 * batch
             try:
                 response = await pools[urls[model]].post(path, json=body)
                 ok = response.status_code == 200
@@ -171,12 +196,21 @@ def _run_client(args: tuple[Any, ...]) -> tuple[list[float], int]:
 
 
 def load(
-    urls: dict[str, str], concurrency: int, processes: int, warmup: float, duration: float
+    urls: dict[str, str],
+    concurrency: int,
+    processes: int,
+    warmup: float,
+    duration: float,
+    batch: int = 1,
 ) -> dict[str, float]:
-    """Requests/s and p50/p99 ms of ``concurrency`` clients in ``processes`` processes."""
+    """Requests/s, p50/p99 ms and errors of ``concurrency`` clients in ``processes`` processes.
+
+    Each client sends one request of ``batch`` texts at a time; ``urls`` maps each model id
+    the clients cycle over to its server.
+    """
     start = time.time() + 1.0  # every process starts the clock together
     share = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    jobs = [(urls, n, i * 101, start, warmup, duration) for i, n in enumerate(share) if n]
+    jobs = [(urls, n, i * 101, start, warmup, duration, batch) for i, n in enumerate(share) if n]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_run_client, jobs)
     latencies = sorted(x for got, _ in results for x in got)
@@ -238,7 +272,7 @@ def cold(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     try:
         print(f"{'model':<8} {'cold first row ms':>18} {'warm ms':>8}")
         for name in names:
-            path, body = request_for(name, "a first text")
+            path, body = request_for(name, ["a first text"])
             timings = []
             for _ in range(2):
                 started = time.perf_counter()
@@ -260,9 +294,7 @@ def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> Non
         base = server.rss()
         for name in names:
             for start in range(0, 256, 32):
-                path, body = request_for(name, texts[start])
-                if name != "rr":
-                    body["input"] = texts[start : start + 32]
+                path, body = request_for(name, texts[start : start + 32])
                 httpx.post(f"{server.url}{path}", json=body, timeout=300).raise_for_status()
         loaded = server.rss()
         deadline = time.monotonic() + args.idle * 4 + 30
@@ -290,7 +322,9 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     """RSS while every request brings a batch of a new shape (count and lengths).
 
     Stops after ``--texts`` texts, or after ``--soak-seconds`` when given; samples the
-    server's RSS every ``--sample-seconds``.
+    server's RSS every ``--sample-seconds`` (each sample printed as it is taken, so that a
+    long soak shows its curve as it goes). ``--rate`` paces the requests (per second; 0: back
+    to back), so that an hour-long soak leaves a shared machine's cores to others.
     """
     import random
 
@@ -302,36 +336,61 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     server = Server("--model", str(models["emb_a"]), *args.server_args, env=env)
     words = make_texts(4096)
     rng = random.Random(0)
-    sent = 0
-    samples = [(0.0, 0, server.rss())]
+    sent = errors = 0
+    shapes: set[tuple[int, int]] = set()
     started = time.monotonic()
+    samples = [(0.0, 0, server.rss())]
     next_sample = started + args.sample_seconds
+    next_request = started
+    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'} server args: {args.server_args}")
+    print(f"rate: {args.rate or 'back to back'} requests/s, 1-64 texts of 1-6 sentences each")
+    print(f"{'seconds':>8} {'texts sent':>10} {'shapes':>7} {'errors':>6} {'RSS MiB':>8}")
+    print(f"{0:>8} {0:>10} {0:>7} {0:>6} {samples[0][2] / 2**20:>8.0f}", flush=True)
 
     def more() -> bool:
         if args.soak_seconds:
             return time.monotonic() - started < args.soak_seconds
         return sent < args.texts
 
+    def sample() -> None:
+        samples.append((time.monotonic() - started, sent, server.rss()))
+        seconds, count, rss = samples[-1]
+        line = f"{seconds:>8.0f} {count:>10} {len(shapes):>7} {errors:>6} {rss / 2**20:>8.0f}"
+        print(line, flush=True)
+
     try:
         with httpx.Client(base_url=server.url, timeout=300) as client:
             while more():
+                if args.rate:
+                    next_request += 1 / args.rate
+                    time.sleep(max(0.0, next_request - time.monotonic()))
                 count = rng.randint(1, 64)
                 batch = [
                     " ".join(words[rng.randrange(4096)] for _ in range(rng.randint(1, 6)))
                     for _ in range(count)
                 ]
-                client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
+                try:
+                    client.post("/v1/embeddings", json={"input": batch}).raise_for_status()
+                except httpx.HTTPError as error:  # counted and shown, the soak goes on
+                    errors += 1
+                    print(f"request error: {error!r}", flush=True)
                 sent += count
+                shapes.add((count, max(len(text.split()) for text in batch)))
                 if time.monotonic() >= next_sample:
-                    samples.append((time.monotonic() - started, sent, server.rss()))
+                    sample()
                     next_sample += args.sample_seconds
-        samples.append((time.monotonic() - started, sent, server.rss()))
+        if time.monotonic() - started - samples[-1][0] >= 1:  # unless one was just taken
+            sample()
     finally:
         server.stop()
-    print(f"MALLOC_ARENA_MAX={args.arena_max or 'unset'} server args: {args.server_args}")
-    print(f"{'seconds':>8} {'texts sent':>10} {'RSS MiB':>8}")
-    for seconds, count, rss in samples:
-        print(f"{seconds:>8.0f} {count:>10} {rss / 2**20:>8.0f}")
+    start_rss, peak_rss, end_rss = samples[0][2], max(s[2] for s in samples), samples[-1][2]
+    after = [rss for seconds, _, rss in samples if seconds >= samples[-1][0] / 2]
+    print(
+        f"RSS MiB: start {start_rss / 2**20:.0f}, peak {peak_rss / 2**20:.0f}, "
+        f"end {end_rss / 2**20:.0f}; second half {min(after) / 2**20:.0f}-"
+        f"{max(after) / 2**20:.0f}; {sent} texts, {len(shapes)} shapes "
+        f"(rows x most words), {errors} errors"
+    )
 
 
 def main() -> int:
@@ -347,6 +406,7 @@ def main() -> int:
     parser.add_argument("--arena-max", type=int, default=0, help="soak: MALLOC_ARENA_MAX")
     parser.add_argument("--soak-seconds", type=float, default=0.0, help="soak: run this long")
     parser.add_argument("--sample-seconds", type=float, default=30.0, help="soak: RSS period")
+    parser.add_argument("--rate", type=float, default=0.0, help="soak: requests/s (0: no pause)")
     parser.add_argument(
         "--server-args", nargs=argparse.REMAINDER, default=[], help="soak: more serve flags"
     )
