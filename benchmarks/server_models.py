@@ -318,6 +318,10 @@ def unload(args: argparse.Namespace, models: dict[str, Path], work: Path) -> Non
     )
 
 
+IDLE_SAMPLE_S = 5.0
+"""Seconds the soak waits after its last answer before the idle RSS sample."""
+
+
 def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
     """RSS while every request brings a batch of a new shape (count and lengths).
 
@@ -381,6 +385,8 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
                     next_sample += args.sample_seconds
         if time.monotonic() - started - samples[-1][0] >= 1:  # unless one was just taken
             sample()
+        time.sleep(IDLE_SAMPLE_S)
+        idle_rss = server.rss()
     finally:
         server.stop()
     start_rss, peak_rss, end_rss = samples[0][2], max(s[2] for s in samples), samples[-1][2]
@@ -389,7 +395,8 @@ def soak(args: argparse.Namespace, models: dict[str, Path], work: Path) -> None:
         f"RSS MiB: start {start_rss / 2**20:.0f}, peak {peak_rss / 2**20:.0f}, "
         f"end {end_rss / 2**20:.0f}; second half {min(after) / 2**20:.0f}-"
         f"{max(after) / 2**20:.0f}; {sent} texts, {len(shapes)} shapes "
-        f"(rows x most words), {errors} errors"
+        f"(rows x most words), {errors} errors; {idle_rss / 2**20:.0f} after "
+        f"{IDLE_SAMPLE_S:g} s idle"
     )
 
 

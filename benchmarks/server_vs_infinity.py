@@ -11,11 +11,13 @@ The peer (``--against``):
 - ``infinity``: infinity's ``v2`` command (``--infinity``: its ``infinity_emb`` script, in its
   own virtual environment: it pins older numpy, transformers and sentence-transformers),
   torch engine, no disk cache.
-- ``dynamic-mmap``: ``localembed serve`` itself with glibc's dynamic mmap threshold, that is
-  without ``localembed.server.memory.fix_mmap_threshold`` (the price of the fix).
+- ``heap-off`` / ``heap-mmap``: ``localembed serve`` itself with ``LOCALEMBED_HEAP=off``
+  (glibc's defaults: the price of bounding the RSS) or ``=mmap`` (a fixed 128 KiB mmap
+  threshold, the policy before ``trim``); the contender ``localembed`` runs the default,
+  ``trim``.
 
     python benchmarks/server_vs_infinity.py --infinity /tmp/infvenv/bin/infinity_emb
-    python benchmarks/server_vs_infinity.py --against dynamic-mmap --points 1x1 16x1
+    python benchmarks/server_vs_infinity.py --against heap-off --points 1x1 16x1
 
 A point is ``CLIENTSxTEXTS`` (``64x1``: 64 clients of one text each); each runs with every
 ``--processes`` count (fewer processes than clients only). Prints one table: requests/s,
@@ -40,16 +42,6 @@ from server_models import LOCALEMBED_SERVE, Server, load
 SERVED_NAME = "minilm"
 """The model id both servers answer to."""
 
-DYNAMIC_MMAP = (
-    sys.executable,
-    "-c",
-    "import sys, localembed.server.memory as memory; "
-    "memory.fix_mmap_threshold = lambda *args, **kwargs: False; "
-    "from localembed.cli import main; sys.exit(main(sys.argv[1:]))",
-    *LOCALEMBED_SERVE[3:],
-)
-"""``localembed serve`` with glibc's mmap threshold left dynamic (the fix made a no-op)."""
-
 
 def start(name: str, args: argparse.Namespace, model: str) -> Server:
     """Start one contender serving ``model`` as ``SERVED_NAME``."""
@@ -60,13 +52,15 @@ def start(name: str, args: argparse.Namespace, model: str) -> Server:
         environment = {"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         return Server(*options, env=environment, program=(args.infinity, "v2"))
     options = ["--model", model, "--model-name", SERVED_NAME, "--device", "cpu"]
-    program = DYNAMIC_MMAP if name == "dynamic-mmap" else LOCALEMBED_SERVE
-    return Server(*options, program=program)
+    policy = name.removeprefix("heap-") if name.startswith("heap-") else "trim"
+    return Server(*options, env={"LOCALEMBED_HEAP": policy}, program=LOCALEMBED_SERVE)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--against", choices=["infinity", "dynamic-mmap"], default="infinity")
+    parser.add_argument(
+        "--against", choices=["infinity", "heap-off", "heap-mmap"], default="infinity"
+    )
     parser.add_argument("--infinity", default=None, help="infinity's infinity_emb script")
     parser.add_argument("--model", default=None, help="model directory (default: embedded)")
     parser.add_argument(

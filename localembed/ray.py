@@ -406,9 +406,9 @@ class ModelReplica:
 
     async def __init__(self, spec: ModelSpec, settings: ServerSettings) -> None:  # type: ignore[misc]
         from localembed.server.app import create_app
-        from localembed.server.memory import fix_mmap_threshold
+        from localembed.server.memory import bound_heap
 
-        fix_mmap_threshold()  # as localembed serve: new batch shapes must not grow the RSS
+        bound_heap()  # as localembed serve: new batch shapes must not grow the RSS
         self.app = create_app(models=[spec], settings=settings)
         self.state = self.app.state.localembed
         self.served = self.state.models[spec.id]

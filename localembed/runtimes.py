@@ -134,6 +134,7 @@ class TorchRuntime:
             linear_kernel,
         )
         from localembed.onednn import use_onednn_linear
+        from localembed.row_split import split_rows_enabled
 
         self.model = model
         self.quantization = quantization
@@ -148,6 +149,11 @@ class TorchRuntime:
         self.linear_kernel = linear_kernel()
         if self.linear_kernel == "onednn":
             use_onednn_linear(model)
+        # int8 stays whole: its dynamic activation scale is per forward pass, so a slice
+        # of the batch would quantize its rows differently from the measured accuracy.
+        split = self.threads > 1 and quantization is None and _on_cpu(model)
+        self.split_workers = self.threads if split and split_rows_enabled() else 0
+        """Worker threads a batch's rows are split over (:mod:`localembed.row_split`); 0: none."""
 
     def __call__(
         self,
@@ -158,7 +164,13 @@ class TorchRuntime:
         """Return the model's first output (last hidden states, or a head's logits)."""
         import torch
 
-        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        if self.split_workers and input_ids.shape[0] > 1:
+            from localembed.row_split import split_forward
+
+            return split_forward(self._forward, inputs, self.split_workers)
         # torch's thread count is per calling thread (OpenMP and MKL keep it per thread):
         # set here, in the thread that runs the batch, and restored after it.
         previous = torch.get_num_threads()
@@ -166,13 +178,16 @@ class TorchRuntime:
         if count != previous:
             torch.set_num_threads(count)
         try:
-            with torch.inference_mode():
-                output: torch.Tensor = self.model(
-                    input_ids=input_ids, attention_mask=attention_mask, **extra
-                )[0]
+            return self._forward(inputs)
         finally:
             if count != previous:
                 torch.set_num_threads(previous)
+
+    def _forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        import torch
+
+        with torch.inference_mode():
+            output: torch.Tensor = self.model(**inputs)[0]
         return output
 
 

@@ -367,9 +367,11 @@ def test_adaptive_threads_setting() -> None:
 
 
 def test_torch_runtime_runs_batches_on_one_thread_beside_a_busy_process(
-    tiny_bert_dir: Path,
+    tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import torch
+
+    monkeypatch.setenv("LOCALEMBED_SPLIT_ROWS", "0")  # adaptive threads run unsplit passes
     from transformers import AutoModel
 
     from localembed.runtimes import TorchRuntime

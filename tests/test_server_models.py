@@ -408,3 +408,52 @@ def test_a_fixed_mmap_threshold_returns_a_freed_batch_s_memory() -> None:
 
     assert kept("plain") >= 3 << 20  # glibc's default keeps the freed 4 MiB
     assert kept("fixed") < 1 << 20  # returned to the system
+
+
+TRIM_PROBE = """
+import sys
+import time
+
+from localembed.server.memory import HeapTrimmer, resident_bytes
+
+first = bytearray(4 << 20)  # mapped; freeing it raises glibc's dynamic threshold to 4 MiB
+del first
+hole = bytearray(4 << 20)  # from the heap now
+above = bytearray(64 << 10)  # keeps the freed block a hole, not the heap's top
+del hole
+base = resident_bytes()
+if sys.argv[1] == "trim":
+    assert HeapTrimmer(interval=0.05).start()
+time.sleep(0.5)
+print(base - resident_bytes())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_the_heap_trimmer_returns_a_freed_hole_in_the_heap() -> None:
+    """What keeps the server's RSS from creeping (``LOCALEMBED_HEAP=trim``, the default)."""
+
+    def returned(mode: str) -> int:
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        env.pop("MALLOC_MMAP_THRESHOLD_", None)
+        done = subprocess.run(
+            [sys.executable, "-c", TRIM_PROBE, mode],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return int(done.stdout.strip())
+
+    assert returned("plain") < 1 << 20  # glibc keeps the hole's pages
+    assert returned("trim") >= 3 << 20  # the trimmer's thread hands them back
+
+
+def test_the_heap_policy_is_read_from_the_environment_and_a_typo_is_an_error() -> None:
+    from localembed.errors import InputError
+    from localembed.server.memory import bound_heap
+
+    assert bound_heap({"LOCALEMBED_HEAP": "off"}) == "off"
+    with pytest.raises(InputError, match="'trimm' is not one of trim, mmap, off"):
+        bound_heap({"LOCALEMBED_HEAP": "trimm"})

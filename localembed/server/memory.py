@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import functools
 import os
+import threading
 from pathlib import Path
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".pth")
@@ -101,3 +102,76 @@ def fix_mmap_threshold(threshold: int = MMAP_THRESHOLD) -> bool:
     if libc is None or not hasattr(libc, "mallopt"):
         return False
     return bool(libc.mallopt(_M_MMAP_THRESHOLD, threshold))
+
+
+HEAP_POLICY = "LOCALEMBED_HEAP"
+"""How a server process keeps its heap from creeping: ``trim`` (default), ``mmap`` or ``off``."""
+
+HEAP_POLICIES = ("trim", "mmap", "off")
+"""``trim``: malloc_trim every few seconds; ``mmap``: a fixed 128 KiB mmap threshold; ``off``."""
+
+TRIM_INTERVAL_S = 2.0
+"""Seconds between two returns of freed heap pages under ``trim``."""
+
+
+class HeapTrimmer:
+    """Return freed heap pages to the system every ``interval`` seconds, from a daemon thread.
+
+    glibc keeps the pages of freed blocks inside its heaps; batches of ever new shapes
+    leave such holes, and the RSS keeps them. ``malloc_trim(0)`` hands every free page
+    back (``madvise``); the next batch touches again only the pages it needs. Unlike a
+    fixed mmap threshold, allocations stay on the heap, so a batch's tensors do not each
+    cost a fresh mapping and its page faults.
+    """
+
+    def __init__(self, interval: float = TRIM_INTERVAL_S) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> bool:
+        """Start trimming; False where there is no glibc."""
+        if _libc() is None:
+            return False
+        self._thread = threading.Thread(target=self._run, name="localembed-heap-trim", daemon=True)
+        self._thread.start()
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            trim()
+
+    def stop(self) -> None:
+        """Stop the thread (it ends within one interval)."""
+        self._stop.set()
+
+
+_trimmer: HeapTrimmer | None = None
+_trimmer_lock = threading.Lock()
+
+
+def bound_heap(environ: dict[str, str] | None = None) -> str:
+    """Apply ``LOCALEMBED_HEAP`` (default ``trim``) to this process; return the policy applied.
+
+    Raises:
+        InputError: the variable names no policy.
+    """
+    from localembed.errors import InputError
+
+    environ = dict(os.environ) if environ is None else environ
+    policy = environ.get(HEAP_POLICY, "trim").strip().lower() or "trim"
+    if policy not in HEAP_POLICIES:
+        msg = f"{HEAP_POLICY}={policy!r} is not one of {', '.join(HEAP_POLICIES)}"
+        raise InputError(msg)
+    if policy == "mmap":
+        return "mmap" if fix_mmap_threshold() else "off"
+    if policy == "trim":
+        global _trimmer  # one trimmer per process, however many servers start
+        with _trimmer_lock:
+            if _trimmer is None:
+                trimmer = HeapTrimmer()
+                if not trimmer.start():
+                    return "off"
+                _trimmer = trimmer
+        return "trim"
+    return "off"

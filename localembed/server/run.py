@@ -166,11 +166,11 @@ def serve(
 
     uvicorn = require("uvicorn", "localembed serve")
     from localembed.server.app import create_app
-    from localembed.server.memory import fix_mmap_threshold
+    from localembed.server.memory import bound_heap
 
     settings = settings or ServerSettings()
     sock = bind(host, port)
-    fix_mmap_threshold()  # before torch allocates: batches of new shapes must not grow the RSS
+    bound_heap()  # before torch allocates: batches of new shapes must not grow the RSS
     app = create_app(config, settings, models=models)
     state = app.state.localembed
 

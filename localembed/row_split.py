@@ -1,0 +1,125 @@
+"""A CPU forward pass split by rows over worker threads of one intra-op thread each.
+
+torch runs a batch on its OpenMP threads, which meet at a barrier after every operator. On
+a quiet machine that costs the small operators (LayerNorm, softmax, GELU) their fork and
+join; beside another busy process it costs far more, since the threads spin at each
+barrier waiting for one the scheduler has put aside, and an application that imported
+torch first cannot change OpenMP's wait policy. Running contiguous slices of the batch's
+rows in ``threads`` worker threads, each single-threaded, needs no barrier at all: each
+slice is an independent forward pass (torch releases the GIL inside its operators).
+
+Each slice also drops the padding columns that none of its rows uses (rows of a planned
+batch are sorted by length, so the widest slice keeps the batch's width and the others
+run narrower). The slices depend only on the batch and the thread count, never on the
+machine's load, so repeated calls return identical vectors; they differ from one
+unsplit forward pass by float rounding only (the fp32 batch-invariance contract).
+
+``LOCALEMBED_SPLIT_ROWS=0`` turns it off (one forward pass on torch's intra-op threads,
+as before).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+from localembed.errors import InputError
+
+if TYPE_CHECKING:
+    import torch
+
+SPLIT_ROWS = "LOCALEMBED_SPLIT_ROWS"
+"""Environment variable: ``0`` runs CPU batches unsplit; ``1`` or unset splits them."""
+
+Inputs = dict[str, "torch.Tensor"]
+"""A forward pass's keyword tensors (``input_ids``, ``attention_mask``, ...), rows first."""
+
+
+def split_rows_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether CPU batches are split by rows (``LOCALEMBED_SPLIT_ROWS``; default yes).
+
+    Example:
+        >>> split_rows_enabled({"LOCALEMBED_SPLIT_ROWS": "0"})
+        False
+        >>> split_rows_enabled({})
+        True
+
+    Raises:
+        InputError: the variable is set to something other than 0 or 1.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(SPLIT_ROWS, "").strip()
+    if value not in {"", "0", "1"}:
+        msg = f"{SPLIT_ROWS} must be 0 or 1, got {value!r}"
+        raise InputError(msg)
+    return value != "0"
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of the threads
+
+
+def _one_intra_op_thread() -> None:
+    import torch
+
+    torch.get_num_threads()  # torch's per-thread set-up first: it would undo the next line
+    torch.set_num_threads(1)  # this thread's OpenMP and MKL count (and torch's global one)
+
+
+def worker_pool(workers: int) -> ThreadPoolExecutor:
+    """The process's pool of ``workers`` threads with one intra-op thread each (made once)."""
+    import torch
+
+    with _pools_lock:
+        pool = _pools.get(workers)
+        if pool is None:
+            restore = torch.get_num_threads()
+            pool = ThreadPoolExecutor(
+                workers, thread_name_prefix="localembed-rows", initializer=_one_intra_op_thread
+            )
+            started = threading.Barrier(workers)
+            for future in [pool.submit(started.wait) for _ in range(workers)]:
+                future.result()  # every worker is set up before the global count comes back
+            torch.set_num_threads(restore)  # new threads start from torch's global count
+            _pools[workers] = pool
+    return pool
+
+
+def split_forward(
+    forward: Callable[[Inputs], torch.Tensor], inputs: Inputs, workers: int
+) -> torch.Tensor:
+    """``forward(inputs)`` run as up to ``workers`` slices of rows in the worker pool.
+
+    A slice is cut after its last column that any of its rows attends to (right padding
+    trimmed). Outputs of three dimensions (per-token states) are padded back to the batch's
+    width with zeros, where the attention mask is 0; others (a head's logits) are joined as
+    they are.
+
+    Args:
+        forward: runs one slice (called in a worker thread).
+        inputs: the batch's tensors, each ``[rows, width]``; ``attention_mask`` among them.
+        workers: the pool's size (the slices: ``min(workers, rows)``).
+    """
+    import torch
+
+    mask = inputs["attention_mask"]
+    rows, width = mask.shape
+    parts = min(workers, rows)
+    bounds = [rows * index // parts for index in range(parts + 1)]
+    slices = []
+    for start, stop in itertools.pairwise(bounds):
+        attended = mask[start:stop].any(dim=0).nonzero()
+        used = int(attended[-1]) + 1 if len(attended) else width
+        slices.append({name: tensor[start:stop, :used] for name, tensor in inputs.items()})
+    outputs = list(worker_pool(workers).map(forward, slices))
+    if outputs[0].dim() == 3:
+        outputs = [
+            torch.nn.functional.pad(output, (0, 0, 0, width - output.shape[1]))
+            for output in outputs
+        ]
+    return torch.cat(outputs)
