@@ -28,6 +28,8 @@ Comparison (printed vs shown), after stripping trailing spaces and trailing blan
 - ``...`` in the shown output matches any text (also across lines), as doctest's ELLIPSIS;
 - a number with a decimal point may differ by one unit in its last shown digit, or by 1e-6
   (CPUs round differently in the last bits);
+- a run of spaces matches any run of spaces (numpy pads an array's columns to its longest number,
+  so a last digit that another CPU drops moves the padding);
 - durations and rates (``0.52 s``, ``12 ms``, ``35 rows/s``) are not compared.
 
 The folder also holds links to the clone's ``examples``, ``benchmarks`` and ``tests`` folders,
@@ -169,6 +171,10 @@ def _tolerance(shown: str) -> float:
     return max(10.0**-decimals * 10.0 ** int(exponent or 0), 1e-6) * 1.0001
 
 
+def _literal(text: str) -> str:
+    return " +".join(re.escape(part) for part in re.split(r" +", text))
+
+
 def matches(shown: str, printed: str) -> bool:
     """Whether ``printed`` is what ``shown`` shows, under the rules in this module's docstring."""
     shown, printed = TIMING.sub("<time>", _clean(shown)), TIMING.sub("<time>", _clean(printed))
@@ -176,14 +182,14 @@ def matches(shown: str, printed: str) -> bool:
     numbers: list[str] = []
     position = 0
     for token in TOKEN.finditer(shown):
-        pattern.append(re.escape(shown[position : token.start()]))
+        pattern.append(_literal(shown[position : token.start()]))
         if token.group(1):
             pattern.append("(?:.*?)")
         else:
             pattern.append(f"({FLOAT.pattern})")
             numbers.append(token.group(2))
         position = token.end()
-    pattern.append(re.escape(shown[position:]))
+    pattern.append(_literal(shown[position:]))
     found = re.fullmatch("".join(pattern), printed, flags=re.S)
     if found is None:
         return False

@@ -98,6 +98,8 @@ def test_comparison_rules() -> None:
     assert not matches("0.493  fees", "0.493  fines")
     assert matches("[(3, 0.6745523810386658)]", "[(3, 0.674552)]")
     assert not matches("[(3, 0.6745523810386658)]", "[(3, 0.67456)]")
+    assert matches("[0.6743782  0.67455244]", "[0.67437816 0.67455244]")  # numpy's padding
+    assert not matches("[0.6743782 0.67455244]", "[0.67437816,0.67455244]")
     assert matches("2.4e-07", "2.5e-07") and not matches("2.4e-07", "2.4e-05")
     assert matches("path: '.../model'", "path: '/venv/lib/site-packages/x/model'")
     assert matches("a\n...\nz", "a\nb\nc\nz")
