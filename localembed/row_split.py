@@ -8,11 +8,12 @@ torch first cannot change OpenMP's wait policy. Running contiguous slices of the
 rows in ``threads`` worker threads, each single-threaded, needs no barrier at all: each
 slice is an independent forward pass (torch releases the GIL inside its operators).
 
-Each slice also drops the padding columns that none of its rows uses (rows of a planned
-batch are sorted by length, so the widest slice keeps the batch's width and the others
-run narrower). The slices depend only on the batch and the thread count, never on the
-machine's load, so repeated calls return identical vectors; they differ from one
-unsplit forward pass by float rounding only (the fp32 batch-invariance contract).
+Each slice also drops the padding columns that none of its rows uses, and the cuts balance
+the slices' padded tokens (rows x width), not their row counts: rows of a planned batch are
+sorted by length, so equal row counts would give the first slice the longest rows and leave
+the other workers idle while it runs. The slices depend only on the batch and the thread
+count, never on the machine's load, so repeated calls return identical vectors; they differ
+from one unsplit forward pass by float rounding only (the fp32 batch-invariance contract).
 
 ``LOCALEMBED_SPLIT_ROWS=0`` turns it off (one forward pass on torch's intra-op threads,
 as before).
@@ -23,7 +24,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
@@ -90,32 +91,68 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
+def balanced_cuts(widths: Sequence[int], parts: int) -> list[int]:
+    """Cut rows into at most ``parts`` contiguous slices whose largest padded size is least.
+
+    A slice's padded size is its rows times its widest row (``widths``: each row's last
+    attended column + 1). Returns the bounds: ``[0, ..., len(widths)]``.
+
+    Example:
+        >>> balanced_cuts([256, 200, 120, 90, 40, 30], parts=2)
+        [0, 2, 6]
+        >>> balanced_cuts([8, 8, 8, 8, 8], parts=2)
+        [0, 3, 5]
+
+    """
+    widths = [max(int(width), 1) for width in widths]
+
+    def greedy(limit: int) -> list[int]:
+        bounds, start, widest = [0], 0, 0
+        for row, width in enumerate(widths):
+            widest = max(widest, width)
+            if (row - start + 1) * widest > limit:
+                bounds.append(row)
+                start, widest = row, width
+        return [*bounds, len(widths)]
+
+    # Extending a slice never lowers its size, so the greedy cut uses the fewest slices
+    # for a limit; the least limit that fits in ``parts`` slices is found by bisection.
+    low, high = max(widths), len(widths) * max(widths)
+    while low < high:
+        middle = (low + high) // 2
+        if len(greedy(middle)) - 1 <= parts:
+            high = middle
+        else:
+            low = middle + 1
+    return greedy(low)
+
+
 def split_forward(
     forward: Callable[[Inputs], torch.Tensor], inputs: Inputs, workers: int
 ) -> torch.Tensor:
     """``forward(inputs)`` run as up to ``workers`` slices of rows in the worker pool.
 
-    A slice is cut after its last column that any of its rows attends to (right padding
-    trimmed). Outputs of three dimensions (per-token states) are padded back to the batch's
-    width with zeros, where the attention mask is 0; others (a head's logits) are joined as
-    they are.
+    The cuts balance the slices' padded tokens (:func:`balanced_cuts`), and a slice is cut
+    after its last column that any of its rows attends to (right padding trimmed). Outputs
+    of three dimensions (per-token states) are padded back to the batch's width with zeros,
+    where the attention mask is 0; others (a head's logits) are joined as they are.
 
     Args:
         forward: runs one slice (called in a worker thread).
         inputs: the batch's tensors, each ``[rows, width]``; ``attention_mask`` among them.
-        workers: the pool's size (the slices: ``min(workers, rows)``).
+        workers: the pool's size (at most that many slices).
     """
     import torch
 
     mask = inputs["attention_mask"]
-    rows, width = mask.shape
-    parts = min(workers, rows)
-    bounds = [rows * index // parts for index in range(parts + 1)]
+    width = mask.shape[1]
+    columns = torch.arange(1, width + 1, device=mask.device)
+    used = (mask.ne(0) * columns).amax(dim=1)  # each row's last attended column + 1
+    used = torch.where(used > 0, used, width).tolist()  # a row attending nothing stays whole
     slices = []
-    for start, stop in itertools.pairwise(bounds):
-        attended = mask[start:stop].any(dim=0).nonzero()
-        used = int(attended[-1]) + 1 if len(attended) else width
-        slices.append({name: tensor[start:stop, :used] for name, tensor in inputs.items()})
+    for start, stop in itertools.pairwise(balanced_cuts(used, workers)):
+        cut = max(used[start:stop])
+        slices.append({name: tensor[start:stop, :cut] for name, tensor in inputs.items()})
     outputs = list(worker_pool(workers).map(forward, slices))
     if outputs[0].dim() == 3:
         outputs = [
