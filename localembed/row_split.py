@@ -147,8 +147,8 @@ def split_forward(
     mask = inputs["attention_mask"]
     width = mask.shape[1]
     columns = torch.arange(1, width + 1, device=mask.device)
-    used = (mask.ne(0) * columns).amax(dim=1)  # each row's last attended column + 1
-    used = torch.where(used > 0, used, width).tolist()  # a row attending nothing stays whole
+    last = (mask.ne(0) * columns).amax(dim=1)  # each row's last attended column + 1
+    used: list[int] = torch.where(last > 0, last, width).tolist()  # none attended: whole
     slices = []
     for start, stop in itertools.pairwise(balanced_cuts(used, workers)):
         cut = max(used[start:stop])

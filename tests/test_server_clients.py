@@ -242,3 +242,19 @@ def test_serve_without_the_serve_extra_names_it() -> None:
     assert result.returncode == 1
     assert 'pip install "localembed[serve]"' in result.stderr
     assert "localembed serve needs uvicorn" in result.stderr
+
+
+def test_a_heap_policy_typo_stops_the_server_with_one_line() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "LOCALEMBED_HEAP": "trimm"}
+    result = subprocess.run(
+        [sys.executable, "-m", "localembed", "serve", "--port", "0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "localembed: LOCALEMBED_HEAP='trimm' is not one of trim, mmap, off"
+    )
