@@ -149,9 +149,9 @@ class TorchRuntime:
         self.linear_kernel = linear_kernel()
         if self.linear_kernel == "onednn":
             use_onednn_linear(model)
-        # int8 stays whole: its dynamic activation scale is per forward pass, so a slice
-        # of the batch would quantize its rows differently from the measured accuracy.
-        split = self.threads > 1 and quantization is None and _on_cpu(model)
+        # int8 splits too: its dynamic activation scale is then per slice, not per batch
+        # (STS Benchmark 81.08 split against 81.15 whole, fp32 82.03; docs/performance.md).
+        split = self.threads > 1 and _on_cpu(model)
         self.split_workers = self.threads if split and split_rows_enabled() else 0
         """Worker threads a batch's rows are split over (:mod:`localembed.row_split`); 0: none."""
 
@@ -366,7 +366,8 @@ def quantize_torch_int8(model: PreTrainedModel) -> PreTrainedModel:
     per tensor: the down projections' weights are where per-tensor int8 rounds badly, and
     per-channel costs them little. Measured on all-MiniLM-L6-v2, STS Benchmark test split
     (fp32: 82.03): every layer per-tensor 80.90; down projections kept float32 81.48;
-    down projections per-channel (this) 81.15, and about a quarter more documents per
+    down projections per-channel (this) 81.15 in whole batches (81.08 with batches split
+    by rows over 2 threads, the default), and about a quarter more documents per
     CPU-second than keeping them float32 (``benchmarks/engines_cpu.py``, AVX2 without VNNI).
     """
     import torch
