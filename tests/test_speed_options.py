@@ -42,7 +42,10 @@ def min_cosine(vectors: np.ndarray, reference: np.ndarray) -> float:
     [
         ({"backend": "onnx"}, 0.99999),
         ({"backend": "onnx", "quantize": "int8"}, 0.97),
-        ({"quantize": "int8"}, 0.93),
+        # Dynamic int8 scales activations per forward pass, so a vector depends on the rows it
+        # runs with: the empty text measured 0.909 alone, 0.925-0.937 in groupings of these
+        # texts whole, 0.896 split by rows over 2 threads (the default). A floor, not a contract.
+        ({"quantize": "int8"}, 0.88),
         ({"dtype": "bfloat16"}, 0.999),
     ],
 )
