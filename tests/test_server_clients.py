@@ -201,8 +201,10 @@ def read_response(conn: socket.socket) -> bytes:
     return head + b"\r\n\r\n" + body
 
 
-def run_serve(*args: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+def run_serve(
+    *args: str, code: str | None = None, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", **(environ or {})}
     program = code or "from localembed.cli import main; raise SystemExit(main())"
     return subprocess.run(
         [sys.executable, "-c", program, "serve", *args],
@@ -245,15 +247,7 @@ def test_serve_without_the_serve_extra_names_it() -> None:
 
 
 def test_a_heap_policy_typo_stops_the_server_with_one_line() -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "LOCALEMBED_HEAP": "trimm"}
-    result = subprocess.run(
-        [sys.executable, "-m", "localembed", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = run_serve("--port", "0", environ={"LOCALEMBED_HEAP": "trimm"})
     assert result.returncode == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "localembed: LOCALEMBED_HEAP='trimm' is not one of trim, mmap, off"
