@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -90,3 +91,53 @@ def test_sigint_while_starting_exits_130_with_one_line(
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.count("localembed: interrupted") == 1, err
     assert not output.exists()
+
+
+@pytest.mark.parametrize("moment", ["handler installed", "command returned"])
+def test_sigint_between_the_guards_steps_exits_130_with_one_line(
+    moment: str,
+    tiny_bert_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SIGINT in the instants the CLI's own handling is not around the command: 130, one line.
+
+    The race a fresh-clone CI run hit once (exit -2: the KeyboardInterrupt was raised as
+    ``signal.signal`` returned, before the code that reports it). Here the signal is raised at
+    exactly those instants: right after the CLI's handler is put in place, and right after the
+    command returns (before the handler is taken away).
+    """
+    import localembed.cli as cli
+
+    source = write_input(tmp_path / "in.txt", ["one row", "another row"])
+    output = tmp_path / "out.npy"
+    install = signal.signal
+    if moment == "handler installed":
+
+        def install_then_interrupt(signum: int, handler: object) -> object:
+            previous = install(signum, handler)  # type: ignore[arg-type]
+            if getattr(handler, "__name__", "") == "interrupt":
+                signal.raise_signal(signal.SIGINT)
+            return previous
+
+        monkeypatch.setattr(signal, "signal", install_then_interrupt)
+    else:
+        run_command = cli._run
+
+        def run_then_interrupt(argv: list[str] | None, entered: threading.Event) -> int:
+            status = run_command(argv, entered)
+            signal.raise_signal(signal.SIGINT)
+            return status
+
+        monkeypatch.setattr(cli, "_run", run_then_interrupt)
+    handler_before = signal.getsignal(signal.SIGINT)
+    code, _, err = run(capsys, "embed", source, "-o", output, "--model", tiny_bert_dir)
+    assert code == 130, err
+    assert "Traceback" not in err and err.count("localembed: interrupted") == 1, err
+    assert signal.getsignal(signal.SIGINT) is handler_before
+    if moment == "handler installed":
+        assert not output.exists()
+    else:
+        assert "what it wrote is complete" in err, err
+        assert np.load(output).shape[0] == 2

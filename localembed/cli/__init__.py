@@ -95,16 +95,30 @@ def main(argv: list[str] | None = None) -> int:
     reported, and, run as the ``localembed`` process (``argv`` None), one that arrives after the
     command finished exits 130 at once.
     """
-    with _sigint_guard(process=argv is None) as interrupted:
-        status = _run(argv)
-        if interrupted.is_set() and status != 130:
-            print(
-                f"localembed: interrupted (Ctrl-C) as the command finished (it would have "
-                f"exited {status}); what it wrote is complete",
-                file=sys.stderr,
-            )
-            status = 130
+    entered = threading.Event()  # set as the command's own handling begins (in _run)
+    try:
+        with _sigint_guard(process=argv is None) as interrupted:
+            status = _run(argv, entered)
+            if interrupted.is_set() and status != 130:
+                _say_finished_then_interrupted(f" (it would have exited {status})")
+                status = 130
+    except KeyboardInterrupt:
+        # The Ctrl-C came between two steps outside the command's own handling: as the guard
+        # put its handler in place (nothing has run), or as the command returned.
+        if entered.is_set():
+            _say_finished_then_interrupted("")
+        else:
+            print("localembed: interrupted; no output was written", file=sys.stderr)
+        status = 130
     return status
+
+
+def _say_finished_then_interrupted(would_have: str) -> None:
+    print(
+        f"localembed: interrupted (Ctrl-C) as the command finished{would_have}; "
+        f"what it wrote is complete",
+        file=sys.stderr,
+    )
 
 
 @contextlib.contextmanager
@@ -124,8 +138,11 @@ def _sigint_guard(*, process: bool) -> Iterator[threading.Event]:
         if first:
             raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, interrupt)
+    previous = signal.getsignal(signal.SIGINT)
     try:
+        # Inside the try: a SIGINT the moment the handler is in place (its KeyboardInterrupt
+        # is raised as signal.signal returns) still goes through the clean-up below.
+        signal.signal(signal.SIGINT, interrupt)
         yield received
     finally:
         if process:
@@ -147,7 +164,7 @@ def _sigint_guard(*, process: bool) -> Iterator[threading.Event]:
             # handlers, so a Ctrl-C then would kill the process by signal; ignored from the
             # atexit stage on, the process exits with its status.
             atexit.register(_block_sigint)
-        else:
+        elif previous is not None:  # None: a handler not set from Python, left as it is
             signal.signal(signal.SIGINT, previous)
 
 
@@ -160,12 +177,13 @@ def _block_sigint() -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _run(argv: list[str] | None) -> int:
+def _run(argv: list[str] | None, entered: threading.Event) -> int:
     # Before torch loads (no command has imported it yet): a passive OpenMP wait policy and,
     # on AMD CPUs with AVX-512, oneDNN Linear layers, unless the user set them. When main()
     # runs inside a process that already imported torch (tests), it changes nothing.
     command = "command"
     try:
+        entered.set()  # from here on a KeyboardInterrupt is reported below
         configure_process(warn_after_torch=False)
         args = build_parser().parse_args(argv)
         command = args.command
