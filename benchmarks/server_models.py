@@ -149,8 +149,13 @@ async def _client_process(
     warmup: float,
     duration: float,
     batch: int,
+    pause: tuple[float, float] | None,
 ) -> tuple[list[float], int]:
+    import random
+
     import httpx
+
+    rng = random.Random(offset)
 
     texts = make_texts(2048)
     measure_from, stop = start + warmup, start + warmup + duration
@@ -184,6 +189,8 @@ async def _client_process(
                 errors += 1
             elif sent >= measure_from and done <= stop:
                 latencies.append(done - sent)
+            if pause:
+                await asyncio.sleep(rng.uniform(*pause))
 
     await asyncio.gather(*(worker(i) for i in range(clients)))
     for pool in pools.values():
@@ -202,15 +209,19 @@ def load(
     warmup: float,
     duration: float,
     batch: int = 1,
+    pause: tuple[float, float] | None = None,
 ) -> dict[str, float]:
     """Requests/s, p50/p99 ms and errors of ``concurrency`` clients in ``processes`` processes.
 
     Each client sends one request of ``batch`` texts at a time; ``urls`` maps each model id
-    the clients cycle over to its server.
+    the clients cycle over to its server. With ``pause`` (low, high seconds), each client
+    waits a uniformly drawn time after every answer, leaving its connection idle.
     """
     start = time.time() + 1.0  # every process starts the clock together
     share = [concurrency // processes + (i < concurrency % processes) for i in range(processes)]
-    jobs = [(urls, n, i * 101, start, warmup, duration, batch) for i, n in enumerate(share) if n]
+    jobs = [
+        (urls, n, i * 101, start, warmup, duration, batch, pause) for i, n in enumerate(share) if n
+    ]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         results = pool.map(_run_client, jobs)
     latencies = sorted(x for got, _ in results for x in got)

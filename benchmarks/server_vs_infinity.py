@@ -15,6 +15,8 @@ The peer (``--against``):
   (glibc's defaults: the price of bounding the RSS) or ``=mmap`` (a fixed 128 KiB mmap
   threshold, the policy before ``trim``); the contender ``localembed`` runs the default,
   ``trim``.
+- ``keep-alive-5``: ``localembed serve --keep-alive 5`` (uvicorn's default, the setting before
+  65 s), to count the connection errors each setting gets at volume.
 
     python benchmarks/server_vs_infinity.py --infinity /tmp/infvenv/bin/infinity_emb
     python benchmarks/server_vs_infinity.py --against heap-off --points 1x1 16x1
@@ -52,6 +54,8 @@ def start(name: str, args: argparse.Namespace, model: str) -> Server:
         environment = {"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         return Server(*options, env=environment, program=(args.infinity, "v2"))
     options = ["--model", model, "--model-name", SERVED_NAME, "--device", "cpu"]
+    if name == "keep-alive-5":
+        options += ["--keep-alive", "5"]
     policy = name.removeprefix("heap-") if name.startswith("heap-") else "trim"
     return Server(*options, env={"LOCALEMBED_HEAP": policy}, program=LOCALEMBED_SERVE)
 
@@ -59,7 +63,9 @@ def start(name: str, args: argparse.Namespace, model: str) -> Server:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--against", choices=["infinity", "heap-off", "heap-mmap"], default="infinity"
+        "--against",
+        choices=["infinity", "heap-off", "heap-mmap", "keep-alive-5"],
+        default="infinity",
     )
     parser.add_argument("--infinity", default=None, help="infinity's infinity_emb script")
     parser.add_argument("--model", default=None, help="model directory (default: embedded)")
@@ -70,6 +76,14 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=8.0, help="measured seconds")
     parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument(
+        "--pause",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LOW", "HIGH"),
+        help="each client waits a uniform LOW-HIGH s after every answer (idle connections)",
+    )
     args = parser.parse_args()
     if args.against == "infinity" and not args.infinity:
         parser.error("--against infinity needs --infinity PATH/TO/infinity_emb")
@@ -92,7 +106,9 @@ def main() -> int:
                 order = names if round_index % 2 == 0 else names[::-1]
                 for name in order:
                     urls = {SERVED_NAME: servers[name].url}
-                    got = load(urls, clients, processes, args.warmup, args.duration, texts)
+                    got = load(
+                        urls, clients, processes, args.warmup, args.duration, texts, args.pause
+                    )
                     results.setdefault((name, clients, texts, processes), []).append(got)
         rss = {name: server.rss() for name, server in servers.items()}
     finally:
@@ -105,6 +121,8 @@ def main() -> int:
         f"{before[0]:.1f}/{before[1]:.1f}/{before[2]:.1f}, after "
         f"{after[0]:.1f}/{after[1]:.1f}/{after[2]:.1f}"
     )
+    if args.pause:
+        print(f"each client paused {args.pause[0]:g}-{args.pause[1]:g} s after every answer")
     short = {"localembed": "le", args.against: "peer"}
     header = f"{'clients x texts':<16} {'procs':>5}"
     for name in names:

@@ -190,7 +190,11 @@ def test_a_lone_thread_caller_runs_its_batch_itself(encoder: LocalEncoder) -> No
         many = encoder.encode_queries(QUERIES * 2)  # several batches: the worker runs them
     finally:
         handle.remove()
-    assert set(threads) == {"localembed-microbatch"}
+    # The worker runs them: in its own thread, or in the row workers it splits a batch over
+    # (torch on the CPU with 2+ threads), never in the caller's.
+    assert threads and all(
+        name == "localembed-microbatch" or name.startswith("localembed-rows") for name in threads
+    ), threads
     assert np.abs(vectors - encoder.encode(["a lone query"], "query: ")).max() <= 1e-5
     assert many.shape == (2 * len(QUERIES), encoder.dimension)
 
@@ -242,3 +246,26 @@ def test_a_call_is_released_when_its_last_window_has_run(encoder: LocalEncoder) 
     assert order == ["batch of 4", "long", "batch of 4", "short"], order
     assert np.abs(long_rows - encoder.encode(["cats and dogs " * 20] * 4)).max() <= 1e-5
     assert np.abs(short_rows - encoder.encode(["a cat"] * 4)).max() <= 1e-5
+
+
+async def test_a_merged_run_serves_at_most_callers_per_pass(
+    encoder: LocalEncoder, rounds: list[RoundStats]
+) -> None:
+    """48 one-text callers at once run in merged runs of at most CALLERS_PER_PASS callers."""
+    from localembed.microbatch import CALLERS_PER_PASS
+
+    texts = [f"caller {i} asks about {'cats ' * (i % 9)}" for i in range(48)]
+    expected = encoder.encode(texts, "query: ")
+    gate = asyncio.Event()
+
+    async def one(text: str) -> np.ndarray:
+        await gate.wait()
+        return await encoder.aencode_queries([text])
+
+    tasks = [asyncio.ensure_future(one(text)) for text in texts]
+    await asyncio.sleep(0)
+    gate.set()
+    results = await asyncio.gather(*tasks)
+    assert np.abs(np.concatenate(results) - expected).max() <= 1e-5
+    assert sum(stats.windows for stats in rounds) == len(texts)
+    assert max(stats.callers for stats in rounds) == CALLERS_PER_PASS  # merged, and capped
