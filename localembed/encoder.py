@@ -485,7 +485,9 @@ class LocalEncoder(CDEMethods, TokenMethods):
 
     def _require(self, capability: str, what: str) -> None:
         if capability not in self.capabilities:
-            msg = f"{what} needs backend='torch' or 'onnx'"
+            reasons = getattr(self.backend, "unavailable", {})
+            reason = reasons.get(capability, "it needs backend='torch' or 'onnx'")
+            msg = f"{what} is not available for {self.config.model!r}: {reason}"
             raise InputError(msg)
 
     def _options(self, batch_size: int | None, show_progress: bool = False) -> CallOptions:

@@ -159,7 +159,7 @@ class TokenMethods(EncoderBase):
         # The same repair as the text's, so a chunk with a lone surrogate is still found.
         items = ordered_items(chunks, "str (chunks)")
         spans = chunk_char_spans(text, [repair_text(c) if isinstance(c, str) else c for c in items])
-        self._require("token_embeddings", "encode_late_chunks needs token vectors:")
+        self._require("token_embeddings", "encode_late_chunks (token_embeddings)")
         instruction = self.settings.document_instruction
         instructed = apply_instruction(instruction, text) if instruction else text
         # Where the text starts in the instructed string: after a prefix, or at "{text}".

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from pathlib import Path
 
 from localembed.errors import ModelError
+from localembed.forks import ForkSafeLock
 
 __all__ = [
     "FINGERPRINT_SKIPPED_SUFFIXES",
@@ -40,7 +40,7 @@ _SKIPPED_NAMES = frozenset({".gitattributes", ".gitignore"})
 _CHUNK = 1 << 20
 
 _digests: dict[tuple[str, int, int, int, int], str] = {}
-_lock = threading.Lock()
+_lock = ForkSafeLock()
 
 
 def file_digest(path: Path) -> str:
@@ -119,8 +119,12 @@ def model_fingerprint(directory: Path) -> str:
     return total.hexdigest()
 
 
-def files_state(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """(relative path, size, mtime in ns, inode) of each counted file: a cheap change check.
+def files_state(directory: Path) -> tuple[tuple[str, int, int, int, int], ...]:
+    """(relative path, size, mtime, ctime in ns, inode) of each counted file: a change check.
+
+    The change time too: a file rewritten in place with its old size and mtime put back
+    (``cp -p``, ``rsync -t``, ``os.utime``) keeps its inode, but not its ctime, which user
+    space cannot set.
 
     Example:
         >>> import tempfile, pathlib
@@ -134,8 +138,8 @@ def files_state(directory: Path) -> tuple[tuple[str, int, int, int], ...]:
     state = []
     for path in _counted_files(root):
         stat = path.stat()
-        entry = (path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime_ns, stat.st_ino)
-        state.append(entry)
+        relative = path.relative_to(root).as_posix()
+        state.append((relative, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_ino))
     return tuple(state)
 
 
@@ -157,7 +161,7 @@ class LoadedFingerprint:
         self.name = name
         self.state = files_state(self.directory)
         self._value: str | None = None
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     def value(self) -> str:
         """The fingerprint (computed once).

@@ -200,7 +200,10 @@ class MicroBatcher:
     def __init__(self, source: Batchable | BatchSpec, *, max_wait: float = 0.0) -> None:
         spec = source if isinstance(source, BatchSpec) else source.batch_spec
         if "windows" not in spec.backend.capabilities:
-            msg = "micro-batching needs a forward pass: backend='torch' or 'onnx'"
+            reason = getattr(spec.backend, "unavailable", {}).get(
+                "windows", "it needs a forward pass: backend='torch' or 'onnx'"
+            )
+            msg = f"micro-batching is not available for this model: {reason}"
             raise InputError(msg)
         self.spec = spec
         """The backend, options and finish this batcher runs with."""

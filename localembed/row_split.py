@@ -29,6 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +62,7 @@ def split_rows_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
-_pools_lock = threading.Lock()
+_pools_lock = ForkSafeLock()
 os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of the threads
 
 

@@ -500,17 +500,37 @@ FAILED_EXPORT = "export-failed.txt"
 """Written in an export's cache folder when ``backend="auto"`` could not export the model."""
 
 
+_DIGESTED_UP_TO = 1 << 20
+"""Files up to this size (config, tokenizer) key an export by content; larger ones (weights)
+by size, mtime, ctime and inode, which a rewrite in place always changes (ctime)."""
+
+
 def _export_folder_name(model_dir: Path, output: str = "last_hidden_state") -> str:
-    """The cache folder of one model's exports: its path, weights, torch and ORT versions."""
+    """The cache folder of one model's exports.
+
+    Keyed by the model's path, the torch, transformers and ONNX Runtime versions, the exported
+    output and every file that the model's fingerprint counts: an edited ``config.json`` (an
+    activation, a layer norm epsilon) or rewritten weights get a new export, never the old one.
+    """
     import onnxruntime
     import torch
+    import transformers
 
-    identity = [str(model_dir.resolve()), torch.__version__, onnxruntime.__version__]
+    from localembed.fingerprint import file_digest, files_state
+
+    identity = [
+        str(model_dir.resolve()),
+        torch.__version__,
+        transformers.__version__,
+        onnxruntime.__version__,
+    ]
     if output != "last_hidden_state":
         identity.append(output)
-    for weights in sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")]):
-        stat = weights.stat()
-        identity.append(f"{weights.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    for relative, size, mtime, ctime, inode in files_state(model_dir):
+        if size <= _DIGESTED_UP_TO:
+            identity.append(f"{relative}:sha256:{file_digest(model_dir / relative)}")
+        else:
+            identity.append(f"{relative}:{size}:{mtime}:{ctime}:{inode}")
     digest = hashlib.sha256("\n".join(identity).encode()).hexdigest()[:16]
     return f"{model_dir.name}-{digest}"
 

@@ -23,7 +23,7 @@ import pytest
 
 import localembed
 from localembed import EncoderConfig, NonFiniteEmbeddingError, clear_encoder_cache, get_encoder
-from localembed.cache import EmbeddingCache, Rows, cache_namespace, open_store
+from localembed.cache import EmbeddingCache, Rows, cache_namespace, key_fields, open_store
 from localembed.cache.records import KEY_FIELDS, decode, namespace_digest
 from localembed.cache.sqlite_store import DATABASE_NAME
 from localembed.fingerprint import model_fingerprint
@@ -574,13 +574,29 @@ def test_a_truncated_hit_is_still_reported(
 
 
 def test_a_new_setting_joins_the_key_by_default(tiny_bert_dir: Path) -> None:
-    from localembed.cache import NOT_KEYED, key_fields
+    from localembed.cache import NOT_KEYED
 
     encoder = get_encoder(model=str(tiny_bert_dir))
     fields = key_fields(encoder)
     keyed = set(fields) | set(fields["options"])  # type: ignore[arg-type]
     for name in EncoderConfig.model_fields:
         assert name in NOT_KEYED or name in keyed, name
+
+
+def test_the_key_names_the_versions_that_compute_a_vector(tiny_bert_dir: Path) -> None:
+    import tokenizers
+    import torch
+    import transformers
+
+    versions = key_fields(get_encoder(model=str(tiny_bert_dir)))["runtime_versions"]
+    assert versions == {
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "tokenizers": tokenizers.__version__,
+    }
+    base: dict[str, object] = dict.fromkeys(KEY_FIELDS, "x")
+    newer = {**base, "runtime_versions": {**versions, "torch": "99.0"}}
+    assert namespace_digest({**base, "runtime_versions": versions}) != namespace_digest(newer)
 
 
 def _bump_first_weight(model: Path) -> None:
@@ -613,6 +629,32 @@ def test_weights_rewritten_under_a_loaded_model_never_key_its_vectors(
     new = fresh.encode(texts)
     assert fresh.cache_stats()["hits"] == 0
     assert not np.allclose(new, old)
+
+
+def test_weights_rewritten_with_size_and_mtime_put_back_never_key_loaded_vectors(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # As above, but the rewrite keeps the size (same shapes) and puts back the old mtime
+    # (cp -p, rsync -t): only the change time tells the loaded files from the new ones.
+    model = tmp_path / "model"
+    shutil.copytree(tiny_bert_dir, model)
+    weights = model / "model.safetensors"
+    texts = ["a cat sat on the mat"]
+    get_encoder(model=str(model)).encode(texts)
+    before = weights.stat()
+    bumped = tmp_path / "bumped"
+    shutil.copytree(model, bumped)
+    _bump_first_weight(bumped)
+    weights.write_bytes((bumped / "model.safetensors").read_bytes())  # in place: same inode
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = weights.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ino,
+    )
+    with pytest.raises(localembed.ModelError, match="changed on disk since it was loaded"):
+        get_encoder(model=str(model), cache=str(tmp_path / "c")).encode(texts)
 
 
 def test_a_rewrite_that_keeps_size_and_mtime_changes_the_fingerprint(tmp_path: Path) -> None:
@@ -710,3 +752,82 @@ def test_a_cache_path_that_is_a_file_is_an_input_error(tiny_bert_dir: Path, tmp_
         get_encoder(model=str(tiny_bert_dir), cache=str(existing))
     assert str(existing) in str(error.value)
     assert existing.read_text() == "not a cache directory"
+
+
+def test_a_cache_directory_that_cannot_hold_a_database_is_an_input_error(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    under_a_file = tmp_path / "notes.txt"
+    under_a_file.write_text("not a directory")
+    occupied = tmp_path / "occupied"
+    (occupied / DATABASE_NAME).mkdir(parents=True)  # the database's name taken by a folder
+    for directory in (under_a_file / "cache", occupied):
+        with pytest.raises(localembed.InputError, match="cannot hold a database") as error:
+            get_encoder(model=str(tiny_bert_dir), cache=str(directory)).encode(["a text"])
+        assert str(directory) in str(error.value)
+    assert under_a_file.read_text() == "not a directory"
+
+
+def test_a_cache_that_fails_later_is_a_runtime_fault_naming_it(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "c"
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(directory))
+    encoder.encode(["a text"])
+    shutil.rmtree(directory)
+    directory.write_text("the directory became a file")
+    with pytest.raises(localembed.RuntimeFault, match="embedding cache") as error:
+        encoder.encode(["another text"])
+    assert str(directory) in str(error.value)
+
+
+def test_a_database_set_aside_by_another_connection_is_reopened(tmp_path: Path) -> None:
+    # Process B finds the database damaged and renames it aside; process A (its own
+    # connection) must not go on reading and writing the renamed file.
+    from localembed.cache.sqlite_store import SQLiteStore
+
+    first = SQLiteStore(tmp_path, max_bytes=None)
+    first.put_many([(b"old", b"in the file set aside")])
+    second = SQLiteStore(tmp_path, max_bytes=None)
+    second.close()
+    second._set_aside(sqlite3.DatabaseError("file is not a database"))
+    second.put_many([(b"new", b"in the new file")])
+    assert first.get_many([b"old", b"new"]) == [None, b"in the new file"]
+    first.put_many([(b"from first", b"after the reopen")])
+    assert second.get_many([b"from first"]) == [b"after the reopen"]
+    assert list(tmp_path.glob(f"{DATABASE_NAME}.damaged-*"))
+
+
+def test_a_child_forked_while_the_cache_is_in_use_does_not_hang(
+    tiny_bert_dir: Path, tmp_path: Path
+) -> None:
+    # A multiprocessing "fork" child created while another thread of the parent holds the
+    # cache's locks (a write in progress) gets them unlocked and its own connection.
+    encoder = get_encoder(model=str(tiny_bert_dir), cache=str(tmp_path / "c"))
+    texts = ["computed in the parent", "computed again in the child"]
+    expected = get_encoder(model=str(tiny_bert_dir)).encode(texts)
+    encoder.encode(texts[:1])
+    cache = encoder.cache
+    assert cache is not None
+    store_lock, cache_lock = cache.store._lock, cache._lock  # type: ignore[attr-defined]
+    with store_lock, cache_lock:
+        pid = os.fork()
+        if pid == 0:  # the child: exit code 0 only if both rows come back right
+            try:
+                vectors = encoder.encode(texts)
+                ok = np.allclose(vectors, expected, atol=1e-5) and cache.stats()["hits"] >= 1
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung on the cache")
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert encoder.encode(texts[1:]).shape == (1, expected.shape[1])  # the parent goes on

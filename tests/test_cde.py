@@ -241,8 +241,10 @@ def test_errors_without_a_context_or_a_cde_model(
         get_encoder(model=str(tiny_bert_dir), context=context)
     with pytest.raises(ContextError, match="not a contextual document embedding"):
         get_encoder(model=str(tiny_bert_dir)).build_context(CORPUS)
-    with pytest.raises(ValueError, match="token_embeddings"):
+    with pytest.raises(ValueError, match=r"token_embeddings.*second stage pools"):
         encoder.with_context(context).encode(["a"], output="token_embeddings")
+    with pytest.raises(ValueError, match=r"encode_late_chunks.*second stage pools"):
+        encoder.with_context(context).encode_late_chunks("a text", ["a text"])
 
 
 def test_remote_code_stays_opt_in(cde_dir: Path) -> None:

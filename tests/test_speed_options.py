@@ -77,6 +77,28 @@ def test_onnx_on_a_tiny_xlm_roberta_matches_torch(tiny_xlmr_dir) -> None:
     assert min_cosine(onnx_vectors, torch_vectors) >= 0.99999
 
 
+def test_an_edited_config_gets_a_new_export_not_the_old_one(tiny_bert_dir, tmp_path) -> None:
+    # Same weights, same path, another activation: the old export would run the old graph.
+    import json
+    import shutil
+
+    from localembed import EncoderConfig
+    from localembed.encoder import LocalEncoder
+
+    model = shutil.copytree(tiny_bert_dir, tmp_path / "edited")
+    texts = ["hello world", "a longer text " * 10]
+    before = LocalEncoder(EncoderConfig(model=str(model), backend="onnx"))
+    config_file = model / "config.json"
+    config = json.loads(config_file.read_text())
+    assert config["hidden_act"] != "relu"
+    config_file.write_text(json.dumps({**config, "hidden_act": "relu"}))
+    after = LocalEncoder(EncoderConfig(model=str(model), backend="onnx"))
+    assert after.runtime.path != before.runtime.path
+    torch_vectors = LocalEncoder(EncoderConfig(model=str(model), backend="torch")).encode(texts)
+    np.testing.assert_allclose(after.encode(texts), torch_vectors, atol=1e-5)
+    assert not np.allclose(before.encode(texts), torch_vectors, atol=1e-4)  # the old graph
+
+
 def test_bfloat16_without_native_support_warns(caplog) -> None:
     from localembed.runtimes import cpu_has_native_bfloat16
 

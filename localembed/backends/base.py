@@ -24,7 +24,9 @@ Implement:
   finishes them (``truncate_dim``, precision, the non-finite check) in one place;
 - ``token_embeddings(tokenized, options)``: each window's tokens and last hidden states
   (raise :class:`~localembed.errors.InputError` without the capability);
-- ``check_options(options)``: refuse (``InputError``) call options it cannot honour.
+- ``check_options(options)``: refuse (``InputError``) call options it cannot honour;
+- optionally ``unavailable``: capability -> why this backend lacks it, for the error a caller
+  gets (without it: "it needs backend='torch' or 'onnx'").
 
 Rows must not depend on batch neighbours (pad on the right, pool under the attention mask),
 and one backend may be called from several threads at once (lock the forward pass).

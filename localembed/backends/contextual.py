@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -61,6 +61,13 @@ class ContextualBackend:
     """
 
     capabilities: frozenset[str] = frozenset({"dense", "chunk", "token_budget"})
+    unavailable: ClassVar[dict[str, str]] = {
+        "token_embeddings": (
+            "a contextual (CDE) model's second stage pools its own token states together "
+            "with the corpus context, so there are no token vectors to return or chunk late"
+        ),
+        "windows": "a contextual (CDE) model runs its two stages itself, not merged windows",
+    }
 
     def __init__(self, files: ModelFiles, config: EncoderConfig) -> None:
         if config.backend not in ("auto", "torch") or config.quantize is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from localembed.errors import InputError
 from localembed.static import StaticModel
@@ -42,6 +42,10 @@ class StaticBackend:
 
     capabilities = frozenset({"dense"})
     """Dense vectors only."""
+    unavailable: ClassVar[dict[str, str]] = {
+        "token_embeddings": "a static model has one fixed vector per token, no contextual states",
+        "windows": "a static model has no forward pass to merge windows into",
+    }
 
     def __init__(self, files: ModelFiles, config: EncoderConfig) -> None:
         import torch

@@ -17,7 +17,8 @@ infinite vector raises before anything is written.
 The key (:mod:`localembed.cache.records`): SHA-256 over the model's fingerprint (its files'
 content, :mod:`localembed.fingerprint`), the resolved pooling, normalize, the instruction
 actually prepended, max_length, long_text, truncate_dim, dtype, device type, backend,
-quantization, the localembed version and the stored form, then the text's exact code points.
+quantization, the localembed version, the torch, transformers, tokenizers (and, on ONNX
+Runtime, onnxruntime) versions and the stored form, then the text's exact code points.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +36,7 @@ import numpy as np
 from localembed.cache.records import Record, decode, encode, namespace_digest, text_key
 from localembed.cache.sqlite_store import DATABASE_NAME
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 
 if TYPE_CHECKING:
     import torch
@@ -55,6 +56,7 @@ __all__ = [
     "is_redis_url",
     "key_fields",
     "open_store",
+    "runtime_versions",
 ]
 
 logger = logging.getLogger("localembed")
@@ -135,7 +137,7 @@ def is_redis_url(spec: str) -> bool:
 
 
 _stores: dict[tuple[str, int | None], CacheStore] = {}
-_stores_lock = threading.Lock()
+_stores_lock = ForkSafeLock()
 
 
 def open_store(spec: str, max_bytes: int | None = None) -> CacheStore:
@@ -225,7 +227,7 @@ class EmbeddingCache:
         self.fields = dict(fields)
         self.dimension = dimension
         self._namespaces: dict[str, bytes] = {}
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._counts = dict.fromkeys(("hits", "misses", "computed", "corrupt", "writes"), 0)
 
     @classmethod
@@ -439,6 +441,7 @@ def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
     return {
         "options": options,
         "localembed_version": localembed.__version__,
+        "runtime_versions": runtime_versions(getattr(encoder.runtime, "name", config.backend)),
         "model_fingerprint": encoder.fingerprint,
         "pooling": settings.pooling,
         "normalize": settings.normalize,
@@ -453,6 +456,31 @@ def key_fields(encoder: KeyedEncoder) -> dict[str, object]:
         "quantize": getattr(encoder.runtime, "quantization", None) or config.quantize,
         "stored": "float32-finished",
     }
+
+
+def runtime_versions(backend: str) -> dict[str, str]:
+    """The versions of the libraries that compute a vector on ``backend``.
+
+    A new torch, transformers or ONNX Runtime can change the last bits of a vector (other
+    kernels, another attention path) or the tokens (a tokenizer fix), so it gets new keys.
+
+    Example:
+        >>> sorted(runtime_versions("torch"))
+        ['tokenizers', 'torch', 'transformers']
+
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    names = ["torch", "transformers", "tokenizers"]
+    if backend == "onnx":
+        names.append("onnxruntime")
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
 
 
 def _key_value(name: str, value: object) -> object:

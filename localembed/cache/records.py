@@ -36,6 +36,7 @@ _TRUNCATED = 1
 
 KEY_FIELDS = (
     "localembed_version",
+    "runtime_versions",
     "model_fingerprint",
     "pooling",
     "normalize",

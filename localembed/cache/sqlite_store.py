@@ -11,19 +11,30 @@
 - A damaged database file (not a database, truncated, overwritten pages: SQLite's
   ``SQLITE_NOTADB``/``SQLITE_CORRUPT``), found when it is opened or at any later statement,
   is renamed ``embeddings.sqlite3.damaged-<time>`` with a warning, and an empty database
-  takes its place: its vectors are recomputed, never read from it.
+  takes its place: its vectors are recomputed, never read from it. Another process that has
+  the old file open notices at its next statement (the path names another file now) and opens
+  the new one.
+- A directory that cannot hold a database (not writable, a file, a dangling link) is an
+  :class:`~localembed.errors.InputError` naming it when the store opens; a statement that fails
+  later for another reason (disk full, permissions changed) is a
+  :class:`~localembed.errors.RuntimeFault` naming the database.
+- A process forked while a thread used the store gets a fresh lock and connection in the child
+  (SQLite connections must not cross a fork); the parent's are left untouched.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from localembed.errors import InputError, RuntimeFault
+from localembed.forks import ForkSafeLock
 
 __all__ = ["DATABASE_NAME", "SQLiteStore"]
 
@@ -86,18 +97,54 @@ class SQLiteStore:
 
     def __init__(self, directory: str | Path, *, max_bytes: int | None) -> None:
         self.directory = Path(directory).expanduser()
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / DATABASE_NAME
         self.max_bytes = max_bytes
-        self._lock = threading.Lock()
-        with self._lock:
-            try:
-                self._db = self._connect()
-            except sqlite3.DatabaseError as error:
-                if not _is_damaged(error):
-                    raise
-                self._set_aside(error)
-                self._db = self._connect()
+        self._lock = ForkSafeLock()
+        self._db: sqlite3.Connection | None = None
+        self._file: tuple[int, int] | None = None
+        self._pid = os.getpid()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            with self._lock:
+                self._open()
+        except (OSError, sqlite3.Error) as error:
+            msg = (
+                f"the embedding cache directory {str(self.directory)!r} cannot hold a database "
+                f"({type(error).__name__}: {error}); give a directory this process can create "
+                f"and write (SQLite writes {DATABASE_NAME} and its -wal and -shm files there)"
+            )
+            raise InputError(msg) from error
+
+    def _open(self) -> sqlite3.Connection:
+        """Connect (under the lock); a damaged database is set aside first."""
+        try:
+            db = self._connect()
+        except sqlite3.DatabaseError as error:
+            if not _is_damaged(error):
+                raise
+            self._set_aside(error)
+            db = self._connect()
+        self._db, self._file, self._pid = db, _file_identity(self.path), os.getpid()
+        return db
+
+    def _connection(self) -> sqlite3.Connection:
+        """The open connection (under the lock), reopened if the path names another file now.
+
+        Another process may have set a damaged database aside (renamed it) and created a new
+        one: this connection would keep reading and writing the renamed file. A forked child
+        opens its own: a connection must not cross a fork (the parent's is left alone).
+        """
+        if self._pid != os.getpid():
+            if self._db is not None:
+                _inherited.append(self._db)  # the parent's: never used or closed here
+            self._db = None
+        if self._db is not None and _file_identity(self.path) == self._file:
+            return self._db
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            logger.info("the embedding cache %s was replaced on disk: reopened", self.path)
+        return self._open()
 
     def _connect(self) -> sqlite3.Connection:
         # One connection per store, used under a lock (sqlite3 serializes it anyway).
@@ -135,14 +182,19 @@ class SQLiteStore:
         """Run ``operation`` under the lock; a damaged database is set aside and run again."""
         with self._lock:
             try:
-                return operation(self._db)
-            except sqlite3.DatabaseError as error:
-                if not _is_damaged(error):
-                    raise
-                self._db.close()
-                self._set_aside(error)
-                self._db = self._connect()
-                return operation(self._db)
+                try:
+                    return operation(self._connection())
+                except sqlite3.DatabaseError as error:
+                    if not _is_damaged(error):
+                        raise
+                    if self._db is not None:
+                        self._db.close()
+                    self._set_aside(error)
+                    return operation(self._open())
+            except (OSError, sqlite3.Error) as error:
+                failure = f"{type(error).__name__}: {error}"
+                msg = f"the embedding cache {str(self.path)!r} failed: {failure}"
+                raise RuntimeFault(msg) from error
 
     def _write(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``body`` in one ``BEGIN IMMEDIATE`` transaction (guarded)."""
@@ -261,9 +313,22 @@ class SQLiteStore:
         return int(value)
 
     def close(self) -> None:
-        """Close the database connection."""
+        """Close the database connection (a later statement opens it again)."""
         with self._lock:
-            self._db.close()
+            if self._db is not None and self._pid == os.getpid():
+                self._db.close()
+            self._db = None
+
+
+def _file_identity(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return (stat.st_dev, stat.st_ino)
+
+
+_inherited: list[sqlite3.Connection] = []
 
 
 def _is_damaged(error: sqlite3.DatabaseError) -> bool:
