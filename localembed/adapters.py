@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import threading
 import time
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +19,7 @@ from pydantic import ConfigDict, model_validator
 from localembed.config import EncoderConfig
 from localembed.encoder import get_encoder
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 from localembed.texts import check_text, check_texts
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ GC_PASS_VALUES = 1 << 16
 a collector pass over them takes a few milliseconds."""
 
 _young_values = 0
-_young_lock = threading.Lock()
+_young_lock = ForkSafeLock()
 
 
 def collect_young_rows(values: int) -> None:

@@ -16,7 +16,6 @@ late chunks: :mod:`localembed.encoder_tokens`).
 from __future__ import annotations
 
 import dataclasses
-import threading
 import weakref
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -30,6 +29,7 @@ from localembed.encoder_tokens import TokenMethods
 from localembed.errors import InputError
 from localembed.faults import NonFiniteEmbeddingError
 from localembed.finish import Finish
+from localembed.forks import ForkSafeLock
 from localembed.precision import Precision, check_precision
 from localembed.settings import ResolvedSettings, resolve_settings
 from localembed.sharing import SharedModels
@@ -120,7 +120,7 @@ class LocalEncoder(CDEMethods, TokenMethods):
             dtype=str(self.dtype).removeprefix("torch."),
         )
         self._batcher: MicroBatcher | None = None
-        self._batcher_lock = threading.Lock()
+        self._batcher_lock = ForkSafeLock()
         self.cache: EmbeddingCache | None = None
         """The embedding cache (``cache=``; see :mod:`localembed.cache`), or None."""
         if config.cache is not None:

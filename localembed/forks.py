@@ -14,13 +14,16 @@ do); a pool of forked workers has its parallelism in its processes.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
 import weakref
 from types import TracebackType
 
-__all__ = ["ForkSafeLock"]
+__all__ = ["ForkSafeLock", "torch_thread_count"]
+
+logger = logging.getLogger("localembed")
 
 
 class ForkSafeLock:
@@ -51,6 +54,14 @@ class ForkSafeLock:
     ) -> None:
         self._lock.release()
 
+    def acquire(self) -> None:
+        """Take the lock (waits)."""
+        self._lock.acquire()
+
+    def release(self) -> None:
+        """Give the lock back."""
+        self._lock.release()
+
     def locked(self) -> bool:
         """Whether some thread holds it."""
         return self._lock.locked()
@@ -62,13 +73,42 @@ class ForkSafeLock:
 _locks: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 
 
+_forked_with_torch = False
+
+
+def torch_thread_count(count: int) -> int:
+    """``count``, or 1 in a child forked from a process that had imported torch.
+
+    Every place that sets torch's intra-op thread count goes through this: more than one
+    thread in such a child hangs in the first parallel operator. Asking for more logs a
+    warning once (use the ``spawn`` or ``forkserver`` start method for threaded workers).
+    """
+    global _warned_threads
+    if not _forked_with_torch or count <= 1:
+        return count
+    if not _warned_threads:
+        _warned_threads = True
+        logger.warning(
+            "this process was forked after torch was imported, so torch runs on 1 thread here, "
+            "not %d (GNU OpenMP's threads do not survive a fork: more would hang); start "
+            "workers with the 'spawn' or 'forkserver' method for more",
+            count,
+        )
+    return 1
+
+
+_warned_threads = False
+
+
 def _renew_in_child() -> None:
+    global _forked_with_torch, _warned_threads
     for lock in list(_locks):
         lock._renew()
     torch = sys.modules.get("torch")
     set_num_threads = getattr(torch, "set_num_threads", None)
     if set_num_threads is not None:  # a torch half imported at the fork has none yet
         set_num_threads(1)
+        _forked_with_torch, _warned_threads = True, False
 
 
 os.register_at_fork(after_in_child=_renew_in_child)

@@ -237,7 +237,9 @@ def apply_threads(threads: Threads) -> int:
     """
     import torch
 
-    count = resolve_threads(threads, torch.get_num_threads())
+    from localembed.forks import torch_thread_count
+
+    count = torch_thread_count(resolve_threads(threads, torch.get_num_threads()))
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     return count

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from localembed.errors import InputError, RuntimeFault
+from localembed.forks import torch_thread_count
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -175,6 +176,7 @@ class TorchRuntime:
         # set here, in the thread that runs the batch, and restored after it.
         previous = torch.get_num_threads()
         count = previous if self.adaptive is None else self.adaptive.next_count()
+        count = torch_thread_count(count)
         if count != previous:
             torch.set_num_threads(count)
         try:

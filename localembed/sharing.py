@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from localembed.forks import ForkSafeLock
 
 if TYPE_CHECKING:
     from localembed.config import ModelOptions
@@ -24,8 +25,8 @@ class SharedModels(Generic[T]):
 
     def __init__(self) -> None:
         self._items: dict[Hashable, T] = {}
-        self._lock = threading.Lock()
-        self._loading: dict[Hashable, threading.Lock] = {}
+        self._lock = ForkSafeLock()
+        self._loading: dict[Hashable, ForkSafeLock] = {}
         self._resolved: dict[Hashable, Hashable] = {}
 
     def get(
@@ -46,7 +47,7 @@ class SharedModels(Generic[T]):
             if item is not None:
                 self._resolved[spelled] = key
                 return item
-            loading = self._loading.setdefault(key, threading.Lock())
+            loading = self._loading.setdefault(key, ForkSafeLock())
         with loading:
             with self._lock:
                 item = self._items.get(key)

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from localembed.forks import ForkSafeLock
 from localembed.model_errors import MissingModelFileError, ModelFileError
 from localembed.model_origins import display_path, fix_for, origin_of, scrub
 from localembed.transformers_files import check_model_files
@@ -146,7 +146,7 @@ def load_transformer(
     return loaded
 
 
-_LOAD_LOCK = threading.Lock()
+_LOAD_LOCK = ForkSafeLock()
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ Stage API:
 from __future__ import annotations
 
 import copy
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from localembed.errors import RuntimeFault
+from localembed.forks import ForkSafeLock
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -136,7 +136,7 @@ class WindowTokenizer:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self._tokenizer = copy.deepcopy(tokenizer)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self.filler_id = next(
             (
                 int(candidate)

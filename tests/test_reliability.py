@@ -408,6 +408,12 @@ class MemoryLimit:
         self.shapes: list[tuple[int, int, bool]] = []
         assert encoder.model is not None
         self.handle = encoder.model.register_forward_pre_hook(self.hook, with_kwargs=True)
+        # Whole batches: a model loaded while torch had 2+ threads splits each batch's rows
+        # over threads (row_split), and the hook would count the slices.
+        self.runtime = encoder.runtime
+        self.split_workers = getattr(self.runtime, "split_workers", 0)
+        if self.split_workers:
+            self.runtime.split_workers = 0  # type: ignore[attr-defined]
 
     def hook(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         rows, width = kwargs["input_ids"].shape
@@ -421,6 +427,8 @@ class MemoryLimit:
 
     def __exit__(self, *exc: object) -> None:
         self.handle.remove()
+        if self.split_workers:
+            self.runtime.split_workers = self.split_workers  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,6 @@ and quantization are refused.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -29,6 +28,7 @@ from localembed.backends.transformer import warn_truncated
 from localembed.batching import iter_batches, pad_right, padding_id
 from localembed.corpus_context import ContextError, model_fingerprint, no_context_message
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 from localembed.heads import Outputs, check_outputs
 from localembed.model_errors import ModelFileError
 from localembed.model_origins import display_path
@@ -107,7 +107,7 @@ class ContextualBackend:
         self.dimension: int = _dimension(second, files.model_config)
         self.fingerprint = model_fingerprint(path, files.tokenizer)
         """The model's fingerprint; a context must carry the same one."""
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
 
     # -- the Backend protocol ---------------------------------------------------------------
 

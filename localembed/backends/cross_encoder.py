@@ -11,7 +11,6 @@ token budget with the out-of-memory split (:mod:`localembed.batching`) and run o
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -20,6 +19,7 @@ import numpy as np
 
 from localembed.batching import iter_batches, pad_right, padding_id
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 from localembed.heads import Outputs
 from localembed.runtimes import load_runtime, resolve_device, resolve_dtype
 from localembed.windows import CHARS_PER_TOKEN_BOUND
@@ -73,7 +73,7 @@ class CrossEncoderBackend:
         tokenizer = files.tokenizer
         self._pad_id = padding_id(tokenizer)
         self._segments = "token_type_ids" in tokenizer.model_input_names
-        self._forward_lock = threading.Lock()
+        self._forward_lock = ForkSafeLock()
         self.runtime: Runtime
         self.model: PreTrainedModel | None
         self.runtime, self.model = load_runtime(

@@ -8,7 +8,6 @@ no token states, windows, chunking or token budget.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from localembed.backends.transformer import warn_truncated
 from localembed.errors import InputError
 from localembed.extras import install_hint
+from localembed.forks import ForkSafeLock
 from localembed.heads import HEAD_FILES, Outputs, missing_heads_message
 from localembed.model_errors import MissingModelFileError
 from localembed.model_origins import display_path
@@ -120,7 +120,7 @@ class FlagEmbeddingBackend:
         self.device: torch.device = resolve_device(config.device)
         self.dtype: torch.dtype = resolve_dtype(config.dtype, self.device)
         self.dimension: int = int(files.model_config.hidden_size)
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self.flag_model: Any = BGEM3FlagModel(
             str(path),
             normalize_embeddings=settings.normalize,

@@ -10,7 +10,6 @@ saves next to its weights). Over-long texts embedded in windows are combined per
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,6 +19,7 @@ from localembed.backends.base import CallOptions, ModelFiles, TokenEmbeddings
 from localembed.batching import ForwardBatch, iter_batches, pad_right, padding_id, plan_batches
 from localembed.batching import token_budget as device_budget
 from localembed.errors import InputError
+from localembed.forks import ForkSafeLock
 from localembed.heads import HEAD_FILES, Outputs, batch_outputs, missing_heads_message, read_head
 from localembed.model_errors import MissingModelFileError
 from localembed.runtimes import load_runtime, resolve_device, resolve_dtype
@@ -78,9 +78,9 @@ class TransformerBackend:
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.dimension: int = int(files.model_config.hidden_size)
         self.pad_id = padding_id(files.tokenizer)
-        self._forward_lock = threading.Lock()
+        self._forward_lock = ForkSafeLock()
         self._heads: dict[str, torch.nn.Linear] = {}
-        self._heads_lock = threading.Lock()
+        self._heads_lock = ForkSafeLock()
         saved = {n for n, f in HEAD_FILES.items() if (files.source.path / f).is_file()}
         self.capabilities: frozenset[str] = _BASE_CAPABILITIES | saved
         """What this backend makes: dense, token embeddings, windows, and the saved heads."""

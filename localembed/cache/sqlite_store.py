@@ -29,7 +29,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -108,24 +109,40 @@ class SQLiteStore:
             with self._lock:
                 self._open()
         except (OSError, sqlite3.Error) as error:
+            if isinstance(error, sqlite3.Error) and _code(error) not in _UNUSABLE_CODES:
+                failure = f"{type(error).__name__}: {error}"
+                msg = f"the embedding cache {str(self.path)!r} could not be opened: {failure}"
+                raise RuntimeFault(msg) from error  # busy, I/O: not the directory's fault
             msg = (
                 f"the embedding cache directory {str(self.directory)!r} cannot hold a database "
                 f"({type(error).__name__}: {error}); give a directory this process can create "
                 f"and write (SQLite writes {DATABASE_NAME} and its -wal and -shm files there)"
             )
             raise InputError(msg) from error
+        _stores.add(self)
 
     def _open(self) -> sqlite3.Connection:
-        """Connect (under the lock); a damaged database is set aside first."""
-        try:
-            db = self._connect()
-        except sqlite3.DatabaseError as error:
-            if not _is_damaged(error):
-                raise
-            self._set_aside(error)
-            db = self._connect()
-        self._db, self._file, self._pid = db, _file_identity(self.path), os.getpid()
-        return db
+        """Connect (under the lock); a damaged database is set aside first.
+
+        The path is looked at before and after connecting: if another process set the file
+        aside meanwhile, the connection is on the renamed file, so it connects again.
+        """
+        for _ in range(5):
+            before = _file_identity(self.path)
+            try:
+                db = self._connect()
+            except sqlite3.DatabaseError as error:
+                if not _is_damaged(error):
+                    raise
+                self._set_aside(error, before)
+                continue
+            after = _file_identity(self.path)
+            if after is not None and before in (None, after):
+                self._db, self._file, self._pid = db, after, os.getpid()
+                return db
+            db.close()
+        msg = f"the embedding cache {self.path} kept being replaced while it was opened"
+        raise sqlite3.OperationalError(msg)
 
     def _connection(self) -> sqlite3.Connection:
         """The open connection (under the lock), reopened if the path names another file now.
@@ -162,14 +179,23 @@ class SQLiteStore:
             raise
         return db
 
-    def _set_aside(self, error: sqlite3.DatabaseError) -> None:
-        """Rename the damaged database (and its -wal, -shm files) out of the way."""
+    def _set_aside(self, error: sqlite3.DatabaseError, found: tuple[int, int] | None) -> None:
+        """Rename the damaged database (and its -wal, -shm files) out of the way.
+
+        Only if the path still names the file found damaged (``found``): another process that
+        found the same damage may have set it aside and created a new database already. The
+        check and the renames hold an exclusive lock on ``embeddings.sqlite3.lock`` against
+        other processes doing the same.
+        """
         aside = f"{DATABASE_NAME}.damaged-{time.time_ns()}"
-        for suffix in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                (self.directory / f"{DATABASE_NAME}{suffix}").rename(
-                    self.directory / f"{aside}{suffix}"
-                )
+        with _directory_lock(self.directory):
+            if found is None or _file_identity(self.path) != found:
+                return  # already set aside (and maybe replaced) by someone else
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.directory / f"{DATABASE_NAME}{suffix}").rename(
+                        self.directory / f"{aside}{suffix}"
+                    )
         logger.warning(
             "the embedding cache %s is damaged (%s): renamed to %s; an empty cache replaces it "
             "and its vectors are recomputed",
@@ -189,7 +215,8 @@ class SQLiteStore:
                         raise
                     if self._db is not None:
                         self._db.close()
-                    self._set_aside(error)
+                        self._db = None
+                    self._set_aside(error, self._file)
                     return operation(self._open())
             except (OSError, sqlite3.Error) as error:
                 failure = f"{type(error).__name__}: {error}"
@@ -320,6 +347,47 @@ class SQLiteStore:
             self._db = None
 
 
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock between processes (``flock`` on a file beside the database)."""
+    import fcntl
+
+    with (directory / f"{DATABASE_NAME}.lock").open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+_stores: weakref.WeakSet[SQLiteStore] = weakref.WeakSet()
+
+
+def _close_before_fork() -> None:
+    # A child must inherit no SQLite state at all: SQLite keeps each file's lock bookkeeping
+    # in process memory, so a child of a process with the file open would use the parent's
+    # (its writes would see a lock held forever, and other processes would not see the child).
+    # Each store's lock is taken (a transaction in flight finishes first) and its connection
+    # closed; the parent reopens at its next statement.
+    for store in list(_stores):
+        store._lock.acquire()
+        if store._db is not None and store._pid == os.getpid():
+            with contextlib.suppress(sqlite3.Error):
+                store._db.close()
+        store._db = None
+        _held.append(store)
+
+
+def _release_after_fork_in_parent() -> None:
+    while _held:
+        _held.pop()._lock.release()
+
+
+_held: list[SQLiteStore] = []
+os.register_at_fork(before=_close_before_fork, after_in_parent=_release_after_fork_in_parent)
+os.register_at_fork(after_in_child=_held.clear)  # the child's locks are new (ForkSafeLock)
+
+
 def _file_identity(path: Path) -> tuple[int, int] | None:
     try:
         stat = path.stat()
@@ -329,6 +397,14 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
 
 
 _inherited: list[sqlite3.Connection] = []
+
+
+_UNUSABLE_CODES = (3, 8, 14, 23)  # SQLITE_PERM, _READONLY, _CANTOPEN, _AUTH
+
+
+def _code(error: sqlite3.Error) -> int | None:
+    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    return None if code is None else int(code) & 0xFF
 
 
 def _is_damaged(error: sqlite3.DatabaseError) -> bool:
