@@ -485,8 +485,9 @@ class LocalEncoder(CDEMethods, TokenMethods):
 
     def _require(self, capability: str, what: str) -> None:
         if capability not in self.capabilities:
-            reasons = getattr(self.backend, "unavailable", {})
-            reason = reasons.get(capability, "it needs backend='torch' or 'onnx'")
+            from localembed.backends.base import unavailable_reason
+
+            reason = unavailable_reason(self.backend, capability)
             msg = f"{what} is not available for {self.config.model!r}: {reason}"
             raise InputError(msg)
 

@@ -43,7 +43,7 @@ class ForkSafeLock:
         _locks.add(self)
 
     def __enter__(self) -> ForkSafeLock:
-        self._lock.acquire()
+        self.acquire()
         return self
 
     def __exit__(
@@ -52,7 +52,7 @@ class ForkSafeLock:
         error: BaseException | None,
         trace: TracebackType | None,
     ) -> None:
-        self._lock.release()
+        self.release()
 
     def acquire(self) -> None:
         """Take the lock (waits)."""

@@ -200,9 +200,9 @@ class MicroBatcher:
     def __init__(self, source: Batchable | BatchSpec, *, max_wait: float = 0.0) -> None:
         spec = source if isinstance(source, BatchSpec) else source.batch_spec
         if "windows" not in spec.backend.capabilities:
-            reason = getattr(spec.backend, "unavailable", {}).get(
-                "windows", "it needs a forward pass: backend='torch' or 'onnx'"
-            )
+            from localembed.backends.base import unavailable_reason
+
+            reason = unavailable_reason(spec.backend, "windows")
             msg = f"micro-batching is not available for this model: {reason}"
             raise InputError(msg)
         self.spec = spec

@@ -69,12 +69,19 @@ __all__ = [
     "WindowBackend",
     "read_model_files",
     "static_model_files",
+    "unavailable_reason",
 ]
 
 CAPABILITIES = frozenset(
     {"dense", "sparse", "colbert", "logits", "token_embeddings", "windows", "chunk", "token_budget"}
 )
 """Every capability a backend may name (see the module docstring)."""
+
+
+def unavailable_reason(backend: object, capability: str) -> str:
+    """Why ``backend`` lacks ``capability``: its ``unavailable`` entry, or the general reason."""
+    reasons: dict[str, str] = getattr(backend, "unavailable", {})
+    return reasons.get(capability, "it needs backend='torch' or 'onnx'")
 
 
 class TokenEmbeddings(NamedTuple):

@@ -18,8 +18,9 @@
   :class:`~localembed.errors.InputError` naming it when the store opens; a statement that fails
   later for another reason (disk full, permissions changed) is a
   :class:`~localembed.errors.RuntimeFault` naming the database.
-- A process forked while a thread used the store gets a fresh lock and connection in the child
-  (SQLite connections must not cross a fork); the parent's are left untouched.
+- No SQLite state crosses a fork: just before it, each store waits for a statement in flight
+  and closes its connection; parent and child each open a new one at their next statement,
+  and the child's lock is a new one (:class:`~localembed.forks.ForkSafeLock`).
 """
 
 from __future__ import annotations
@@ -103,7 +104,6 @@ class SQLiteStore:
         self._lock = ForkSafeLock()
         self._db: sqlite3.Connection | None = None
         self._file: tuple[int, int] | None = None
-        self._pid = os.getpid()
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with self._lock:
@@ -138,7 +138,7 @@ class SQLiteStore:
                 continue
             after = _file_identity(self.path)
             if after is not None and before in (None, after):
-                self._db, self._file, self._pid = db, after, os.getpid()
+                self._db, self._file = db, after
                 return db
             db.close()
         msg = f"the embedding cache {self.path} kept being replaced while it was opened"
@@ -148,13 +148,9 @@ class SQLiteStore:
         """The open connection (under the lock), reopened if the path names another file now.
 
         Another process may have set a damaged database aside (renamed it) and created a new
-        one: this connection would keep reading and writing the renamed file. A forked child
-        opens its own: a connection must not cross a fork (the parent's is left alone).
+        one: this connection would keep reading and writing the renamed file. (No connection
+        crosses a fork: :func:`_close_before_fork` closes it first.)
         """
-        if self._pid != os.getpid():
-            if self._db is not None:
-                _inherited.append(self._db)  # the parent's: never used or closed here
-            self._db = None
         if self._db is not None and _file_identity(self.path) == self._file:
             return self._db
         if self._db is not None:
@@ -342,7 +338,7 @@ class SQLiteStore:
     def close(self) -> None:
         """Close the database connection (a later statement opens it again)."""
         with self._lock:
-            if self._db is not None and self._pid == os.getpid():
+            if self._db is not None:
                 self._db.close()
             self._db = None
 
@@ -371,7 +367,7 @@ def _close_before_fork() -> None:
     # closed; the parent reopens at its next statement.
     for store in list(_stores):
         store._lock.acquire()
-        if store._db is not None and store._pid == os.getpid():
+        if store._db is not None:
             with contextlib.suppress(sqlite3.Error):
                 store._db.close()
         store._db = None
@@ -396,9 +392,6 @@ def _file_identity(path: Path) -> tuple[int, int] | None:
     return (stat.st_dev, stat.st_ino)
 
 
-_inherited: list[sqlite3.Connection] = []
-
-
 _UNUSABLE_CODES = (3, 8, 14, 23)  # SQLITE_PERM, _READONLY, _CANTOPEN, _AUTH
 
 
@@ -409,7 +402,7 @@ def _code(error: sqlite3.Error) -> int | None:
 
 def _is_damaged(error: sqlite3.DatabaseError) -> bool:
     """Whether ``error`` says the database file is damaged (not busy, not a bad statement)."""
-    code = getattr(error, "sqlite_errorcode", None)  # Python 3.11+
+    code = _code(error)
     if code is not None:
-        return int(code) & 0xFF in _DAMAGED_CODES
+        return code in _DAMAGED_CODES
     return any(words in str(error) for words in _DAMAGED_WORDS)
