@@ -85,7 +85,7 @@ class Server:
     """A server in a subprocess on a free loopback port, healthy (``GET /health``) when constructed.
 
     ``program`` is the command before ``--port`` (default: ``localembed serve``); ``args``
-    follow the port.
+    follow the port; ``cwd`` is its working directory.
     """
 
     def __init__(
@@ -93,6 +93,7 @@ class Server:
         *args: str,
         env: dict[str, str] | None = None,
         program: tuple[str, ...] = LOCALEMBED_SERVE,
+        cwd: str | None = None,
     ) -> None:
         import httpx
 
@@ -100,7 +101,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [*program, "--port", str(self.port), *args]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
-        self.process = subprocess.Popen(command, env=environment)
+        self.process = subprocess.Popen(command, env=environment, cwd=cwd)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

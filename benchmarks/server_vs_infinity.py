@@ -17,9 +17,13 @@ The peer (``--against``):
   ``trim``.
 - ``keep-alive-5``: ``localembed serve --keep-alive 5`` (uvicorn's default, the setting before
   65 s), to count the connection errors each setting gets at volume.
+- ``baseline``: ``localembed serve`` from another checkout (``--baseline``: a ``git worktree``
+  of the commit to compare with), in the same virtual environment: a change's A/B.
 
     python benchmarks/server_vs_infinity.py --infinity /tmp/infvenv/bin/infinity_emb
     python benchmarks/server_vs_infinity.py --against heap-off --points 1x1 16x1
+    git worktree add /tmp/base HEAD~1
+    python benchmarks/server_vs_infinity.py --against baseline --baseline /tmp/base
 
 A point is ``CLIENTSxTEXTS`` (``64x1``: 64 clients of one text each); each runs with every
 ``--processes`` count (fewer processes than clients only). Prints one table: requests/s,
@@ -33,6 +37,7 @@ import argparse
 import os
 import statistics
 import sys
+import sysconfig
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -54,6 +59,16 @@ def start(name: str, args: argparse.Namespace, model: str) -> Server:
         environment = {"DO_NOT_TRACK": "1", "INFINITY_ANONYMOUS_USAGE_STATS": "0"}
         return Server(*options, env=environment, program=(args.infinity, "v2"))
     options = ["--model", model, "--model-name", SERVED_NAME, "--device", "cpu"]
+    if name == "baseline":
+        # No site initialisation: the editable install's import hook would load this
+        # checkout's localembed instead of the baseline's, which leads the path.
+        packages = sysconfig.get_paths()["purelib"]
+        return Server(
+            *options,
+            env={"PYTHONPATH": f"{args.baseline}{os.pathsep}{packages}"},
+            program=(sys.executable, "-S", *LOCALEMBED_SERVE[1:]),
+            cwd=args.baseline,
+        )
     if name == "keep-alive-5":
         options += ["--keep-alive", "5"]
     policy = name.removeprefix("heap-") if name.startswith("heap-") else "trim"
@@ -64,10 +79,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--against",
-        choices=["infinity", "heap-off", "heap-mmap", "keep-alive-5"],
+        choices=["infinity", "heap-off", "heap-mmap", "keep-alive-5", "baseline"],
         default="infinity",
     )
     parser.add_argument("--infinity", default=None, help="infinity's infinity_emb script")
+    parser.add_argument("--baseline", default=None, help="the baseline checkout's root")
     parser.add_argument("--model", default=None, help="model directory (default: embedded)")
     parser.add_argument(
         "--points", nargs="+", default=["1x1", "16x1", "64x1", "8x32"], help="CLIENTSxTEXTS"
@@ -87,6 +103,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.against == "infinity" and not args.infinity:
         parser.error("--against infinity needs --infinity PATH/TO/infinity_emb")
+    if args.against == "baseline" and not args.baseline:
+        parser.error("--against baseline needs --baseline PATH/TO/CHECKOUT")
     from localembed.loading import locate_model
 
     model = args.model or str(locate_model(None).path)

@@ -104,7 +104,8 @@ class ModelOptions(BaseModel):
     threads: int | Literal["auto"] = "auto"
     """CPU threads for the model (torch intra-op / ONNX Runtime); "auto": the CPUs this process
     may use (affinity and cgroup quota), never more than torch's own count, and a count set
-    with OMP_NUM_THREADS is kept. torch's count is process-wide: the last model loaded sets it.
+    with OMP_NUM_THREADS is kept. Loading sets torch's count (the last model loaded sets the
+    process's default); each model's batches run on its own count, whichever thread runs them.
     With LOCALEMBED_ADAPTIVE_THREADS=1 (opt-in), "auto" also runs each torch batch on fewer
     threads while other processes keep the CPUs busy (``localembed.hardware.AdaptiveThreads``)."""
 

@@ -27,7 +27,19 @@ from localembed.precision import quantize
 if TYPE_CHECKING:
     from localembed.precision import Precision
 
-__all__ = ["Finish", "check_finite"]
+__all__ = ["Finish", "check_finite", "unit_rows"]
+
+
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero), in float32.
+
+    Example:
+        >>> unit_rows(np.array([[3.0, 4.0], [0.0, 0.0]], dtype=np.float32)).tolist()
+        [[0.6000000238418579, 0.800000011920929], [0.0, 0.0]]
+
+    """
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return np.ascontiguousarray(vectors / np.maximum(norms, 1e-12), dtype=np.float32)
 
 
 def check_finite(vectors: np.ndarray, dtype: str, what: str = "texts") -> np.ndarray:
@@ -70,10 +82,11 @@ class Finish:
         cut = self.cut if dimensions is None else dimensions
         if cut is not None and cut < vectors.shape[1]:
             vectors = vectors[:, :cut]
-            if self.normalize:
-                norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-                vectors = vectors / np.maximum(norms, 1e-12)
-            vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            vectors = (
+                unit_rows(vectors)
+                if self.normalize
+                else np.ascontiguousarray(vectors, dtype=np.float32)
+            )
         if precision == "float32":
             return vectors
         return quantize(vectors, precision, ranges)

@@ -299,8 +299,19 @@ class LocalReranker:
             NonFiniteEmbeddingError: the model gave NaN or infinite scores (names the pairs).
         """
         queries, documents = check_pairs(pairs)
-        if self.encoder is not None:
+        if self.encoder is not None:  # encodes each distinct text once
             return self._m3_scores(queries, documents)
+        # Each distinct pair is scored once: equal pairs get equal scores (in different
+        # batches they could differ in the last bits, and ties would not keep input order).
+        distinct: dict[tuple[str, str], int] = {}
+        where = np.array(
+            [
+                distinct.setdefault(pair, len(distinct))
+                for pair in zip(queries, documents, strict=True)
+            ],
+            dtype=np.intp,
+        )
+        queries, documents = [q for q, _ in distinct], [d for _, d in distinct]
         if not queries:
             shape = (0,) if self.num_labels == 1 else (0, self.num_labels)
             return np.empty(shape, dtype=np.float32)
@@ -310,6 +321,7 @@ class LocalReranker:
             import torch
 
             logits = torch.from_numpy(logits).sigmoid().numpy()
+        logits = logits[where]
         bad = np.flatnonzero(~np.isfinite(logits).all(axis=1)).tolist()
         if bad:
             from localembed.faults import NonFiniteEmbeddingError

@@ -173,9 +173,10 @@ class TorchRuntime:
 
             return split_forward(self._forward, inputs, self.split_workers)
         # torch's thread count is per calling thread (OpenMP and MKL keep it per thread):
-        # set here, in the thread that runs the batch, and restored after it.
+        # this model's own count, set here in the thread that runs the batch (whichever
+        # model or caller set that thread's count last), and restored after it.
         previous = torch.get_num_threads()
-        count = previous if self.adaptive is None else self.adaptive.next_count()
+        count = self.threads if self.adaptive is None else self.adaptive.next_count()
         count = torch_thread_count(count)
         if count != previous:
             torch.set_num_threads(count)

@@ -305,6 +305,29 @@ def test_threads_option_sets_torch_and_onnx_threads(
             EncoderConfig(threads=bad)
 
 
+def test_each_model_runs_its_passes_on_its_own_thread_count(tiny_bert_dir: Path) -> None:
+    """A model loaded with threads=1 runs on 1 thread even in a thread whose count another
+    model (or the caller) set to 2 since: torch keeps the count per thread."""
+    import torch
+
+    from localembed import get_encoder
+
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    try:
+        one = get_encoder(model=tiny_bert_dir, backend="torch", threads=1, max_batch_tokens=995)
+        model = one.backend.runtime.model
+        handle = model.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+        torch.set_num_threads(2)  # what loading a 2-thread model in this thread leaves
+        try:
+            one.encode(["a lone query"])
+        finally:
+            handle.remove()
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
+
+
 def _readings(*others: float, cpus: int = 2) -> list[hardware.CpuSample]:
     """One reading per second: this process used 1 CPU, other processes ``others[i]`` CPUs."""
     samples = [hardware.CpuSample(0.0, 0.0, 0.0, cpus)]

@@ -133,6 +133,23 @@ def test_ties_keep_input_order(reranker_dirs: dict[str, Path]) -> None:
     assert same == [0, 2, 3]
 
 
+def test_equal_pairs_get_equal_scores_whatever_their_batches(
+    reranker_dirs: dict[str, Path],
+) -> None:
+    """Equal documents in different batches (other neighbours, other padding) score exactly
+    alike, so ties keep input order; scored apart, the last bits differed (batch_size=2)."""
+    reranker = get_reranker(model=str(reranker_dirs["bert"]), device="cpu")
+    fillers = [f"filler text that is rather long {'and longer ' * (i % 7)}" for i in range(40)]
+    documents = ["same", *fillers, "same", "same"]
+    scores = reranker.score([("q", document) for document in documents], batch_size=2)
+    assert scores[0] == scores[-2] == scores[-1]
+    alone = reranker.score([("q", "same")])
+    assert abs(float(scores[0]) - float(alone[0])) <= 1e-6
+    ranked = [index for index, _ in reranker.rerank("q", documents, batch_size=2)]
+    same = [index for index in ranked if documents[index] == "same"]
+    assert same == [0, len(documents) - 2, len(documents) - 1]
+
+
 def test_bad_input_gets_the_encoder_errors(reranker_dirs: dict[str, Path]) -> None:
     reranker = get_reranker(model=str(reranker_dirs["bert"]), device="cpu")
     assert reranker.rerank(QUERY, []) == []

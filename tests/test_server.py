@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from localembed import get_encoder
 from localembed.encoder import LocalEncoder
 from localembed.server import ServerSettings, create_app
-from localembed.server.tei import TEI_PATHS
+from localembed.server.errors import TEI_PATHS
 
 TEXTS = ["Paris is the capital of France.", "Cats purr when content.", "", "x " * 30]
 KEY = {"Authorization": "Bearer s3cret"}
@@ -167,7 +167,9 @@ def test_api_key(client: TestClient) -> None:
         assert error_of(response, 401)["code"] == "invalid_api_key"
         assert response.headers["WWW-Authenticate"] == "Bearer"
         error_of(client.get("/v1/models", headers=headers), 401)
-        error_of(client.get("/info", headers=headers), 401)
+        tei = client.get("/info", headers=headers)  # TEI's body on a TEI route
+        assert tei.status_code == 401 and tei.json()["error_type"] == "Validation", tei.text
+        assert "API key" in tei.json()["error"]
     assert client.get("/health").status_code == 200  # public
     assert client.get("/metrics").status_code == 200  # public
     assert client.get("/v1/models", headers=KEY).status_code == 200

@@ -131,6 +131,88 @@ def test_eviction_finishes_the_requests_in_progress_first(
     assert {m["id"]: m["loaded"] for m in models} == {"bert": False, "m3": True, "rr": False}
 
 
+def test_two_cold_models_wanted_at_once_under_a_cap_are_both_served(
+    specs: list[ModelSpec],
+) -> None:
+    """With room for one model, cold requests for two models at once both get their rows:
+    the requests a load was for take the model before the other load can evict it (they
+    used to evict each other until both timed out, loading 8 times each)."""
+
+    async def scenario() -> tuple[list[int], dict[str, tuple[int, int]]]:
+        settings = ServerSettings(preload=False, max_loaded_models=1, load_timeout_s=120)
+        app = create_app(models=specs, settings=settings)
+        state = app.state.localembed
+        await state.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+                responses = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/v1/embeddings", json={"input": "hello", "model": m}, timeout=300
+                        )
+                        for m in ("bert", "m3", "bert", "m3")
+                    )
+                )
+        finally:
+            await state.stop()
+        loads = {m: (s.loads, s.unloads) for m, s in state.models.items() if m != "rr"}
+        return [r.status_code for r in responses], loads
+
+    statuses, loads = asyncio.run(scenario())
+    assert statuses == [200, 200, 200, 200]
+    assert all(loaded <= 2 for loaded, _ in loads.values()), loads
+
+
+def test_a_failed_load_evicts_nothing_shows_no_path_and_is_tried_again(
+    specs: list[ModelSpec], tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from localembed.server import state as state_module
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(tiny_bert_dir, broken)
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    bad = ModelSpec("bad", "embedding", EncoderConfig(model=str(broken), pooling="mean"))
+    settings = ServerSettings(preload=False, max_loaded_models=1)
+    monkeypatch.setattr(state_module, "LOAD_RETRY_S", 1.0)
+    with TestClient(create_app(models=[specs[0], bad], settings=settings)) as client:
+        assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
+        failed = client.post("/v1/embeddings", json={"input": "x", "model": "bad"})
+        assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_load_failed"
+        assert int(failed.headers["Retry-After"]) >= 1
+        assert str(tmp_path) not in failed.text and "broken-model" not in failed.text
+        assert "config.json" in failed.text  # still says which file
+        assert listed(client)["bert"]["loaded"]  # nothing was evicted for it
+        assert listed(client)["bad"]["status"] == "failed"
+        shutil.copy(tiny_bert_dir / "config.json", broken / "config.json")  # repaired
+        time.sleep(1.1)
+        repaired = client.post("/v1/embeddings", json={"input": "x", "model": "bad"})
+        assert repaired.status_code == 200, repaired.text
+        assert {m: v["loaded"] for m, v in listed(client).items()} == {"bert": False, "bad": True}
+
+
+def test_weights_are_estimated_as_the_loader_reads_them(
+    tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    import shutil
+
+    from localembed.loading import locate_model
+    from localembed.server.memory import weights_size
+
+    embedded = locate_model(None).path
+    assert weights_size(None) == (embedded / "model.safetensors").stat().st_size > 0
+    copy = tmp_path / "with-exports"
+    shutil.copytree(tiny_bert_dir, copy)
+    own = weights_size(str(copy))
+    (copy / "onnx").mkdir()
+    (copy / "onnx" / "model.onnx").write_bytes(b"0" * 4096)
+    (copy / "pytorch_model.bin").write_bytes(b"0" * 4096)  # not read: safetensors are there
+    assert weights_size(str(copy)) == own > 0
+    assert weights_size("no-such/model-anywhere") == 0
+
+
 def test_a_memory_cap_evicts_the_least_recently_used(specs: list[ModelSpec]) -> None:
     settings = ServerSettings(preload=False, max_loaded_mb=1e-6)  # below any model
     with TestClient(create_app(models=specs, settings=settings)) as client:
@@ -268,6 +350,67 @@ def test_tei_routes_in_tei_shapes(
         )
 
 
+def test_tei_routes_answer_as_tei_does(
+    specs: list[ModelSpec], tiny_bert_dir: Path, tiny_xlmr_dir: Path
+) -> None:
+    """TEI's statuses and error types, its normalize default, huggingface_hub 1.x's
+    top-level options, a model named in the body, and errors refused before the app."""
+    raw = EncoderConfig(model=str(tiny_bert_dir), pooling="mean", normalize=False)
+    models = [*specs, ModelSpec("raw", "embedding", raw)]
+    settings = ServerSettings(preload=False, max_client_batch=3, truncate=False)
+    with TestClient(create_app(models=models, settings=settings)) as client:
+
+        def tei_error(response: httpx.Response, status: int, kind: str) -> str:
+            assert response.status_code == status, response.text
+            body = response.json()
+            assert set(body) == {"error", "error_type"} and body["error_type"] == kind, body
+            return str(body["error"])
+
+        # normalize defaults to true, as in TEI, even for a model that does not normalize.
+        plain = get_encoder(model=str(tiny_bert_dir), pooling="mean", normalize=False)
+        expected = plain.encode(["a cat", "a dog"])
+        unit = client.post("/models/raw/embed", json={"inputs": ["a cat", "a dog"]}).json()
+        np.testing.assert_allclose(
+            unit, expected / np.linalg.norm(expected, axis=1, keepdims=True), atol=1e-5
+        )
+        kept = client.post("/models/raw/embed", json={"inputs": ["a cat"], "normalize": False})
+        np.testing.assert_allclose(kept.json(), expected[:1], atol=1e-5)
+        assert abs(np.linalg.norm(expected[0]) - 1) > 0.1  # the raw vectors are not unit
+        # huggingface_hub 1.x posts every option at the top level; a body may name the model.
+        top = client.post(
+            "/", json={"inputs": ["a cat"], "encoding_format": "float", "model": "m3"}
+        )
+        np.testing.assert_allclose(top.json(), m3(tiny_xlmr_dir).encode(["a cat"]), atol=1e-5)
+        base64 = client.post("/embed", json={"inputs": "a", "encoding_format": "base64"})
+        assert "encoding_format" in tei_error(base64, 422, "Validation")
+        # TEI's statuses: validation 422, no inputs 400 Empty.
+        assert "must not be empty" in tei_error(
+            client.post("/embed", json={"inputs": []}), 400, "Empty"
+        )
+        tei_error(client.post("/rerank", json={"query": "q", "texts": []}), 400, "Empty")
+        tei_error(client.post("/embed", json={"inputs": ["a"] * 4}), 422, "Validation")
+        tei_error(client.post("/embed", json={"inputs": "a", "dimensions": 999}), 422, "Validation")
+        tei_error(client.post("/embed", json={"inputs": "a", "dimensions": 0}), 422, "Validation")
+        long = tei_error(
+            client.post("/embed", json={"inputs": ["a", "word " * 600]}), 422, "Validation"
+        )
+        assert long.startswith("inputs[1]") and "truncate: true" in long, long
+        cut = client.post("/embed", json={"inputs": ["a", "word " * 600], "truncate": True})
+        assert cut.status_code == 200 and cut.headers["X-Truncated-Inputs"] == "1"
+        wrong_method = client.get("/embed")
+        tei_error(wrong_method, 405, "Validation")
+        assert "POST" in wrong_method.headers["Allow"]
+        # Refused before the app (body too large): TEI's body on a TEI route.
+        huge = client.post("/embed", json={"inputs": "x" * (17 << 20)})
+        tei_error(huge, 413, "Validation")
+        # A JSON body sent without any Content-Type is read as JSON.
+        bare = client.post("/embed", content=b'{"inputs": "a cat"}')
+        assert bare.status_code == 200 and "content-type" not in bare.request.headers
+        assert client.head("/health").status_code == 200
+        # Requests under /models/ID/ count as their route.
+        assert 'endpoint="/embed",status="200"' in client.get("/metrics").text
+
+
 def test_metrics_are_per_model(specs: list[ModelSpec]) -> None:
     with TestClient(create_app(models=specs, settings=ServerSettings(preload=False))) as client:
         client.post("/v1/embeddings", json={"input": ["a", "b"], "model": "m3"})
@@ -326,6 +469,12 @@ model = "{reranker_dir}"
         ("[model.a]", "unknown table(s) model"),
         ("[models.a\n", "not valid TOML"),
         ("[models.a]\napi_keys = []", "api_keys must be a non-empty list"),
+        ("[server]\nmax_loaded_model = 2", "unknown setting 'max_loaded_model' (did you mean"),
+        ('[server]\npreload = "no"', "[server]: preload"),
+        ("[server]\nmax_loaded_models = true", "[server]: max_loaded_models"),
+        ('[models.a]\nmax_length = "64"', "[models.a]: max_length"),
+        ('[models.""]', "non-empty name"),
+        ("[models]", "no [models.ID] table"),
     ]:
         bad.write_text(text, encoding="utf-8")
         with pytest.raises(InputError, match=re.escape(words)):
@@ -337,6 +486,10 @@ def test_duplicate_ids_are_refused(specs: list[ModelSpec]) -> None:
 
     with pytest.raises(InputError, match="two served models are named 'bert'"):
         create_app(models=[specs[0], replace(specs[1], id="bert")])
+    # Two ids for one model with the same settings would share one encoder (and count its
+    # batches twice): aliases are the way.
+    with pytest.raises(InputError, match=r"'bert' and 'bert2' are the same model.*aliases"):
+        create_app(models=[specs[0], replace(specs[0], id="bert2")])
 
 
 def test_concurrent_rerank_requests_share_forward_passes_and_keep_their_rows(

@@ -57,6 +57,16 @@ def test_rerank_returns_the_reranker_order(tiny_bert_dir: Path, reranker_dir: Pa
         assert [(r["index"], r["document"]["text"]) for r in top] == [
             (i, DOCUMENTS[i]) for i, _ in expected[:2]
         ]
+        # Cohere's v1 document objects: their text is ranked, other fields ignored.
+        objects = [{"text": text, "id": str(i)} for i, text in enumerate(DOCUMENTS)]
+        as_objects = client.post(
+            "/v1/rerank",
+            json={"query": QUERY, "documents": objects, "return_documents": True},
+            headers=KEY,
+        ).json()["results"]
+        assert [(r["index"], r["document"]["text"]) for r in as_objects] == [
+            (i, DOCUMENTS[i]) for i, _ in expected
+        ]
         empty = client.post("/v1/rerank", json={"query": QUERY, "documents": []}, headers=KEY)
         assert empty.status_code == 200 and empty.json()["results"] == []
         assert (
@@ -68,6 +78,7 @@ def test_rerank_returns_the_reranker_order(tiny_bert_dir: Path, reranker_dir: Pa
     ("body", "status", "param"),
     [
         ({"query": QUERY, "documents": ["a", 3]}, 400, "documents[1]"),
+        ({"query": QUERY, "documents": ["a", {"txt": "b"}]}, 400, "documents[1].text"),
         ({"query": QUERY, "documents": "a document"}, 400, "documents"),
         ({"query": 3, "documents": ["a"]}, 400, "query"),
         ({"query": QUERY, "documents": ["a"], "top_n": 0}, 400, "top_n"),

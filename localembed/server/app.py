@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from localembed.config import EncoderConfig
-from localembed.server.errors import ApiError, error_body, tei_error_body
+from localembed.server.errors import TEI_PATHS, ApiError, error_body, tei_error
 from localembed.server.gate import local_path, split_model_prefix
 from localembed.server.settings import ServerSettings
 
@@ -135,8 +135,6 @@ def create_app(
         from localembed.server.remote import Forwarding
 
         # Outside the prefix rewriting: it forwards the path as the client sent it.
-        from localembed.server.tei import TEI_PATHS
-
         app.add_middleware(Forwarding, remote=remote, names=state.names, tei_paths=TEI_PATHS)
     routes = {
         str(getattr(route, "path", ""))
@@ -152,8 +150,6 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     from fastapi.responses import JSONResponse
     from starlette.exceptions import HTTPException
 
-    from localembed.server.tei import TEI_PATHS
-
     def failure(
         request: Request,
         status: int,
@@ -161,18 +157,17 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
         code: str,
         param: str | None = None,
         retry_after: int | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JSONResponse:
         state.metrics.failures.labels(code).inc()
-        headers = {"Retry-After": str(retry_after)} if retry_after else None
-        tei = local_path(request.scope) in TEI_PATHS
-        if tei and status == 400 and code == "invalid_request":
-            status = 422  # TEI answers a body that does not fit its schema with 422
-        body = (
-            tei_error_body(status, message)
-            if tei
-            else error_body(status, message, code=code, param=param)
-        )
-        return JSONResponse(body, status_code=status, headers=headers)
+        headers = dict(headers or {})
+        if retry_after:
+            headers["Retry-After"] = str(retry_after)
+        if local_path(request.scope) in TEI_PATHS:  # TEI's statuses and body
+            status, body = tei_error(status, code, message)
+        else:
+            body = error_body(status, message, code=code, param=param)
+        return JSONResponse(body, status_code=status, headers=headers or None)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -188,7 +183,7 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return failure(request, error.status_code, str(error.detail), code)
+        return failure(request, error.status_code, str(error.detail), code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -217,7 +212,8 @@ def _validation_message(errors: Any, content_type: str | None = None) -> tuple[s
     for part in first.get("loc", ())[1:]:  # after "body"
         if isinstance(part, int):
             param += f"[{part}]"
-        elif "[" not in part and part not in {"str", "int"}:  # union member names
+        elif "[" not in part and part not in {"str", "int"} and not part[:1].isupper():
+            # (union members are named by type: list[str], str, DocumentObject)
             param += f".{part}" if param else part
     if not param:
         if kind == "missing":
@@ -262,7 +258,8 @@ class _Timed:
             return
         started = time.perf_counter()
         status = 500
-        path = local_path(scope)
+        # A /models/ID/ path counts as its route.
+        path = split_model_prefix(local_path(scope), self.state.names)[1]
         endpoint = path if path in self.routes else "other"
         metrics = self.state.metrics
 

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request, Response
 
 from localembed.errors import InputError
 from localembed.precision import check_ranges
-from localembed.server.errors import ApiError, api_error_of
+from localembed.server.errors import EMPTY_INPUT, ApiError, api_error_of
 from localembed.server.gate import bearer_token
 from localembed.server.schemas import EmbeddingRequest, EmbeddingResponse, Input
 from localembed.texts import check_texts
@@ -58,7 +58,7 @@ def texts_of(value: Input, settings: ServerSettings, what: str = "input") -> lis
     """The texts of an ``input``: one or a non-empty list, at most --max-client-batch."""
     texts = [value] if isinstance(value, str) else list(value)
     if not texts:
-        raise ApiError(400, f"{what} must not be empty", code="invalid_input", param=what)
+        raise ApiError(400, f"{what} must not be empty", code=EMPTY_INPUT, param=what)
     if not all(isinstance(text, str) for text in texts):
         message = (
             f"token-id {what} is not supported: send text (the ids of another tokenizer would "
@@ -92,8 +92,11 @@ async def embed(
     instruction: str,
     *,
     truncate: bool,
+    what: str = "input",
 ) -> Encoded:
     """Embed ``texts`` through the model's micro-batcher (rows not finished yet).
+
+    ``what`` is the request field errors name (``input[3]``; TEI's ``inputs``).
 
     Raises:
         ApiError: 400 for an over-long input when not ``truncate``; 422 for NaN output;
@@ -110,12 +113,12 @@ async def embed(
         else:
             encoded = await encoder.batcher.aencode_call(texts, instruction)
     except Exception as error:
-        mapped = api_error_of(error)
+        mapped = api_error_of(error, what)
         if mapped is None:
             raise
         raise mapped from error
     if encoded.truncated and not truncate:
-        await refuse_over_long(encoder, texts, instruction)
+        await refuse_over_long(encoder, texts, instruction, what)
     metrics = state.metrics
     metrics.queue_time.labels(served.id).observe(encoded.queue_seconds)
     metrics.texts.labels(served.id).inc(len(texts))
@@ -141,21 +144,28 @@ def finish(
         raise mapped from error
 
 
-async def refuse_over_long(encoder: LocalEncoder, texts: list[str], instruction: str) -> None:
-    """A 400 naming the first input over the model's limit (its length when known)."""
+async def refuse_over_long(
+    encoder: LocalEncoder, texts: list[str], instruction: str, what: str = "input"
+) -> None:
+    """A 400 naming the first input over the model's limit (its length when known).
+
+    ``what``: the request field (``input``; ``inputs`` on the TEI routes, whose requests
+    can ask for ``truncate``).
+    """
     limit = encoder.settings.max_length
     try:
         index, length = await asyncio.to_thread(_first_over_long, encoder, texts, instruction)
     except Exception:  # counting failed: still a 400, naming what is known
         logger.exception("counting an over-long input's tokens failed")
         index, length = None, None
-    name = "an input" if index is None else f"input[{index}]"
+    name = "an input" if index is None else f"{what}[{index}]"
     size = "" if length is None else f" has {length} tokens,"
+    remedy = "send truncate: true, or start" if what == "inputs" else "or start"
     message = (
-        f"{name}{size} over the model's limit of {limit} tokens; shorten it, or start the "
+        f"{name}{size} over the model's limit of {limit} tokens; shorten it, {remedy} the "
         "server with --truncate"
     )
-    param = "input" if index is None else f"input[{index}]"
+    param = what if index is None else f"{what}[{index}]"
     raise ApiError(400, message, code="input_too_long", param=param)
 
 

@@ -10,6 +10,8 @@ else (:class:`~localembed.errors.ModelError`, a bug).
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from localembed.errors import InputError, InputTypeError
@@ -31,17 +33,29 @@ ERROR_TYPES = {
     503: "service_unavailable",
 }
 
+TEI_PATHS = frozenset({"/", "/embed", "/embed_sparse", "/rerank", "/tokenize", "/info"})
+"""Paths whose errors have text-embeddings-inference's body and statuses."""
+
 TEI_ERROR_TYPES = {
     400: "Validation",
     401: "Validation",
     404: "Validation",
+    405: "Validation",
     413: "Validation",
     422: "Validation",
+    424: "Backend",
     429: "Overloaded",
     500: "Backend",
     503: "Unhealthy",
 }
 """Status -> text-embeddings-inference's ``error_type``."""
+
+EMPTY_INPUT = "empty_input"
+"""The code of a request with no inputs (TEI's ``Empty`` error)."""
+
+_TEI_VALIDATION = frozenset(
+    {"invalid_request", "invalid_input", "invalid_dimensions", "input_too_long", "too_many_inputs"}
+)
 
 
 class ApiError(Exception):
@@ -90,7 +104,7 @@ def error_body(status: int, message: str, *, code: str, param: str | None = None
     }
 
 
-def tei_error_body(status: int, message: str) -> dict[str, Any]:
+def tei_error_body(status: int, message: str, error_type: str | None = None) -> dict[str, Any]:
     """``{"error", "error_type"}`` as text-embeddings-inference writes it.
 
     Example:
@@ -98,7 +112,30 @@ def tei_error_body(status: int, message: str) -> dict[str, Any]:
         {'error': 'too many inputs', 'error_type': 'Validation'}
 
     """
-    return {"error": message, "error_type": TEI_ERROR_TYPES.get(status, "Backend")}
+    return {"error": message, "error_type": error_type or TEI_ERROR_TYPES.get(status, "Backend")}
+
+
+def tei_error(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
+    """The status and body text-embeddings-inference answers for an error of ours.
+
+    TEI answers a request it cannot validate (a field, an input too long, too many inputs)
+    with 422 ``Validation``, no inputs with 400 ``Empty``, and a failure of the model with
+    424 ``Backend``; a body over the size limit stays 413, a full queue 429 ``Overloaded``.
+
+    Example:
+        >>> tei_error(400, "input_too_long", "inputs[1] is too long")
+        (422, {'error': 'inputs[1] is too long', 'error_type': 'Validation'})
+        >>> tei_error(400, "empty_input", "inputs must not be empty")[1]["error_type"]
+        'Empty'
+
+    """
+    if code == EMPTY_INPUT:
+        return 400, tei_error_body(400, message, "Empty")
+    if code in _TEI_VALIDATION and status in {400, 413}:
+        status = 422
+    elif status == 500:
+        status = 424
+    return status, tei_error_body(status, message)
 
 
 def non_finite_error(error: NonFiniteEmbeddingError, what: str = "input") -> ApiError:
@@ -129,3 +166,38 @@ def api_error_of(error: BaseException, what: str = "input") -> ApiError | None:
     if isinstance(error, InputError | InputTypeError):
         return ApiError(400, str(error), code="invalid_input", param=what)
     return None
+
+
+def paths_of(model: Any, given: str | None) -> set[str]:
+    """The ways a model's directory may be written: as given, expanded, resolved."""
+    paths = set()
+    for value in (getattr(getattr(model, "source", None), "path", None), given):
+        if value is None:
+            continue
+        path = Path(str(value)).expanduser()
+        if path.exists():
+            paths |= {str(value), str(path), str(path.resolve())}
+    return {path for path in paths if path not in {".", ""}}
+
+
+def hide_paths(value: Any, paths: set[str], name: str) -> Any:
+    """``value`` with every file-system path in it replaced (a server shows no paths).
+
+    A known model path becomes ``name``; any other absolute path its last part.
+
+    Example:
+        >>> hide_paths({"path": "/srv/m/bge", "note": "in /srv/m/bge/x"}, {"/srv/m/bge"}, "bge")
+        {'path': 'bge', 'note': 'in bge/x'}
+
+    """
+    if isinstance(value, dict):
+        return {key: hide_paths(item, paths, name) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [hide_paths(item, paths, name) for item in value]
+    if not isinstance(value, str):
+        return value
+    for path in sorted(paths, key=len, reverse=True):
+        value = value.replace(path, name)
+    if os.path.isabs(value) and "\n" not in value:
+        return Path(value).name
+    return value

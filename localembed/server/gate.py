@@ -7,7 +7,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from localembed.server.errors import error_body
+from localembed.server.errors import TEI_PATHS, error_body, tei_error
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -85,8 +85,9 @@ class Gate:
 
     The body is read here, up to ``max_bytes`` (chunked uploads included), and handed to the
     app whole, so an oversized upload is refused without being parsed. A body that is JSON
-    is read as JSON whatever its ``Content-Type`` says (``curl -d`` sends
-    ``application/x-www-form-urlencoded``), as OpenAI's API does.
+    is read as JSON whatever its ``Content-Type`` says, or without one (``curl -d`` sends
+    ``application/x-www-form-urlencoded``, ``requests.post(data=...)`` none), as OpenAI's
+    API does.
 
     With ``api_key`` set, a request needs it or one of ``model_keys`` (a model's own keys:
     the routes check which models a key may use).
@@ -154,7 +155,7 @@ class Gate:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and "json" not in headers.get("content-type", "json"):
+        if body and "json" not in headers.get("content-type", ""):
             scope = _as_json(scope, body)
         delivered = False
 
@@ -169,7 +170,11 @@ class Gate:
 
     async def _refuse(self, send: Send, path: str, status: int, message: str, code: str) -> None:
         self.on_refused(path, status, code)
-        payload = json.dumps(error_body(status, message, code=code)).encode()
+        if path in TEI_PATHS:  # TEI's body (the path is below any /models/ID/ prefix)
+            status, body = tei_error(status, code, message)
+        else:
+            body = error_body(status, message, code=code)
+        payload = json.dumps(body).encode()
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(payload)).encode()),

@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 LOAD_THREADS: set[str] = set()
 """Names of the load threads running now."""
 
+_process_threads: list[int] = []
+"""torch's intra-op thread count when the server started (what ``threads="auto"`` caps)."""
+
 
 async def in_daemon_thread(function: Any, argument: Any, name: str) -> Any:
     """``function(argument)`` in a daemon thread of its own, awaited.
@@ -62,8 +65,10 @@ def import_libraries() -> None:
     The libraries' memory is then in the RSS before any model loads, so each model's
     measured growth is its own.
     """
-    import torch  # noqa: F401
+    import torch
     import transformers
+
+    _process_threads[:] = [torch.get_num_threads()]
 
     import localembed.encoder
     import localembed.reranker  # noqa: F401
@@ -73,10 +78,48 @@ def import_libraries() -> None:
         getattr(transformers, name)
 
 
+def check_files(spec: ModelSpec) -> None:
+    """Read what a load of ``spec`` reads first, and see that its weight files are there.
+
+    Run before other models are evicted to make room for it: a model whose files cannot
+    load (a missing directory, a broken ``config.json``, no weights) evicts nothing. Weights
+    are not read.
+
+    Raises:
+        ModelError: the model's files are missing or unreadable (the load would fail too).
+    """
+    from localembed.loading import locate_model
+    from localembed.model_errors import MissingModelFileError
+    from localembed.model_origins import display_path
+    from localembed.st_metadata import read_sentence_transformers_metadata
+    from localembed.static import is_static_model
+    from localembed.transformers_files import load_model_config
+
+    config = spec.config
+    source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
+    if is_static_model(source.path):
+        return
+    directory = read_sentence_transformers_metadata(source.path).transformer_path
+    load_model_config(directory, trust_remote_code=config.trust_remote_code)
+    if not any(
+        path.is_file() for pattern in ("*.safetensors", "*.bin") for path in directory.glob(pattern)
+    ):
+        msg = f"no weight files (*.safetensors) in {display_path(directory)}"
+        raise MissingModelFileError(msg)
+
+
 def build_model(spec: ModelSpec) -> Any:
-    """Load the model of ``spec`` (in a worker thread)."""
+    """Load the model of ``spec`` (in a worker thread).
+
+    ``threads="auto"`` resolves against the process's count at start, not the count a model
+    loaded before with ``threads = N`` left behind.
+    """
     from localembed.config import EncoderConfig, RerankerConfig
 
+    if _process_threads:
+        import torch
+
+        torch.set_num_threads(_process_threads[0])
     config = spec.config
     if isinstance(config, RerankerConfig):
         from localembed.reranker import get_reranker

@@ -9,9 +9,6 @@ import os
 import threading
 from pathlib import Path
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".pth")
-"""Files whose size estimates a model's resident memory before it has loaded once."""
-
 
 def resident_bytes() -> int:
     """The process's resident set size (RSS) in bytes; 0 where it cannot be read.
@@ -37,17 +34,44 @@ def resident_bytes() -> int:
 
 
 def weights_size(model: str | None) -> int:
-    """Bytes of weight files in a local model directory (0 for a hub id or no directory)."""
-    if model is None:
+    """Bytes of the weight files a load of ``model`` reads (0 when it is not on this machine).
+
+    ``model`` as a model option takes it: None (the embedded default), a local directory or
+    a hub id (looked up in the hub cache only, never downloaded). Counted like the loader
+    picks them: the top-level ``*.safetensors``, else ``*.bin`` (not other formats' copies
+    such as ``onnx/`` or ``openvino/``), plus a sentence-transformers model's transformer
+    folder.
+    """
+    directory = _local_directory(model)
+    if directory is None:
         return 0
-    directory = Path(model).expanduser()
-    if not directory.is_dir():
-        return 0
-    return sum(
-        path.stat().st_size
-        for path in directory.rglob("*")
-        if path.suffix in WEIGHT_SUFFIXES and path.is_file()
-    )
+    try:
+        from localembed.st_metadata import read_sentence_transformers_metadata
+
+        directory = read_sentence_transformers_metadata(directory).transformer_path
+    except Exception:  # the load reports what is wrong; an estimate stays an estimate
+        pass
+    for pattern in ("*.safetensors", "*.bin"):
+        files = [path for path in directory.glob(pattern) if path.is_file()]
+        if files:
+            return sum(path.stat().st_size for path in files)
+    return 0
+
+
+def _local_directory(model: str | None) -> Path | None:
+    from localembed.default_model import DEFAULT_MODEL_NAMES, default_model_dir
+
+    if model is None or model in DEFAULT_MODEL_NAMES:
+        return default_model_dir()
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(model, local_files_only=True))
+    except Exception:  # not in the hub cache (or not a hub id): unknown until it loads
+        return None
 
 
 @functools.cache

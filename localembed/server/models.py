@@ -162,12 +162,43 @@ def read_config_file(path: str | Path) -> tuple[dict[str, Any], list[ModelSpec]]
     if not isinstance(server, dict) or not isinstance(models, dict):
         message = f"--config {source}: [server] and [models] must be tables"
         raise InputError(message)
+    if "models" in data and not models:
+        message = f"--config {source}: [models] has no [models.ID] table; add one per model"
+        raise InputError(message)
+    _check_server_table(source, server)
     specs = [_spec_of(source, model_id, table) for model_id, table in models.items()]
     return server, specs
 
 
+def _check_server_table(source: Path, server: dict[str, Any]) -> None:
+    """Refuse an unknown ``[server]`` key (suggesting the closest) or a value of a wrong type.
+
+    TOML has types, so they are taken strictly: ``preload = "no"`` is an error, not False.
+    """
+    import difflib
+
+    from localembed.server.settings import ServerSettings
+
+    where = f"--config {source}: [server]"
+    valid = sorted(ServerSettings.model_fields)
+    for key in server:
+        if key not in ServerSettings.model_fields:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            message = f"{where}: unknown setting {key!r}{hint}; the settings: {', '.join(valid)}"
+            raise InputError(message)
+    try:
+        ServerSettings.model_validate(server, strict=True)
+    except ValidationError as error:
+        message = f"{where}: {_first_error(error)}"
+        raise InputError(message) from error
+
+
 def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
     where = f"--config {source}: [models.{model_id}]"
+    if not model_id.strip() or model_id != model_id.strip():
+        message = f"{where}: a model id must be a non-empty name without surrounding spaces"
+        raise InputError(message)
     if not isinstance(table, dict):
         message = f"{where} must be a table of settings"
         raise InputError(message)
@@ -182,8 +213,8 @@ def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
     kind_config: type[EncoderConfig] | type[RerankerConfig] = (
         EncoderConfig if kind == "embedding" else RerankerConfig
     )
-    try:
-        config = kind_config(**settings)
+    try:  # TOML has types: taken strictly ("mean" for a number is an error, not coerced)
+        config = kind_config.model_validate(settings, strict=True)
     except ValidationError as error:
         message = f"{where}: {_first_error(error)}"
         raise InputError(message) from error
@@ -251,6 +282,14 @@ def check_specs(specs: list[ModelSpec]) -> list[ModelSpec]:
                 )
                 raise InputError(message)
             seen[name] = spec.id
+    for index, spec in enumerate(specs):
+        for earlier in specs[:index]:
+            if earlier.kind == spec.kind and earlier.config == spec.config:
+                message = (
+                    f"models {earlier.id!r} and {spec.id!r} are the same model with the same "
+                    "settings; serve it once and give it other names with aliases"
+                )
+                raise InputError(message)
     marked: list[ModelSpec] = []
     for kind in KINDS:
         of_kind = [spec for spec in specs if spec.kind == kind]

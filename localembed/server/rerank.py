@@ -26,6 +26,18 @@ if TYPE_CHECKING:
 router = APIRouter()
 
 
+class DocumentObject(BaseModel):
+    """A document as an object (Cohere's v1 shape): its ``text`` is ranked.
+
+    Its other fields are ignored.
+    """
+
+    model_config = ConfigDict(extra="ignore", use_attribute_docstrings=True)
+
+    text: str
+    """The document's text."""
+
+
 class RerankRequest(BaseModel):
     """``POST /v1/rerank``: Cohere's rerank request."""
 
@@ -35,8 +47,9 @@ class RerankRequest(BaseModel):
 
     query: str
     """The query."""
-    documents: list[str]
-    """The candidate documents (at most the server's --max-client-batch); [] gives []."""
+    documents: list[str | DocumentObject]
+    """The candidate documents, texts or ``{"text": ...}`` objects (at most the server's
+    --max-client-batch); [] gives []."""
     top_n: int | None = Field(default=None, gt=0, strict=True)
     """Return the best N; None: all, best first."""
     return_documents: bool = False
@@ -163,11 +176,12 @@ async def rerank_documents(
 async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
     """Rank ``documents`` for ``query``; ``results`` best first (ties keep input order)."""
     state = state_of(request)
+    documents = [item if isinstance(item, str) else item.text for item in body.documents]
     served, ranked = await rerank_documents(
         request,
         body.model,
         body.query,
-        body.documents,
+        documents,
         body.top_n,
         truncate=state.settings.truncate,
     )
@@ -175,7 +189,7 @@ async def rerank(body: RerankRequest, request: Request) -> dict[str, Any]:
     for index, score in ranked:
         result: dict[str, Any] = {"index": index, "relevance_score": score}
         if body.return_documents:
-            result["document"] = {"text": body.documents[index]}
+            result["document"] = {"text": documents[index]}
         results.append(result)
     return {"model": served.id, "results": results}
 

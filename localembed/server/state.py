@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -27,10 +28,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from localembed.server.errors import ApiError
+from localembed.server.errors import ApiError, hide_paths, paths_of
 from localembed.server.loads import (
     LOAD_THREADS,
     build_model,
+    check_files,
     import_libraries,
     in_daemon_thread,
     release_models,
@@ -50,6 +52,9 @@ MAX_WAIT_DEPRECATED = (
     "delayed it, and requests that arrive during a forward pass already share the next one "
     "(measured in docs/server.md); drop the setting"
 )
+
+LOAD_RETRY_S = 30.0
+"""Seconds after a failed load before a request for that model tries to load it again."""
 
 Status = Literal["unloaded", "loading", "loaded", "unloading", "failed"]
 _STATUSES = frozenset(("unloaded", "loading", "loaded", "unloading", "failed"))
@@ -72,6 +77,11 @@ class ServedModel:
     """Requests holding the loaded model."""
     waiting: int = 0
     """Requests admitted and waiting for the model to load."""
+    handed: int = 0
+    """Waiting requests the model is owed: those waiting when it loaded, which take it even
+    if an eviction has begun meanwhile (the eviction waits for them)."""
+    failed_at: float = 0.0
+    """When the last load failed (``time.monotonic()``)."""
     last_used: float = 0.0
     resident: int = 0
     """Bytes the process's RSS grew by when the model loaded (its estimate before)."""
@@ -229,6 +239,7 @@ class ServerState:
             served.active -= 1
         else:
             served.waiting -= 1
+            served.handed = min(served.handed, served.waiting)
         served.last_used = time.monotonic()
         self._depth(served)
 
@@ -237,18 +248,29 @@ class ServerState:
 
         Starts a load if the model is not loaded, and waits for it up to
         ``load_timeout_s`` (then 503 ``model_loading`` with Retry-After). A model being
-        unloaded is waited for and loaded again.
+        unloaded is waited for and loaded again. The requests waiting when a load ends get
+        the model before anything can evict it. After a failed load, requests get a 503
+        ``model_load_failed`` for :data:`LOAD_RETRY_S` seconds, then one loads it again.
         """
         deadline = time.monotonic() + self.settings.load_timeout_s
         while True:
-            if served.status == "loaded":
+            if served.model is not None and (served.status == "loaded" or served.handed):
+                served.handed = max(served.handed - 1, 0)
                 served.waiting -= 1
                 served.active += 1
                 served.last_used = time.monotonic()
                 return served.model
             if served.status == "failed":
-                message = f"model {served.id!r} failed to load: {served.error}"
-                raise ApiError(503, message, code="model_load_failed")
+                retry = served.failed_at + LOAD_RETRY_S - time.monotonic()
+                if retry > 0:
+                    message = (
+                        f"model {served.id!r} failed to load: {served.error}; a request from "
+                        f"{math.ceil(retry)} s on tries again"
+                    )
+                    raise ApiError(
+                        503, message, code="model_load_failed", retry_after=math.ceil(retry)
+                    )
+                served.set_status("unloaded")
             if self.draining:  # shutting down: a load is not waited for
                 message = (
                     f"the server is shutting down (model {served.id!r} is not loaded); retry "
@@ -266,7 +288,7 @@ class ServerState:
                 raise ApiError(503, message, code="model_loading", retry_after=2)
             try:
                 await asyncio.wait_for(event.wait(), remaining)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError on Python 3.10
                 continue
 
     @asynccontextmanager
@@ -310,6 +332,8 @@ class ServerState:
             try:
                 if self._imports is not None:  # importing transformers twice at once fails
                     await asyncio.shield(self._imports)
+                # A model whose files cannot load evicts nothing.
+                await in_daemon_thread(check_files, served.spec, f"check {served.id}")
                 await self._make_room(served)
                 before = resident_bytes()
                 started = time.perf_counter()
@@ -318,11 +342,13 @@ class ServerState:
                 grown = max(resident_bytes() - before, 0)
             except Exception as error:  # reported to every request for it (503) and /health
                 logger.exception("model %r failed to load", served.id)
-                served.error = f"{type(error).__name__}: {error}"
+                served.error = _public_error(served, error)
+                served.failed_at = time.monotonic()
                 served.set_status("failed")
                 return
             self.metrics.load_seconds.labels(served.id).observe(seconds)
             self._loaded(served, model, grown or served.resident or _estimate(served))
+            await self._make_room(served)  # measured bigger than estimated: evict more
             logger.info(
                 "loaded model %r in %.1f s (+%.0f MiB resident)",
                 served.id,
@@ -336,6 +362,7 @@ class ServerState:
         served.last_used = time.monotonic()  # idle from now, not from before the load
         served.resident = resident
         served.loads += 1
+        served.handed = served.waiting  # they take it before anything can evict it
         served.extras.clear()
         batcher = _batcher_of(model)
         if batcher is not None:
@@ -374,7 +401,8 @@ class ServerState:
     async def _unload(self, served: ServedModel, reason: str) -> None:
         """Unload ``served`` after the requests holding it finish (call under the lock)."""
         served.set_status("unloading")
-        while served.active:  # requests in progress finish first; nothing is lost
+        # Requests in progress (and those the load was for) finish first; nothing is lost.
+        while served.active or served.handed:
             await asyncio.sleep(0.005)
         batcher = _batcher_of(served.model)
         if batcher is not None and served._observer is not None:
@@ -489,8 +517,12 @@ class ServerState:
                     and served.in_flight == 0
                     and now - served.last_used >= idle
                 ):
-                    async with self._lock():
-                        if served.status == "loaded" and served.in_flight == 0:
+                    async with self._lock():  # used while it waited for the lock: not idle
+                        if (
+                            served.status == "loaded"
+                            and served.in_flight == 0
+                            and time.monotonic() - served.last_used >= idle
+                        ):
                             await self._unload(served, "idle")
 
     # -- reporting ------------------------------------------------------------------------
@@ -520,6 +552,15 @@ class ServerState:
                 except Exception:  # a scrape never fails for a cache's counters
                     logger.exception("reading the cache counters of %r failed", served.id)
         return stats
+
+
+def _public_error(served: ServedModel, error: BaseException) -> str:
+    """A load error as requests and ``/health`` show it: no file-system path."""
+    from localembed.model_origins import scrub
+
+    text = f"{type(error).__name__}: {scrub(str(error))}"
+    shown: str = hide_paths(text, paths_of(None, served.spec.config.model), served.id)
+    return shown
 
 
 def _estimate(served: ServedModel) -> int:

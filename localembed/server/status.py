@@ -36,6 +36,7 @@ async def models(request: Request) -> dict[str, Any]:
     }
 
 
+@router.head("/health", include_in_schema=False, response_model=None)
 @router.get(
     "/health",
     summary="Ready (200), or preloading / a preload failed / shutting down (503)",

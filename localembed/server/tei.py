@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from localembed.finish import unit_rows
 from localembed.server.embeddings import (
     embed,
     finish,
@@ -26,7 +26,7 @@ from localembed.server.embeddings import (
     state_of,
     texts_of,
 )
-from localembed.server.errors import ApiError
+from localembed.server.errors import EMPTY_INPUT, ApiError, hide_paths, paths_of
 from localembed.server.rerank import rerank_documents
 from localembed.server.schemas import check_input_shape
 from localembed.server.sparse import sparse_weights
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from localembed.encoder import LocalEncoder
     from localembed.server.state import ServedModel, ServerState
 
-TEI_PATHS = frozenset({"/", "/embed", "/embed_sparse", "/rerank", "/tokenize", "/info"})
-"""Paths whose errors have TEI's body."""
 
 TeiInput = str | list[str] | list[int] | list[list[int]]
 
@@ -79,17 +77,24 @@ class EmbedRequest(_TextsRequest):
     """``POST /embed`` (and ``POST /``) as text-embeddings-inference takes it."""
 
     normalize: bool = True
-    """True (TEI's default); False only for a model that does not normalize."""
+    """True (TEI's default): unit-length vectors, whatever the model's own ``normalize``;
+    False only for a model served with ``normalize = false`` (its raw vectors)."""
     dimensions: int | None = Field(default=None, gt=0, strict=True)
-    """Keep the first N dimensions, then re-normalize (Matryoshka)."""
+    """Keep the first N dimensions (Matryoshka), normalized after the cut."""
+    encoding_format: Literal["float"] | None = None
+    """Only "float" (what ``InferenceClient.feature_extraction`` 1.x may send): TEI's
+    routes answer lists of numbers; base64 is ``POST /v1/embeddings``'s."""
+    model: str | None = None
+    """A served embedding model's id (a client that names it in the body); None: the
+    ``/models/ID/`` prefix's model, else the default embedding model."""
     parameters: _Parameters | None = None
-    """The same options nested, as ``InferenceClient.feature_extraction`` sends them."""
+    """The same options nested, as ``InferenceClient.feature_extraction`` 0.x sends them."""
 
     def merged(self) -> EmbedRequest:
         """The request with ``parameters`` folded in (top-level fields win)."""
         if self.parameters is None:
             return self
-        nested = self.parameters.model_dump(exclude_none=True, exclude={"encoding_format"})
+        nested = self.parameters.model_dump(exclude_none=True)
         own = self.model_dump(exclude_unset=True, exclude={"parameters"})
         return EmbedRequest(**{**nested, **own})
 
@@ -198,7 +203,7 @@ async def tei_embed(body: EmbedRequest, request: Request) -> Response:
     state = state_of(request)
     body = body.merged()
     _right_only(body.truncation_direction)
-    served = served_for(request, None, "embedding")
+    served = served_for(request, body.model, "embedding")
     texts = texts_of(body.inputs, state.settings, "inputs")
     async with state.use(served) as encoder:
         if not body.normalize and encoder.settings.normalize:
@@ -212,9 +217,17 @@ async def tei_embed(body: EmbedRequest, request: Request) -> Response:
             raise ApiError(400, message, code="invalid_dimensions", param="dimensions")
         instruction = _instruction(encoder, body.prompt_name)
         encoded = await embed(
-            state, served, encoder, texts, instruction, truncate=_truncate(state, body.truncate)
+            state,
+            served,
+            encoder,
+            texts,
+            instruction,
+            truncate=_truncate(state, body.truncate),
+            what="inputs",
         )
     vectors = finish(encoder, encoded.vectors, dimensions=body.dimensions)
+    if body.normalize and not encoder.settings.normalize:  # TEI normalizes unless told not to
+        vectors = unit_rows(vectors)
     return json_response(vectors.tolist(), encoded.truncated)
 
 
@@ -254,6 +267,8 @@ async def tei_rerank(body: RerankRequest, request: Request) -> Response:
     """``[{"index", "score", "text"?}, ...]``, best first."""
     state = state_of(request)
     _right_only(body.truncation_direction)
+    if not body.texts:  # TEI's Empty error
+        raise ApiError(400, "texts must not be empty", code=EMPTY_INPUT, param="texts")
     served, ranked = await rerank_documents(
         request, None, body.query, body.texts, None, truncate=_truncate(state, body.truncate)
     )
@@ -401,8 +416,8 @@ async def info(request: Request) -> dict[str, Any]:
         "sparse": sparse,
         "process": os.getpid(),
     }
-    hidden = _paths_of(model, config.model)
-    result: dict[str, Any] = scrub(payload, hidden, served.id)
+    hidden = paths_of(model, config.model)
+    result: dict[str, Any] = hide_paths(payload, hidden, served.id)
     return result
 
 
@@ -410,37 +425,3 @@ def _token(request: Request) -> str | None:
     from localembed.server.gate import bearer_token
 
     return bearer_token(request.headers.get("authorization"))
-
-
-def _paths_of(model: Any, given: str | None) -> set[str]:
-    paths = set()
-    for value in (getattr(getattr(model, "source", None), "path", None), given):
-        if value is None:
-            continue
-        path = Path(str(value)).expanduser()
-        if path.exists():
-            paths |= {str(value), str(path), str(path.resolve())}
-    return {path for path in paths if path not in {".", ""}}
-
-
-def scrub(value: Any, paths: set[str], name: str) -> Any:
-    """``value`` with every file-system path in it replaced (a server shows no paths).
-
-    A known model path becomes ``name``; any other absolute path its last part.
-
-    Example:
-        >>> scrub({"path": "/srv/m/bge", "note": "in /srv/m/bge/x"}, {"/srv/m/bge"}, "bge")
-        {'path': 'bge', 'note': 'in bge/x'}
-
-    """
-    if isinstance(value, dict):
-        return {key: scrub(item, paths, name) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(item, paths, name) for item in value]
-    if not isinstance(value, str):
-        return value
-    for path in sorted(paths, key=len, reverse=True):
-        value = value.replace(path, name)
-    if os.path.isabs(value) and "\n" not in value:
-        return Path(value).name
-    return value
