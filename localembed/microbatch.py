@@ -3,7 +3,7 @@
 Many small concurrent calls (64 coroutines each embedding one query, an HTTP server's
 requests) would otherwise each run their own forward pass, one after the other under the
 model's lock. :class:`MicroBatcher` gives every call a future and runs one worker thread
-that, round after round, takes the next windows of every pending call, sorts them by length
+that, pass after pass, takes the next windows of the oldest waiting calls, sorts them by length
 into token-budget batches (the backend's plan, with its out-of-memory split) and writes each
 row back to the call it belongs to. It runs on a backend with the ``"windows"`` capability
 (:class:`~localembed.backends.base.WindowBackend`) and gets everything else as data
@@ -16,25 +16,26 @@ Rules it keeps:
   1e-5 of a serial ``encode`` in float32.
 - Inputs are checked (:func:`~localembed.texts.check_texts`) once and instructions applied
   per caller before anything is merged, so one caller's bad input and its error reach that
-  caller alone; a merged round that fails is re-run caller by caller, so that a failure
+  caller alone; a merged pass that fails is re-run caller by caller, so that a failure
   (out of memory on one huge text) reaches only the caller that caused it.
 - A call is finished (windows combined, non-finite check, ``truncate_dim`` cut, precision)
   once, in the worker thread, as soon as its last window has run: results are released
-  batch by batch, not all at the end of a round, and an event loop awaiting them only
+  batch by batch, not all at the end of a pass, and an event loop awaiting them only
   receives finished rows.
 - A call whose future is cancelled (a cancelled coroutine) is dropped before its next
   window runs.
 - A lone caller does not wait: a thread caller whose texts fit one batch, finding the
   model idle, runs that batch in its own thread (no hand-off to the worker and back); a
   coroutine's call starts at once on an idle worker; calls that arrive while a batch runs
-  are merged into the next round. ``max_wait`` (seconds, default 0) optionally holds the
+  are merged into the next passes. ``max_wait`` (seconds, default 0) optionally holds the
   first call of an idle worker a little longer to gather more; it is a trade of lone-call
   latency for batch size.
-- Each round takes at most one batch's worth of windows from each call, so a large call
-  (10 000 documents) shares the model with the small calls that arrive during it instead
-  of holding them until it is done.
-- A round's calls run in groups of at most :data:`CALLERS_PER_PASS` callers (longest windows
-  first), so answers leave in groups while the next group computes.
+- Calls are served first come, first served, in passes: each pass takes the next batch's
+  worth of windows of the oldest :data:`CALLERS_PER_PASS` waiting calls and merges them; a
+  call with more windows goes back to the end of the line. So a large call (10 000
+  documents) shares the model with the small calls that arrive during it instead of holding
+  them until it is done, answers leave pass by pass while the next pass computes, and a new
+  call waits only for the calls that came before it.
 
 :meth:`MicroBatcher.close` stops the worker (an encoder closes its batcher when it is
 released, for instance by :func:`~localembed.encoder.clear_encoder_cache`).
@@ -69,13 +70,14 @@ __all__ = ["BatchSpec", "Encoded", "MicroBatcher", "RoundStats", "RoundStatsObse
 
 
 CALLERS_PER_PASS = 16
-"""Most callers one merged run serves (its rows still batched by the model's plan).
+"""Most callers one merged pass serves (its rows still batched by the model's plan).
 
-Answers are released run by run. 64 callers of one text in one run were answered all at
+Answers are released pass by pass. 64 callers of one text in one pass were answered all at
 once, so their clients' work (reading 64 answers, sending 64 requests) and the model's never
-overlapped; in runs of 16 the next run computes while the last one's clients read. Measured
-with ``localembed serve`` and one httpx client process at 64 clients: 102-118 requests/s
-against 61-92 before, p99 0.9-1.2 s against 3.2-4.4 s (docs/server.md, "Against infinity").
+overlapped; in passes of 16 the next pass computes while the last one's clients read.
+Measured with ``localembed serve`` and one httpx client process at 64 clients: 102-118
+requests/s against 61-92 before, p99 0.9-1.2 s against 3.2-4.4 s (docs/server.md, "Against
+infinity").
 """
 
 
@@ -131,7 +133,7 @@ class Encoded:
     truncated: int
     """This caller's texts that were cut to the model's max_length."""
     queue_seconds: float
-    """From submission to the start of the first round that ran one of its windows."""
+    """From submission to the start of the first pass that ran one of its windows."""
     text_tokens: tuple[int, ...] = ()
     """Tokens of each text (the embedding cache stores them with its vector)."""
     truncated_rows: tuple[int, ...] = ()
@@ -140,7 +142,7 @@ class Encoded:
 
 @dataclass(frozen=True)
 class RoundStats:
-    """One forward batch of a worker round: what ran in it (for metrics).
+    """One forward batch of a worker pass: what ran in it (for metrics).
 
     Reported before the calls that this batch completes get their rows.
     """
@@ -292,7 +294,7 @@ class MicroBatcher:
                 self._condition.notify()
         if inline:
             try:
-                self._round([call])
+                self._pass([call])
             finally:
                 with self._condition:
                     self._inline = False
@@ -353,28 +355,34 @@ class MicroBatcher:
             )
             self._thread.start()
 
-    def _take(self, active: list[_Call]) -> bool:
-        """Move queued calls into ``active``; False when the worker should stop."""
+    def _take(self, waiting: list[_Call], again: list[_Call]) -> bool:
+        """Line up the calls to serve in ``waiting``; False when the worker should stop.
+
+        ``waiting`` holds the calls not yet served in this turn of the line; the queue's new
+        calls join behind them and ``again`` (served calls with more windows) behind those.
+        """
         with self._condition:
-            while self._inline or not (self._queue or active):
-                if not (self._queue or active):
+            while self._inline or not (self._queue or waiting or again):
+                if not (self._queue or waiting or again):
                     self._working = False
                     if self._closed:
                         return False
                 self._condition.wait()
             self._working = True
-            if not active and self.max_wait > 0:
+            if not (waiting or again) and self.max_wait > 0:
                 deadline = self._queue[0].submitted + self.max_wait
                 while not self._closed and (remaining := deadline - time.perf_counter()) > 0:
                     self._condition.wait(remaining)
-            active.extend(self._queue)
+            waiting.extend(self._queue)
             self._queue.clear()
+        waiting.extend(again)
         return True
 
     def _work(self) -> None:
-        active: list[_Call] = []
-        while self._take(active):
-            active = self._round(active)
+        waiting: list[_Call] = []
+        again: list[_Call] = []
+        while self._take(waiting, again):
+            waiting, again = self._pass(waiting)
 
     def _start(self, call: _Call) -> bool:
         """Tokenize a new call if needed and give it its row buffer; False if it failed."""
@@ -393,35 +401,32 @@ class MicroBatcher:
         call.groups = deque(spec.backend.plan([len(w) for w in ids], spec.options))
         return True
 
-    def _round(self, active: list[_Call]) -> list[_Call]:
-        """Run one batch's worth of windows of every active call; return those still active."""
+    def _pass(self, waiting: list[_Call]) -> tuple[list[_Call], list[_Call]]:
+        """Run the next batch of the oldest :data:`CALLERS_PER_PASS` waiting calls.
+
+        Returns the calls still waiting (not served by this pass, in their order) and the
+        served calls that have more windows.
+        """
         calls: list[_Call] = []
-        for call in active:
+        index = 0
+        while index < len(waiting) and len(calls) < CALLERS_PER_PASS:
+            call = waiting[index]
+            index += 1
             if call.future.cancelled():
                 continue
             if call.rows is None and not self._start(call):
                 continue
             calls.append(call)
         if not calls:
-            return []
+            return waiting[index:], []
         now = time.perf_counter()
         # One batch's worth per call: its next batch.
-        taken = {id(call): call.groups.popleft() for call in calls}
+        taken = [call.groups.popleft() for call in calls]
         for call in calls:
             if call.started is None:
                 call.started = now
-
-        # At most CALLERS_PER_PASS callers per merged run, longest windows first: each run's
-        # callers get their answers while the next run computes.
-        def longest(call: _Call) -> int:
-            assert call.tokenized is not None
-            return max(len(call.tokenized.ids[window]) for window in taken[id(call)])
-
-        ordered = sorted(calls, key=longest, reverse=True)
-        for start in range(0, len(ordered), CALLERS_PER_PASS):
-            group = ordered[start : start + CALLERS_PER_PASS]
-            self._run_group(group, [taken[id(call)] for call in group])
-        return [call for call in calls if call.groups and not call.future.done()]
+        self._run_group(calls, taken)
+        return waiting[index:], [call for call in calls if call.groups and not call.future.done()]
 
     def _run_group(self, calls: list[_Call], taken: list[list[int]]) -> None:
         try:
@@ -441,7 +446,7 @@ class MicroBatcher:
 
     def _run(self, calls: list[_Call], taken: list[list[int]]) -> None:
         spec = self.spec
-        # The merged windows of this round, and where each row goes back to.
+        # The merged windows of this pass, and where each row goes back to.
         ids: list[list[int]] = []
         targets: list[tuple[_Call, int]] = []
         for call, windows in zip(calls, taken, strict=True):
@@ -503,7 +508,7 @@ class MicroBatcher:
 
 
 RoundStatsObserver = Callable[[RoundStats], None]
-"""A function called with each round's :class:`RoundStats`."""
+"""A function called with each forward batch's :class:`RoundStats`."""
 
 
 class _Turns:

@@ -269,3 +269,36 @@ async def test_a_merged_run_serves_at_most_callers_per_pass(
     assert np.abs(np.concatenate(results) - expected).max() <= 1e-5
     assert sum(stats.windows for stats in rounds) == len(texts)
     assert max(stats.callers for stats in rounds) == CALLERS_PER_PASS  # merged, and capped
+
+
+def test_calls_are_served_first_come_first_served_in_passes(encoder: LocalEncoder) -> None:
+    """48 waiting calls run in passes of CALLERS_PER_PASS in the order they came, whatever
+    their lengths (the longest came last); a call with more batches goes back to the end of
+    the line after each, behind the calls that came meanwhile."""
+    from localembed.microbatch import CALLERS_PER_PASS, BatchSpec
+
+    spec = encoder.batch_spec
+    options = dataclasses.replace(spec.options, batch_size=4, max_batch_tokens=None)
+    batcher = MicroBatcher(BatchSpec(spec.backend, options, spec.finish), max_wait=0.3)
+    texts = [f"caller {i} asks about {'cats ' * i}" for i in range(48)]
+    finished: list[int] = []
+    try:
+        large = batcher.submit(["a long document"] * 8, tokenize_here=False)  # 2 batches of 4
+        large.add_done_callback(lambda _: finished.append(-1))
+        futures = [batcher.submit([text], tokenize_here=False) for text in texts]
+        for index, future in enumerate(futures):
+            future.add_done_callback(lambda _, index=index: finished.append(index))
+        got = np.concatenate([future.result().vectors for future in futures])
+        large_rows = large.result().vectors
+    finally:
+        batcher.close()
+    assert np.abs(got - encoder.encode(texts)).max() <= 1e-5
+    assert np.abs(large_rows - encoder.encode(["a long document"] * 8)).max() <= 1e-5
+    # Pass 1: the large call's first batch and callers 0-14; pass 2: callers 15-30; pass 3:
+    # callers 31-46; pass 4: caller 47, then the large call's second batch.
+    first = CALLERS_PER_PASS - 1
+    assert sorted(finished[:first]) == list(range(first)), finished
+    assert sorted(finished[first : first + CALLERS_PER_PASS]) == list(
+        range(first, first + CALLERS_PER_PASS)
+    ), finished
+    assert finished[-2:] == [47, -1], finished
