@@ -242,3 +242,34 @@ def test_sigterm_during_a_model_load_exits_without_waiting_for_it(
     assert code == 0, output
     assert answered < 20 and exited < 25, (answered, exited, output)  # the load takes 120 s
     assert "exiting without waiting for localembed-load" in output
+
+
+def test_a_client_that_disconnects_frees_the_model(server: Server) -> None:
+    """A client that gives up on a long request cancels it: the model's queue empties within
+    a pass (not after minutes of texts nobody reads), and the next request is served."""
+    headers = {"Authorization": f"Bearer {KEY}"}
+    texts = [f"document {i}: " + "words of a long text " * 40 for i in range(2000)]
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(
+            f"{server.url}/v1/embeddings",
+            json={"input": texts, "model": MODEL},
+            headers=headers,
+            timeout=httpx.Timeout(60, read=2),
+        )
+
+    def metric(name: str) -> float:
+        text = httpx.get(f"{server.url}/metrics", timeout=10).text
+        found = re.search(rf"^{re.escape(name)}\S* (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    deadline = time.monotonic() + 30
+    while metric("localembed_queue_depth") > 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert metric("localembed_queue_depth") == 0
+    failures = 'localembed_request_failures_total{reason="client_disconnected"}'
+    assert metric(failures) >= 1
+    started = time.monotonic()
+    response = httpx.post(
+        f"{server.url}/v1/embeddings", json={"input": ["after"]}, headers=headers, timeout=60
+    )
+    assert response.status_code == 200 and time.monotonic() - started < 20

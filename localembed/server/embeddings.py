@@ -11,7 +11,8 @@ import asyncio
 import base64
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
@@ -38,6 +39,8 @@ ROUTED_MODEL = "localembed.model"
 """ASGI scope key: the model a ``/models/ID/...`` path names (see localembed.server.app)."""
 
 router = APIRouter()
+
+T = TypeVar("T")
 
 
 def state_of(request: Request) -> ServerState:
@@ -75,6 +78,46 @@ def texts_of(value: Input, settings: ServerSettings, what: str = "input") -> lis
     return check_texts([str(text) for text in texts])  # the encoder's repair, once, here
 
 
+CLIENT_GONE = 499
+"""The status (nginx's) of a request whose client disconnected before its answer."""
+
+
+async def while_connected(request: Request | None, work: Awaitable[T]) -> T:
+    """``work``'s result, or, if the client disconnects first, ``work`` cancelled and a 499.
+
+    Cancelling a micro-batcher call drops its texts that have not run, so a client that
+    gave up (a timeout, a closed connection) does not keep the model busy, or held against
+    an eviction, for texts nobody will read.
+    """
+    task = asyncio.ensure_future(work)
+    if request is None:
+        return await task
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():  # the client is gone (or this handler was cancelled)
+            task.cancel()
+            task.add_done_callback(_retrieve)
+    if task.done():
+        return task.result()
+    message = "the client disconnected; its texts that had not run were dropped"
+    raise ApiError(CLIENT_GONE, message, code="client_disconnected")
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read a dropped task's outcome (no "exception was never retrieved" warning)."""
+    if not task.cancelled():
+        task.exception()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the ASGI server reports the client gone (after the body was read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        await asyncio.sleep(0.05)  # a server that answers at once must not make this spin
+
+
 def instruction_of(encoder: LocalEncoder, input_type: str | None) -> str:
     """The model's instruction for a "query" or "document" (None: none)."""
     if input_type == "query":
@@ -93,10 +136,12 @@ async def embed(
     *,
     truncate: bool,
     what: str = "input",
+    request: Request | None = None,
 ) -> Encoded:
     """Embed ``texts`` through the model's micro-batcher (rows not finished yet).
 
-    ``what`` is the request field errors name (``input[3]``; TEI's ``inputs``).
+    ``what`` is the request field errors name (``input[3]``; TEI's ``inputs``). With
+    ``request``, a client that disconnects cancels the call (:func:`while_connected`).
 
     Raises:
         ApiError: 400 for an over-long input when not ``truncate``; 422 for NaN output;
@@ -111,7 +156,9 @@ async def embed(
             tokens = sum(len(ids) for ids in tokenized.ids)
             encoded = Encoded(vectors, tokens, tokenized.truncated, queue_seconds=0.0)
         else:
-            encoded = await encoder.batcher.aencode_call(texts, instruction)
+            encoded = await while_connected(
+                request, encoder.batcher.aencode_call(texts, instruction)
+            )
     except Exception as error:
         mapped = api_error_of(error, what)
         if mapped is None:
@@ -202,7 +249,13 @@ async def embeddings(body: EmbeddingRequest, request: Request) -> Response:
         ranges = ranges_of(body, body.dimensions or encoder.dimension, len(texts))
         instruction = instruction_of(encoder, body.input_type)
         encoded = await embed(
-            state, served, encoder, texts, instruction, truncate=state.settings.truncate
+            state,
+            served,
+            encoder,
+            texts,
+            instruction,
+            truncate=state.settings.truncate,
+            request=request,
         )
     vectors = finish(encoder, encoded.vectors, body.precision, ranges, body.dimensions)
     data: list[dict[str, Any]] = [

@@ -224,6 +224,7 @@ async def tei_embed(body: EmbedRequest, request: Request) -> Response:
             instruction,
             truncate=_truncate(state, body.truncate),
             what="inputs",
+            request=request,
         )
     vectors = finish(encoder, encoded.vectors, dimensions=body.dimensions)
     if body.normalize and not encoder.settings.normalize:  # TEI normalizes unless told not to
