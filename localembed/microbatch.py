@@ -319,7 +319,14 @@ class MicroBatcher:
         if self.spec.cache is None:
             future = self.submit(texts, instruction, tokenize_here=False)
         else:  # the cache's reads and writes stay off the event loop
-            future = await asyncio.to_thread(self.submit, texts, instruction, tokenize_here=False)
+            submitting = asyncio.ensure_future(
+                asyncio.to_thread(self.submit, texts, instruction, tokenize_here=False)
+            )
+            try:
+                future = await asyncio.shield(submitting)
+            except asyncio.CancelledError:  # the call submitted meanwhile is dropped too
+                submitting.add_done_callback(_cancel_submitted)
+                raise
         return await asyncio.wrap_future(future)
 
     async def aencode(self, texts: Sequence[str], instruction: str | None = None) -> np.ndarray:
@@ -330,6 +337,11 @@ class MicroBatcher:
     def pending(self) -> int:
         """Calls queued and not yet taken by the worker."""
         return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """Whether a call is queued, held by the worker or running in a caller's thread."""
+        return bool(self._working or self._inline or self._queue)
 
     def observe(self, observer: RoundStatsObserver) -> None:
         """Call ``observer(stats)`` after every forward batch (for metrics; keep it quick)."""
@@ -382,23 +394,28 @@ class MicroBatcher:
         waiting: list[_Call] = []
         again: list[_Call] = []
         while self._take(waiting, again):
-            waiting, again = self._pass(waiting)
+            try:
+                waiting, again = self._pass(waiting)
+            except Exception as error:  # a bug: fail the calls held, keep serving
+                for call in waiting:
+                    _fail(call, error)
+                waiting, again = [], []
 
     def _start(self, call: _Call) -> bool:
         """Tokenize a new call if needed and give it its row buffer; False if it failed."""
         spec = self.spec
-        if call.tokenized is None:
-            try:
+        try:
+            if call.tokenized is None:
                 call.tokenized = spec.backend.tokenize(call.items, spec.options)
-            except Exception as error:
-                _fail(call, error)
-                return False
-        ids = call.tokenized.ids
-        call.rows = np.empty((len(ids), spec.backend.dimension), dtype=np.float32)
-        call.done = np.zeros(len(ids), dtype=bool)
-        call.remaining = len(ids)
-        # The call's own batches, longest first, as a lone encode() runs them.
-        call.groups = deque(spec.backend.plan([len(w) for w in ids], spec.options))
+            ids = call.tokenized.ids
+            call.rows = np.empty((len(ids), spec.backend.dimension), dtype=np.float32)
+            call.done = np.zeros(len(ids), dtype=bool)
+            call.remaining = len(ids)
+            # The call's own batches, longest first, as a lone encode() runs them.
+            call.groups = deque(spec.backend.plan([len(w) for w in ids], spec.options))
+        except Exception as error:  # this call's error (a tokenizer's, out of memory), alone
+            _fail(call, error)
+            return False
         return True
 
     def _pass(self, waiting: list[_Call]) -> tuple[list[_Call], list[_Call]]:
@@ -550,6 +567,11 @@ async def take_turn() -> None:
         turns.scheduled = True
         loop.call_soon(turns.release)
     await waiter
+
+
+def _cancel_submitted(submitting: asyncio.Future[concurrent.futures.Future[Encoded]]) -> None:
+    if not submitting.cancelled() and submitting.exception() is None:
+        submitting.result().cancel()
 
 
 def _chunked(call: _Call) -> bool:

@@ -30,6 +30,43 @@ logger = logging.getLogger("localembed")
 _HARMLESS_MISSING = ("pooler.",)
 
 
+def weight_files(directory: Path, *, allow_pickle_weights: bool = False) -> list[Path]:
+    """The weight files a load of the model in ``directory`` reads.
+
+    Its ``*.safetensors``; else, only with ``allow_pickle_weights``, its ``*.bin`` (pickle:
+    loading one can run code).
+
+    Raises:
+        MissingModelFileError: no weights it may load (the message says what was found).
+    """
+    safetensors = sorted(directory.glob("*.safetensors"))
+    pickled = sorted(directory.glob("*.bin"))
+    if safetensors or (pickled and allow_pickle_weights):
+        return safetensors or pickled
+    if pickled:
+        names = ", ".join(path.name for path in pickled)
+        msg = (
+            f"no .safetensors weights in {display_path(directory)} (found pickle weights "
+            f"{names}, which localembed loads only with allow_pickle_weights=True: loading "
+            f"a pickle file can run code, so pass it only for files you trust); or convert "
+            f"them once with transformers: save_pretrained(directory, "
+            f"safe_serialization=True)"
+        )
+    else:
+        origin = origin_of(directory)
+        hint = (
+            " (a hub repository with only pickle weights, pytorch_model.bin, needs "
+            "allow_pickle_weights=True to fetch and load them)"
+            if origin is not None and origin[2] == "hub"
+            else ""
+        )
+        msg = (
+            f"no weights in {display_path(directory)}: no .safetensors file{hint}; "
+            f"{fix_for(directory)}"
+        )
+    raise MissingModelFileError(msg)
+
+
 def load_transformer(
     directory: Path,
     *,
@@ -63,32 +100,7 @@ def load_transformer(
     from localembed.faults import is_out_of_memory
 
     check_model_files(directory, trust_remote_code=trust_remote_code)
-    safetensors = sorted(directory.glob("*.safetensors"))
-    pickled = sorted(directory.glob("*.bin"))
-    if not safetensors and not (pickled and allow_pickle_weights):
-        if pickled:
-            names = ", ".join(path.name for path in pickled)
-            msg = (
-                f"no .safetensors weights in {display_path(directory)} (found pickle weights "
-                f"{names}, which localembed loads only with allow_pickle_weights=True: loading "
-                f"a pickle file can run code, so pass it only for files you trust); or convert "
-                f"them once with transformers: save_pretrained(directory, "
-                f"safe_serialization=True)"
-            )
-        else:
-            origin = origin_of(directory)
-            hint = (
-                " (a hub repository with only pickle weights, pytorch_model.bin, needs "
-                "allow_pickle_weights=True to fetch and load them)"
-                if origin is not None and origin[2] == "hub"
-                else ""
-            )
-            msg = (
-                f"no weights in {display_path(directory)}: no .safetensors file{hint}; "
-                f"{fix_for(directory)}"
-            )
-        raise MissingModelFileError(msg)
-    weights = safetensors or pickled
+    weights = weight_files(directory, allow_pickle_weights=allow_pickle_weights)
     shown = (
         display_path(weights[0])
         if len(weights) == 1
@@ -102,7 +114,7 @@ def load_transformer(
             model, info = getattr(transformers, auto_class).from_pretrained(
                 str(directory),
                 dtype=dtype,
-                use_safetensors=bool(safetensors),
+                use_safetensors=weights[0].suffix == ".safetensors",
                 trust_remote_code=trust_remote_code,
                 ignore_mismatched_sizes=True,  # reported below, with the shapes, as an error
                 output_loading_info=True,

@@ -302,3 +302,33 @@ def test_calls_are_served_first_come_first_served_in_passes(encoder: LocalEncode
         range(first, first + CALLERS_PER_PASS)
     ), finished
     assert finished[-2:] == [47, -1], finished
+
+
+def test_an_error_in_one_call_s_plan_fails_that_call_alone(encoder: LocalEncoder) -> None:
+    """Anything a call's start raises (here the backend's plan) fails that call; the worker
+    lives on and serves the others (it used to die, leaving every later call waiting)."""
+    from localembed.microbatch import BatchSpec
+
+    spec = encoder.batch_spec
+    real = spec.backend
+
+    class Backend:
+        def __getattr__(self, name: str) -> object:
+            return getattr(real, name)
+
+        def plan(self, lengths: list[int], options: object) -> object:
+            if max(lengths) > 40:
+                message = "no plan for this call"
+                raise MemoryError(message)
+            return real.plan(lengths, options)
+
+    batcher = MicroBatcher(BatchSpec(Backend(), spec.options, spec.finish))  # type: ignore[arg-type]
+    try:
+        bad = batcher.submit(["word " * 60], tokenize_here=False)
+        good = batcher.submit(["a cat"], tokenize_here=False)
+        with pytest.raises(MemoryError, match="no plan"):
+            bad.result(timeout=60)
+        assert np.abs(good.result(timeout=60).vectors - encoder.encode(["a cat"])).max() <= 1e-5
+        assert np.abs(batcher.encode(["later"]) - encoder.encode(["later"])).max() <= 1e-5
+    finally:
+        batcher.close()

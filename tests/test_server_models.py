@@ -175,9 +175,16 @@ def test_a_failed_load_evicts_nothing_shows_no_path_and_is_tried_again(
     shutil.copytree(tiny_bert_dir, broken)
     (broken / "config.json").write_text("{not json", encoding="utf-8")
     bad = ModelSpec("bad", "embedding", EncoderConfig(model=str(broken), pooling="mean"))
+    gone = ModelSpec("gone", "embedding", EncoderConfig(model=str(tmp_path / "secret" / "m")))
+    pickled = tmp_path / "pickled-model"  # pickle weights only: refused without the opt-in
+    shutil.copytree(tiny_bert_dir, pickled)
+    for weights in pickled.glob("*.safetensors"):
+        weights.rename(weights.with_suffix(".bin"))
+    unsafe = ModelSpec("unsafe", "embedding", EncoderConfig(model=str(pickled), pooling="mean"))
     settings = ServerSettings(preload=False, max_loaded_models=1)
     monkeypatch.setattr(state_module, "LOAD_RETRY_S", 1.0)
-    with TestClient(create_app(models=[specs[0], bad], settings=settings)) as client:
+    models = [specs[0], bad, gone, unsafe]
+    with TestClient(create_app(models=models, settings=settings)) as client:
         assert client.post("/v1/embeddings", json={"input": "x"}).status_code == 200
         failed = client.post("/v1/embeddings", json={"input": "x", "model": "bad"})
         assert failed.status_code == 503 and failed.json()["error"]["code"] == "model_load_failed"
@@ -186,11 +193,17 @@ def test_a_failed_load_evicts_nothing_shows_no_path_and_is_tried_again(
         assert "config.json" in failed.text  # still says which file
         assert listed(client)["bert"]["loaded"]  # nothing was evicted for it
         assert listed(client)["bad"]["status"] == "failed"
+        for model_id in ("gone", "unsafe"):  # a missing directory; pickle weights only
+            failed = client.post("/v1/embeddings", json={"input": "x", "model": model_id})
+            assert failed.status_code == 503, failed.text
+            assert str(tmp_path) not in failed.text and "secret" not in failed.text
+            assert listed(client)["bert"]["loaded"]
         shutil.copy(tiny_bert_dir / "config.json", broken / "config.json")  # repaired
         time.sleep(1.1)
         repaired = client.post("/v1/embeddings", json={"input": "x", "model": "bad"})
         assert repaired.status_code == 200, repaired.text
-        assert {m: v["loaded"] for m, v in listed(client).items()} == {"bert": False, "bad": True}
+        loaded = {m: v["loaded"] for m, v in listed(client).items()}
+        assert loaded == {"bert": False, "bad": True, "gone": False, "unsafe": False}
 
 
 def test_weights_are_estimated_as_the_loader_reads_them(
@@ -453,6 +466,13 @@ model = "{reranker_dir}"
     )
     server, specs = read_config_file(config)
     assert server == {"max_loaded_models": 2}
+    weights = tmp_path / "weights.toml"  # a TOML array for a tuple option
+    weights.write_text(
+        f'[models.m3rr]\nkind = "reranker"\nmodel = "{reranker_dir}"\n'
+        "m3_weights = [0.4, 0.2, 0.4]\n",
+        encoding="utf-8",
+    )
+    assert read_config_file(weights)[1][0].config.m3_weights == (0.4, 0.2, 0.4)
     assert [(s.id, s.kind, s.max_queue) for s in specs] == [
         ("small", "embedding", 4),
         ("team/rr", "reranker", None),

@@ -169,14 +169,21 @@ def api_error_of(error: BaseException, what: str = "input") -> ApiError | None:
 
 
 def paths_of(model: Any, given: str | None) -> set[str]:
-    """The ways a model's directory may be written: as given, expanded, resolved."""
+    """The ways a model's directory may be written: as given, expanded, resolved.
+
+    The given one counts when it exists or looks like a path (a separator, ``~`` or ``.``
+    in front): a missing directory's path is in its error message too.
+    """
     paths = set()
     for value in (getattr(getattr(model, "source", None), "path", None), given):
         if value is None:
             continue
-        path = Path(str(value)).expanduser()
+        text = str(value)
+        path = Path(text).expanduser()
         if path.exists():
-            paths |= {str(value), str(path), str(path.resolve())}
+            paths |= {text, str(path), str(path.resolve())}
+        elif os.sep in text or text.startswith(("~", ".")):
+            paths |= {text, str(path), str(path.absolute())}
     return {path for path in paths if path not in {".", ""}}
 
 

@@ -89,11 +89,10 @@ def check_files(spec: ModelSpec) -> None:
         ModelError: the model's files are missing or unreadable (the load would fail too).
     """
     from localembed.loading import locate_model
-    from localembed.model_errors import MissingModelFileError
-    from localembed.model_origins import display_path
     from localembed.st_metadata import read_sentence_transformers_metadata
     from localembed.static import is_static_model
     from localembed.transformers_files import load_model_config
+    from localembed.weights import weight_files
 
     config = spec.config
     source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
@@ -101,11 +100,7 @@ def check_files(spec: ModelSpec) -> None:
         return
     directory = read_sentence_transformers_metadata(source.path).transformer_path
     load_model_config(directory, trust_remote_code=config.trust_remote_code)
-    if not any(
-        path.is_file() for pattern in ("*.safetensors", "*.bin") for path in directory.glob(pattern)
-    ):
-        msg = f"no weight files (*.safetensors) in {display_path(directory)}"
-        raise MissingModelFileError(msg)
+    weight_files(directory, allow_pickle_weights=config.allow_pickle_weights)
 
 
 def build_model(spec: ModelSpec) -> Any:

@@ -9,6 +9,8 @@ import os
 import threading
 from pathlib import Path
 
+from localembed.errors import ModelError
+
 
 def resident_bytes() -> int:
     """The process's resident set size (RSS) in bytes; 0 where it cannot be read.
@@ -51,11 +53,13 @@ def weights_size(model: str | None) -> int:
         directory = read_sentence_transformers_metadata(directory).transformer_path
     except Exception:  # the load reports what is wrong; an estimate stays an estimate
         pass
-    for pattern in ("*.safetensors", "*.bin"):
-        files = [path for path in directory.glob(pattern) if path.is_file()]
-        if files:
-            return sum(path.stat().st_size for path in files)
-    return 0
+    from localembed.weights import weight_files
+
+    try:  # pickle weights count too: the estimate is about memory, not about loading them
+        files = weight_files(directory, allow_pickle_weights=True)
+        return sum(path.stat().st_size for path in files)
+    except (OSError, ModelError):  # no weights, or unreadable: unknown until it loads
+        return 0
 
 
 def _local_directory(model: str | None) -> Path | None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_origin
 
 from pydantic import ValidationError
 
@@ -213,7 +213,13 @@ def _spec_of(source: Path, model_id: str, table: Any) -> ModelSpec:
     kind_config: type[EncoderConfig] | type[RerankerConfig] = (
         EncoderConfig if kind == "embedding" else RerankerConfig
     )
-    try:  # TOML has types: taken strictly ("mean" for a number is an error, not coerced)
+    # TOML has types: taken strictly ("mean" for a number is an error, not coerced); TOML
+    # has no tuples, so an array is taken for a tuple field (m3_weights).
+    for key, value in settings.items():
+        field = kind_config.model_fields.get(key)
+        if field is not None and isinstance(value, list) and get_origin(field.annotation) is tuple:
+            settings[key] = tuple(value)
+    try:
         config = kind_config.model_validate(settings, strict=True)
     except ValidationError as error:
         message = f"{where}: {_first_error(error)}"

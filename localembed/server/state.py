@@ -77,9 +77,11 @@ class ServedModel:
     """Requests holding the loaded model."""
     waiting: int = 0
     """Requests admitted and waiting for the model to load."""
-    handed: int = 0
-    """Waiting requests the model is owed: those waiting when it loaded, which take it even
-    if an eviction has begun meanwhile (the eviction waits for them)."""
+    waiters: set[object] = field(default_factory=set)
+    """The requests waiting for the model (one token each)."""
+    owed: set[object] = field(default_factory=set)
+    """The requests that were waiting when it loaded: they take it even if an eviction has
+    begun meanwhile (the eviction waits for them)."""
     failed_at: float = 0.0
     """When the last load failed (``time.monotonic()``)."""
     last_used: float = 0.0
@@ -239,7 +241,6 @@ class ServerState:
             served.active -= 1
         else:
             served.waiting -= 1
-            served.handed = min(served.handed, served.waiting)
         served.last_used = time.monotonic()
         self._depth(served)
 
@@ -253,9 +254,18 @@ class ServerState:
         ``model_load_failed`` for :data:`LOAD_RETRY_S` seconds, then one loads it again.
         """
         deadline = time.monotonic() + self.settings.load_timeout_s
+        token = object()
+        served.waiters.add(token)
+        try:
+            return await self._wait_for_model(served, token, deadline)
+        finally:
+            served.waiters.discard(token)
+            served.owed.discard(token)
+
+    async def _wait_for_model(self, served: ServedModel, token: object, deadline: float) -> Any:
         while True:
-            if served.model is not None and (served.status == "loaded" or served.handed):
-                served.handed = max(served.handed - 1, 0)
+            if served.model is not None and (served.status == "loaded" or token in served.owed):
+                served.owed.discard(token)
                 served.waiting -= 1
                 served.active += 1
                 served.last_used = time.monotonic()
@@ -348,7 +358,10 @@ class ServerState:
                 return
             self.metrics.load_seconds.labels(served.id).observe(seconds)
             self._loaded(served, model, grown or served.resident or _estimate(served))
-            await self._make_room(served)  # measured bigger than estimated: evict more
+            try:  # measured bigger than estimated: evict more
+                await self._make_room(served)
+            except Exception:  # the model is loaded and serves; the cap is over until next load
+                logger.exception("unloading models after loading %r failed", served.id)
             logger.info(
                 "loaded model %r in %.1f s (+%.0f MiB resident)",
                 served.id,
@@ -362,7 +375,7 @@ class ServerState:
         served.last_used = time.monotonic()  # idle from now, not from before the load
         served.resident = resident
         served.loads += 1
-        served.handed = served.waiting  # they take it before anything can evict it
+        served.owed = set(served.waiters)  # they take it before anything can evict it
         served.extras.clear()
         batcher = _batcher_of(model)
         if batcher is not None:
@@ -402,9 +415,15 @@ class ServerState:
         """Unload ``served`` after the requests holding it finish (call under the lock)."""
         served.set_status("unloading")
         # Requests in progress (and those the load was for) finish first; nothing is lost.
-        while served.active or served.handed:
-            await asyncio.sleep(0.005)
+        # A pass already running for a client that went away ends too.
         batcher = _batcher_of(served.model)
+        passes_end = time.monotonic() + 60
+        while (
+            served.active
+            or served.owed
+            or (batcher is not None and batcher.busy and time.monotonic() < passes_end)
+        ):
+            await asyncio.sleep(0.005)
         if batcher is not None and served._observer is not None:
             batcher.unobserve(served._observer)
         del batcher
