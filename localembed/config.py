@@ -7,6 +7,7 @@ type, one default and one docstring everywhere.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -63,6 +64,18 @@ CALL_TIME_OPTIONS = frozenset(
     }
 )
 """Settings an encoder applies per call: encoders differing only in these share one model."""
+
+
+def did_you_mean(key: object, valid: Iterable[str]) -> str:
+    """`` (did you mean 'X'?)`` for the valid name closest to an unknown ``key``, else "".
+
+    Example:
+        >>> did_you_mean("poolng", ["pooling", "device"]), did_you_mean("zzz", ["pooling"])
+        (" (did you mean 'pooling'?)", '')
+
+    """
+    close = difflib.get_close_matches(str(key), list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class ModelOptions(BaseModel):
@@ -128,8 +141,7 @@ class ModelOptions(BaseModel):
             unknown = [key for key in data if key not in valid]
             if unknown:
                 key = unknown[0]
-                close = difflib.get_close_matches(str(key), valid, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(key, valid)
                 msg = f"unknown option {key!r}{hint}; valid options: {', '.join(sorted(valid))}"
                 raise InputError(msg)
         return data

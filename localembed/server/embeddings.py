@@ -89,9 +89,9 @@ async def while_connected(request: Request | None, work: Awaitable[T]) -> T:
     gave up (a timeout, a closed connection) does not keep the model busy, or held against
     an eviction, for texts nobody will read.
     """
-    task = asyncio.ensure_future(work)
     if request is None:
-        return await task
+        return await work
+    task = asyncio.ensure_future(work)
     gone = asyncio.ensure_future(_disconnected(request))
     try:
         await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)

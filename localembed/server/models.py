@@ -175,16 +175,14 @@ def _check_server_table(source: Path, server: dict[str, Any]) -> None:
 
     TOML has types, so they are taken strictly: ``preload = "no"`` is an error, not False.
     """
-    import difflib
-
+    from localembed.config import did_you_mean
     from localembed.server.settings import ServerSettings
 
     where = f"--config {source}: [server]"
     valid = sorted(ServerSettings.model_fields)
     for key in server:
         if key not in ServerSettings.model_fields:
-            close = difflib.get_close_matches(str(key), valid, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            hint = did_you_mean(key, valid)
             message = f"{where}: unknown setting {key!r}{hint}; the settings: {', '.join(valid)}"
             raise InputError(message)
     try:
