@@ -29,10 +29,8 @@ def main() -> None:
 
     from localembed import get_encoder
     from localembed.cli.bench_corpora import (
-        builtin_sentences,
+        bench_sentences,
         mixed_documents,
-        read_pairs,
-        sts_file,
     )
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -42,11 +40,7 @@ def main() -> None:
     parser.add_argument("--static", type=Path, default=None, help="a distilled model to add")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    if args.data is not None:
-        first, second, _ = read_pairs(sts_file(args.data))
-        sentences = list(dict.fromkeys(first + second))
-    else:
-        sentences = builtin_sentences(1000)
+    sentences = bench_sentences(args.data)
     texts = mixed_documents(sentences, args.docs)
     default = get_encoder(threads=1)
     contenders = {

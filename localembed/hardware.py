@@ -27,7 +27,7 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -243,6 +243,26 @@ def apply_threads(threads: Threads) -> int:
     if count != torch.get_num_threads():
         torch.set_num_threads(count)
     return count
+
+
+def env_switch(variable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether an on/off environment variable is on: ``0`` off, ``1`` or unset on.
+
+    Example:
+        >>> env_switch("LOCALEMBED_SPLIT_ROWS", {"LOCALEMBED_SPLIT_ROWS": "0"})
+        False
+        >>> env_switch("LOCALEMBED_SPLIT_ROWS", {})
+        True
+
+    Raises:
+        InputError: the variable is set to something other than 0 or 1.
+    """
+    env = os.environ if environ is None else environ
+    value = env.get(variable, "").strip()
+    if value not in {"", "0", "1"}:
+        msg = f"{variable} must be 0 or 1, got {value!r}"
+        raise InputError(msg)
+    return value != "0"
 
 
 def linear_kernel(

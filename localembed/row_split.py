@@ -28,8 +28,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
-from localembed.errors import InputError
 from localembed.forks import ForkSafeLock
+from localembed.hardware import env_switch
 
 if TYPE_CHECKING:
     import torch
@@ -53,12 +53,7 @@ def split_rows_enabled(environ: Mapping[str, str] | None = None) -> bool:
     Raises:
         InputError: the variable is set to something other than 0 or 1.
     """
-    env = os.environ if environ is None else environ
-    value = env.get(SPLIT_ROWS, "").strip()
-    if value not in {"", "0", "1"}:
-        msg = f"{SPLIT_ROWS} must be 0 or 1, got {value!r}"
-        raise InputError(msg)
-    return value != "0"
+    return env_switch(SPLIT_ROWS, environ)
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -92,15 +87,21 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
     return pool
 
 
-def balanced_cuts(widths: Sequence[int], parts: int) -> list[int]:
-    """Cut rows into at most ``parts`` contiguous slices whose largest padded size is least.
+def balanced_cuts(widths: Sequence[int], parts: int, *, packed: bool = False) -> list[int]:
+    """Cut rows into at most ``parts`` contiguous slices whose largest size is least.
 
-    A slice's padded size is its rows times its widest row (``widths``: each row's last
-    attended column + 1). Returns the bounds: ``[0, ..., len(widths)]``.
+    A slice's size is its rows times its widest row (``widths``: each row's last attended
+    column + 1), or with ``packed`` (slices that run without padding,
+    :mod:`localembed.unpadding`) the sum of its rows' widths. Returns the bounds:
+    ``[0, ..., len(widths)]``.
 
     Example:
         >>> balanced_cuts([256, 200, 120, 90, 40, 30], parts=2)
         [0, 2, 6]
+        >>> balanced_cuts([60, 50, 40, 30, 20, 10, 10, 10], parts=2)
+        [0, 3, 8]
+        >>> balanced_cuts([60, 50, 40, 30, 20, 10, 10, 10], parts=2, packed=True)
+        [0, 2, 8]
         >>> balanced_cuts([8, 8, 8, 8, 8], parts=2)
         [0, 3, 5]
 
@@ -108,12 +109,12 @@ def balanced_cuts(widths: Sequence[int], parts: int) -> list[int]:
     widths = [max(int(width), 1) for width in widths]
 
     def greedy(limit: int) -> list[int]:
-        bounds, start, widest = [0], 0, 0
+        bounds, start, widest, total = [0], 0, 0, 0
         for row, width in enumerate(widths):
-            widest = max(widest, width)
-            if (row - start + 1) * widest > limit:
+            widest, total = max(widest, width), total + width
+            if (total if packed else (row - start + 1) * widest) > limit:
                 bounds.append(row)
-                start, widest = row, width
+                start, widest, total = row, width, width
         return [*bounds, len(widths)]
 
     # Extending a slice never lowers its size, so the greedy cut uses the fewest slices
@@ -129,7 +130,11 @@ def balanced_cuts(widths: Sequence[int], parts: int) -> list[int]:
 
 
 def split_forward(
-    forward: Callable[[Inputs], torch.Tensor], inputs: Inputs, workers: int
+    forward: Callable[[Inputs], torch.Tensor],
+    inputs: Inputs,
+    workers: int,
+    *,
+    packed: bool = False,
 ) -> torch.Tensor:
     """``forward(inputs)`` run as up to ``workers`` slices of rows in the worker pool.
 
@@ -142,6 +147,7 @@ def split_forward(
         forward: runs one slice (called in a worker thread).
         inputs: the batch's tensors, each ``[rows, width]``; ``attention_mask`` among them.
         workers: the pool's size (at most that many slices).
+        packed: ``forward`` runs real tokens only: cut to balance them, not padded sizes.
     """
     import torch
 
@@ -151,7 +157,7 @@ def split_forward(
     last = (mask.ne(0) * columns).amax(dim=1)  # each row's last attended column + 1
     used: list[int] = torch.where(last > 0, last, width).tolist()  # none attended: whole
     slices = []
-    for start, stop in itertools.pairwise(balanced_cuts(used, workers)):
+    for start, stop in itertools.pairwise(balanced_cuts(used, workers, packed=packed)):
         cut = max(used[start:stop])
         slices.append({name: tensor[start:stop, :cut] for name, tensor in inputs.items()})
     outputs = list(worker_pool(workers).map(forward, slices))

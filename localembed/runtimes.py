@@ -136,6 +136,7 @@ class TorchRuntime:
         )
         from localembed.onednn import use_onednn_linear
         from localembed.row_split import split_rows_enabled
+        from localembed.unpadding import can_unpad, unpad_enabled, use_unpadded_attention
 
         self.model = model
         self.quantization = quantization
@@ -155,6 +156,10 @@ class TorchRuntime:
         split = self.threads > 1 and _on_cpu(model)
         self.split_workers = self.threads if split and split_rows_enabled() else 0
         """Worker threads a batch's rows are split over (:mod:`localembed.row_split`); 0: none."""
+        self.unpadded = unpad_enabled() and can_unpad(model)
+        """Whether padded batches run packed, on their real tokens (:mod:`localembed.unpadding`)."""
+        if self.unpadded:
+            use_unpadded_attention(model)
 
     def __call__(
         self,
@@ -171,7 +176,7 @@ class TorchRuntime:
         if self.split_workers and input_ids.shape[0] > 1:
             from localembed.row_split import split_forward
 
-            return split_forward(self._forward, inputs, self.split_workers)
+            return split_forward(self._forward, inputs, self.split_workers, packed=self.unpadded)
         # torch's thread count is per calling thread (OpenMP and MKL keep it per thread):
         # this model's own count, set here in the thread that runs the batch (whichever
         # model or caller set that thread's count last), and restored after it.
@@ -190,6 +195,10 @@ class TorchRuntime:
         import torch
 
         with torch.inference_mode():
+            if self.unpadded and not bool(inputs["attention_mask"].all()):
+                from localembed.unpadding import unpadded_forward
+
+                return unpadded_forward(self.model, inputs)
             output: torch.Tensor = self.model(**inputs)[0]
         return output
 

@@ -263,7 +263,10 @@ def test_one_forward_pass_per_batch(torch_encoder: LocalEncoder) -> None:
         encoder.encode_m3(TEXTS, dense=True, batch_size=3)
     with ForwardRecorder(encoder) as everything:
         encoder.encode_m3(TEXTS, **OUTPUTS, batch_size=3)
-    assert len(everything.shapes) == len(dense_only.shapes) == 3
+    # 3 batches (or their row slices, run by worker threads in any order, on a multi-core
+    # machine); the sparse and multi-vector outputs come from the dense output's passes.
+    assert sorted(everything.shapes) == sorted(dense_only.shapes)
+    assert 3 <= len(everything.shapes) <= 3 * max(1, encoder.runtime.split_workers)
 
 
 def test_dense_is_encode_and_unrequested_outputs_are_none(

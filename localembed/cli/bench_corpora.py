@@ -139,6 +139,18 @@ def builtin_sentences(count: int, seed: int = 0) -> list[str]:
     return list(seen)
 
 
+def bench_sentences(data: Path | None, count: int = 1000) -> list[str]:
+    """The benchmarks' sentences: STS Benchmark's, or ``count`` generated ones.
+
+    ``data``: the STS Benchmark folder (its test split, each distinct sentence once); None:
+    :func:`builtin_sentences`.
+    """
+    if data is not None:
+        first, second, _ = read_pairs(sts_file(data))
+        return list(dict.fromkeys(first + second))
+    return builtin_sentences(count)
+
+
 def mixed_documents(sentences: list[str], count: int, seed: int = 0) -> list[str]:
     """Documents of 16-512 tokens (log-normal lengths, median ~90 tokens, long tail)."""
     rng = np.random.default_rng(seed)

@@ -40,9 +40,8 @@ from localembed.cli.bench_contenders import (
     static_contender,
 )
 from localembed.cli.bench_corpora import (
-    builtin_sentences,
+    bench_sentences,
     mixed_documents,
-    read_pairs,
     sts_file,
 )
 from localembed.cli.bench_measures import (
@@ -64,11 +63,7 @@ from localembed.errors import InputError
 
 
 def _corpora(args: argparse.Namespace) -> tuple[dict[str, list[str]], list[str]]:
-    if args.data is not None:
-        first, second, _ = read_pairs(sts_file(args.data))
-        sentences = list(dict.fromkeys(first + second))
-    else:
-        sentences = builtin_sentences(max(args.short, args.queries, 1000))
+    sentences = bench_sentences(args.data, max(args.short, args.queries, 1000))
     corpora = {"short": sentences[: args.short], "mixed": mixed_documents(sentences, args.docs)}
     return corpora, sentences[-args.queries :]
 
