@@ -140,7 +140,8 @@ class TorchRuntime:
 
         self.model = model
         self.quantization = quantization
-        """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`)."""
+        """None (float weights), or the int8 scheme (:data:`TORCH_INT8_SCHEME`; with ", scaled
+        on real tokens" when batches run packed: a cache key tells the two apart)."""
         self.threads = apply_threads(threads)
         if adaptive is None:
             adaptive = adaptive_threads(threads) and _on_cpu(model)
@@ -160,6 +161,8 @@ class TorchRuntime:
         """Whether padded batches run packed, on their real tokens (:mod:`localembed.unpadding`)."""
         if self.unpadded:
             use_unpadded_attention(model)
+            if quantization:  # its activation scales now come from real tokens only
+                self.quantization = f"{quantization}, scaled on real tokens"
 
     def __call__(
         self,

@@ -46,6 +46,12 @@ PACKED_MODELS = frozenset({"BertModel", "RobertaModel", "XLMRobertaModel", "Came
 attention, with absolute position embeddings from the column index or the padding id."""
 
 
+MIN_TRANSFORMERS = (5, 0)
+"""The first transformers release packing runs on: its BERT-family attention is looked up in
+``AttentionInterface`` and its masks in ``AttentionMaskInterface`` (tested on 5.23); on an
+older one every batch runs padded."""
+
+
 class Layout(NamedTuple):
     """Where a pack's tokens sit in the padded batch."""
 
@@ -73,13 +79,19 @@ def unpad_enabled(environ: Mapping[str, str] | None = None) -> bool:
 def can_unpad(model: PreTrainedModel) -> bool:
     """Whether :func:`unpadded_forward` reproduces ``model``'s padded forward pass.
 
-    A bare encoder of :data:`PACKED_MODELS` on the CPU, with ``sdpa`` attention (or
-    :data:`ATTENTION` already), absolute position embeddings, and not a decoder.
+    A bare encoder of :data:`PACKED_MODELS`, transformers' own class (not remote code of the
+    same name, whose layers may not be token-wise), on the CPU, with ``sdpa`` attention (or
+    :data:`ATTENTION` already), absolute position embeddings, not a decoder, under a
+    transformers whose BERT-family attention goes through its attention interface
+    (:data:`MIN_TRANSFORMERS`).
     """
     config = model.config
     parameter = next(model.parameters(), None)
     return (
         type(model).__name__ in PACKED_MODELS
+        and type(model).__module__.startswith("transformers.models.")
+        and not getattr(config, "auto_map", None)
+        and _transformers_can()
         and (parameter is None or parameter.device.type == "cpu")
         and config._attn_implementation in {"sdpa", ATTENTION}
         and getattr(config, "position_embedding_type", "absolute") in {None, "absolute"}
@@ -146,6 +158,17 @@ def _position_ids(model: PreTrainedModel, input_ids: torch.Tensor) -> torch.Tens
         return positions
     rows, width = input_ids.shape
     return torch.arange(width, device=input_ids.device).expand(rows, width)
+
+
+@cache
+def _transformers_can() -> bool:
+    import transformers
+
+    release = transformers.__version__.split(".")
+    try:
+        return (int(release[0]), int(release[1])) >= MIN_TRANSFORMERS
+    except (IndexError, ValueError):
+        return False
 
 
 @cache

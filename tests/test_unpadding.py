@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from localembed.errors import InputError
+from localembed.runtimes import TORCH_INT8_SCHEME
 from localembed.unpadding import (
     ATTENTION,
     can_unpad,
@@ -159,6 +160,14 @@ def test_only_bare_encoders_with_sdpa_and_absolute_positions_are_packed(
     assert model.config._attn_implementation == ATTENTION
     assert can_unpad(model)
 
+    class BertModel(transformers.BertModel):  # remote code's own class of the same name
+        pass
+
+    assert not can_unpad(BertModel.from_pretrained(tiny_bert_dir).eval())
+    mapped = _model(tiny_bert_dir)
+    mapped.config.auto_map = {"AutoModel": "modeling_custom.BertModel"}
+    assert not can_unpad(mapped)
+
 
 def test_the_runtime_packs_unless_the_environment_says_no(
     tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch
@@ -177,6 +186,16 @@ def test_the_runtime_packs_unless_the_environment_says_no(
     padded = get_encoder(model=tiny_bert_dir, backend="torch", threads=1)
     assert not padded.runtime.unpadded
     np.testing.assert_allclose(vectors, padded.encode(TEXTS), atol=1e-6)
+    # int8's activation scales differ packed: its scheme (in cache keys) says so.
+    assert padded.runtime.quantization is None
+    assert get_encoder(model=tiny_bert_dir, quantize="int8").runtime.quantization == (
+        TORCH_INT8_SCHEME
+    )
+    clear_encoder_cache()
+    monkeypatch.delenv("LOCALEMBED_UNPAD")
+    assert get_encoder(model=tiny_bert_dir, quantize="int8").runtime.quantization == (
+        f"{TORCH_INT8_SCHEME}, scaled on real tokens"
+    )
     clear_encoder_cache()
     assert unpad_enabled({}) is True
     with pytest.raises(InputError, match="LOCALEMBED_UNPAD must be 0 or 1, got 'off'"):
