@@ -137,7 +137,13 @@ class LocalReranker:
     one model.
     """
 
-    def __init__(self, config: RerankerConfig) -> None:
+    def __init__(self, config: RerankerConfig, *, encoder: LocalEncoder | None = None) -> None:
+        """Load the reranker ``config`` names.
+
+        ``encoder``: with bge-m3 scoring, score with this loaded encoder of the same model
+        (a server's served bge-m3) instead of the shared encoder for ``config``'s options, so
+        that no second copy of the weights is loaded.
+        """
         self.config = config
         self.source = locate_model(config.model, allow_pickle_weights=config.allow_pickle_weights)
         metadata = read_sentence_transformers_metadata(self.source.path)
@@ -151,8 +157,11 @@ class LocalReranker:
         self.backend: CrossEncoderBackend | None = None
         """Cross-encoder scoring: the loaded model (pairs -> logits)."""
         if self.scoring == "bge-m3":
-            self._init_m3()
+            self._init_m3(encoder)
             return
+        if encoder is not None:
+            msg = "an encoder is only used with bge-m3 scoring"
+            raise InputError(msg)
         files = read_model_files(
             config,
             source=self.source,
@@ -228,7 +237,7 @@ class LocalReranker:
         self.sources["activation"] = "labels"
         return "sigmoid" if self.num_labels == 1 else "none"
 
-    def _init_m3(self) -> None:
+    def _init_m3(self, encoder: LocalEncoder | None) -> None:
         from localembed.encoder import get_encoder
 
         config = self.config
@@ -246,7 +255,10 @@ class LocalReranker:
         options["model"] = str(self.source.path)
         if "backend" in config.model_fields_set:
             options["backend"] = config.backend
-        self.encoder = get_encoder(**options)
+        if encoder is not None and encoder.source.path != self.source.path:
+            msg = f"the encoder runs {encoder.source.path}, not this reranker's {self.source.path}"
+            raise InputError(msg)
+        self.encoder = encoder if encoder is not None else get_encoder(**options)
         self.tokenizer = self.encoder.tokenizer
         self.model_config = self.encoder.model_config
         self.num_labels = 1

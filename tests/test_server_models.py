@@ -630,3 +630,14 @@ def test_the_heap_policy_is_read_from_the_environment_and_a_typo_is_an_error() -
     assert bound_heap({"LOCALEMBED_HEAP": "off"}) == "off"
     with pytest.raises(InputError, match="'trimm' is not one of trim, mmap, off"):
         bound_heap({"LOCALEMBED_HEAP": "trimm"})
+
+
+def test_a_served_bge_m3_reranks_with_the_loaded_encoder_itself(specs: list[ModelSpec]) -> None:
+    """Its reranker holds no second copy of the weights (the memory cap counts one)."""
+    app = create_app(models=specs, settings=ServerSettings(preload=False))
+    with TestClient(app) as client:
+        body = {"query": "cats", "documents": ["Cats purr.", "Paris"], "model": "m3"}
+        response = client.post("/v1/rerank", json=body)
+        assert response.status_code == 200, response.text
+        served = app.state.localembed.models["m3"]
+        assert served.extras["reranker"].encoder is served.model

@@ -115,16 +115,14 @@ async def m3_reranker(state: ServerState, served: ServedModel, encoder: LocalEnc
         )
         raise ApiError(404, message, code="reranker_not_served", param="model")
     if "reranker" not in served.extras:
-        from localembed.config import ModelOptions
-        from localembed.reranker import get_reranker
+        from localembed.config import RerankerConfig
+        from localembed.reranker import LocalReranker
 
-        config = served.spec.config
-        options: dict[str, Any] = {
-            name: getattr(config, name)
-            for name in config.model_fields_set & set(ModelOptions.model_fields)
-        }
-        options.update(model=str(encoder.source.path), scoring="bge-m3")
-        served.extras["reranker"] = await asyncio.to_thread(lambda: get_reranker(**options))
+        # Over the served encoder itself: no second copy of the weights, outside the cap.
+        config = RerankerConfig(model=str(encoder.source.path), scoring="bge-m3")
+        served.extras["reranker"] = await asyncio.to_thread(
+            lambda: LocalReranker(config, encoder=encoder)
+        )
     return served.extras["reranker"]
 
 
