@@ -4,7 +4,8 @@ Each step embeds a batch of random size and random text lengths with the embedde
 all-MiniLM-L6-v2 (what the server's micro-batcher runs), and the RSS is sampled every
 ``--sample`` seconds. ``--bucket N`` pads every batch's width up to a multiple of N (an
 experiment: fewer distinct shapes), ``arenaN`` sets MALLOC_ARENA_MAX=N, ``mmapK`` sets
-MALLOC_MMAP_THRESHOLD_ to K KiB (large tensors always mmapped, returned on free). Modes run
+MALLOC_MMAP_THRESHOLD_ to K KiB (large tensors always mmapped, returned on free), ``padded``
+sets LOCALEMBED_UNPAD=0 (batches run padded, not packed). Modes run
 in their own processes, side by side, for the same time:
 
     python benchmarks/rss_shapes.py --seconds 150 --modes plain bucket32 arena2 mmap128
@@ -106,6 +107,8 @@ def main() -> int:
         env["TOKENIZERS_PARALLELISM"] = "false"
         if mode.startswith("arena"):
             env["MALLOC_ARENA_MAX"] = mode.removeprefix("arena")
+        if mode == "padded":  # batches run padded, not packed (localembed.unpadding)
+            env["LOCALEMBED_UNPAD"] = "0"
         if mode.startswith("mmap"):  # a fixed mmap threshold: glibc's dynamic one off
             env["MALLOC_MMAP_THRESHOLD_"] = str(int(mode.removeprefix("mmap")) * 1024)
         command = [sys.executable, __file__, "--child", mode]
