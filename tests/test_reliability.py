@@ -414,6 +414,9 @@ class MemoryLimit:
         self.split_workers = getattr(self.runtime, "split_workers", 0)
         if self.split_workers:
             self.runtime.split_workers = 0  # type: ignore[attr-defined]
+        # Padded batches: a packed one reaches the model as one row of its real tokens.
+        self.unpadded = getattr(self.runtime, "unpadded", False)
+        self.runtime.unpadded = False  # type: ignore[attr-defined]
 
     def hook(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
         rows, width = kwargs["input_ids"].shape
@@ -429,6 +432,7 @@ class MemoryLimit:
         self.handle.remove()
         if self.split_workers:
             self.runtime.split_workers = self.split_workers  # type: ignore[attr-defined]
+        self.runtime.unpadded = self.unpadded  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="module")
