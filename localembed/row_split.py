@@ -80,9 +80,17 @@ def worker_pool(workers: int) -> ThreadPoolExecutor:
                 workers, thread_name_prefix="localembed-rows", initializer=_one_intra_op_thread
             )
             started = threading.Barrier(workers)
-            for future in [pool.submit(started.wait) for _ in range(workers)]:
-                future.result()  # every worker is set up before the global count comes back
-            torch.set_num_threads(restore)  # new threads start from torch's global count
+            try:
+                for future in [pool.submit(started.wait) for _ in range(workers)]:
+                    future.result()  # every worker is set up before the global count comes back
+            except BaseException:
+                # Interrupted (Ctrl-C) between two submissions: a worker left waiting at the
+                # barrier would never end, and the interpreter's exit joins every worker.
+                started.abort()
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            finally:
+                torch.set_num_threads(restore)  # new threads start from torch's global count
             _pools[workers] = pool
     return pool
 

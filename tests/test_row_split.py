@@ -178,3 +178,35 @@ def test_cuts_balance_padded_tokens_and_are_the_best_contiguous_cuts() -> None:
             for cut in itertools.combinations(range(1, len(widths)), count)
         )
         assert largest(widths, bounds) == best
+
+
+def test_an_interrupted_pool_set_up_leaves_no_worker_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Ctrl-C between the set-up's submissions: the interpreter's exit joins every worker."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from localembed import row_split
+
+    before = set(threading.enumerate())
+    submitted = 0
+    real_submit = ThreadPoolExecutor.submit
+
+    def submit(self: ThreadPoolExecutor, *args: object, **kwargs: object):  # type: ignore[no-untyped-def]
+        nonlocal submitted
+        submitted += 1
+        if submitted == 2:
+            raise KeyboardInterrupt
+        return real_submit(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", submit)
+    with pytest.raises(KeyboardInterrupt):
+        row_split.worker_pool(5)  # a size no other test makes
+    monkeypatch.undo()
+    assert 5 not in row_split._pools
+    started = [thread for thread in threading.enumerate() if thread not in before]
+    deadline = time.monotonic() + 10
+    while any(thread.is_alive() for thread in started) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(thread.is_alive() for thread in started)
