@@ -28,6 +28,7 @@ os.environ.setdefault("LOCALEMBED_SPLIT_ROWS", "0")
 
 from localembed.cli.bench_ceiling import gemm_ceiling
 from localembed.cli.bench_corpora import bench_sentences, mixed_documents
+from localembed.cli.bench_measures import padded_tokens
 from localembed.cli.bench_random_base import build_random_base
 
 FAMILIES = {
@@ -73,8 +74,7 @@ def matmul_flops(name: str, shapes: list[Any]) -> float:
 
 
 def padding(lengths: list[int], groups: list[list[int]]) -> float:
-    padded = sum(len(group) * max(lengths[i] for i in group) for group in groups)
-    return padded / sum(lengths) - 1
+    return padded_tokens(lengths, groups) / sum(lengths) - 1
 
 
 def main() -> None:

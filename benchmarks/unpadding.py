@@ -32,16 +32,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from server_load import make_texts
 
 from localembed.cli.bench_corpora import bench_sentences, mixed_documents
+from localembed.cli.bench_measures import padded_tokens
 
 
 def padding_share(encoder: object, calls: list[list[str]]) -> float:
     """Padded tokens over real tokens - 1, for the batches the encoder plans."""
     padded = real = 0
     for texts in calls:
-        lengths = [len(ids) for ids in encoder.tokenize(texts).ids]  # type: ignore[attr-defined]
-        for batch in encoder.batches(encoder.tokenize(texts).ids):  # type: ignore[attr-defined]
-            padded += len(batch) * max(lengths[i] for i in batch)
-            real += sum(lengths[i] for i in batch)
+        ids = encoder.tokenize(texts).ids  # type: ignore[attr-defined]
+        lengths = [len(row) for row in ids]
+        padded += padded_tokens(lengths, encoder.batches(ids))  # type: ignore[attr-defined]
+        real += sum(lengths)
     return padded / real - 1
 
 

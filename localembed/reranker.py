@@ -248,17 +248,19 @@ class LocalReranker:
         if missing:
             msg = f"scoring='bge-m3' needs {', '.join(missing)} in {self.path}"
             raise MissingModelFileError(msg)
-        options = {
-            name: getattr(config, name)
-            for name in config.model_fields_set & set(ModelOptions.model_fields)
-        }
-        options["model"] = str(self.source.path)
-        if "backend" in config.model_fields_set:
-            options["backend"] = config.backend
-        if encoder is not None and encoder.source.path != self.source.path:
+        if encoder is None:
+            options = {
+                name: getattr(config, name)
+                for name in config.model_fields_set & set(ModelOptions.model_fields)
+            }
+            options["model"] = str(self.source.path)
+            if "backend" in config.model_fields_set:
+                options["backend"] = config.backend
+            encoder = get_encoder(**options)
+        elif encoder.source.path != self.source.path:
             msg = f"the encoder runs {encoder.source.path}, not this reranker's {self.source.path}"
             raise InputError(msg)
-        self.encoder = encoder if encoder is not None else get_encoder(**options)
+        self.encoder = encoder
         self.tokenizer = self.encoder.tokenizer
         self.model_config = self.encoder.model_config
         self.num_labels = 1

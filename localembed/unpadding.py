@@ -1,8 +1,8 @@
 """Forward passes without padding: the Linear layers of an encoder run on real tokens only.
 
 A padded batch of rows of different lengths spends most of its time on padding when the
-rows are short and unsorted: a server's pass of 16 single-sentence requests, 8 to 46 tokens
-each, is 63% padding in its matrix products (``benchmarks/unpadding.py``). Every operator
+rows are short and unsorted: a server's pass of 16 single-sentence requests, 6 to 46 tokens
+each, is 74% padding in its planned batch (``benchmarks/unpadding.py``). Every operator
 of a BERT-style encoder except attention works token by token (the Linear layers, GELU,
 LayerNorm, the residual adds), so :func:`unpadded_forward` packs a batch's real tokens into
 one row (``[1, tokens]``, with each token's own position and segment ids) and runs the

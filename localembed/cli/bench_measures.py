@@ -29,6 +29,7 @@ __all__ = [
     "bare_forward",
     "cosine_gap",
     "machine_line",
+    "padded_tokens",
     "peak_rss_mb",
     "process_settings",
     "query_latencies",
@@ -36,6 +37,17 @@ __all__ = [
     "sts_score",
     "time_call",
 ]
+
+
+def padded_tokens(lengths: list[int], groups: list[list[int]]) -> int:
+    """Tokens the batches ``groups`` (row indices) compute, each padded to its longest row.
+
+    Example:
+        >>> padded_tokens([5, 3, 2, 2], [[0, 1], [2, 3]])
+        14
+
+    """
+    return sum(len(group) * max(lengths[i] for i in group) for group in groups)
 
 
 def machine_line() -> str:
